@@ -1,0 +1,154 @@
+//! Expiry: deciding which buckets are past (a pure function) and carrying
+//! the decision out on a timer (the compactor thread).
+//!
+//! A bucket `[start, end)` holds only records expiring before `end`, so once
+//! `end <= now` every record in it has expired and its segment files are
+//! deleted whole. No record is ever rewritten: write amplification is 1.
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result, advice};
+use crate::index::Holder;
+use crate::store::Shared;
+use crate::writer::Msg;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What the compactor should do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Choice {
+    Nothing,
+    /// Delete these segments (ids): their buckets have ended.
+    Drop(Vec<u32>),
+}
+
+/// Segments `(id, bucket_end)` whose bucket ended at or before `now`.
+pub(crate) fn choose(segments: &[(u32, Timestamp)], now: Timestamp) -> Choice {
+    let mut ids: Vec<u32> = segments
+        .iter()
+        .filter(|(_, end)| *end <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    if ids.is_empty() {
+        return Choice::Nothing;
+    }
+    ids.sort_unstable();
+    Choice::Drop(ids)
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segment files deleted.
+    pub segments_dropped: u64,
+    /// Bytes those files held.
+    pub bytes_freed: u64,
+    /// Index entries of expired records removed.
+    pub index_entries_dropped: u64,
+    /// Abandoned reservations (recovered from disk, lease over) forgotten.
+    pub orphans_dropped: u64,
+}
+
+/// One pass: forget abandoned reservations, drop ended buckets.
+pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<CompactionReport> {
+    let now = shared.clock().now();
+    let mut report = CompactionReport::default();
+    shared.index.for_each_shard(|s| {
+        let before = s.pending.len();
+        s.pending
+            .retain(|_, e| !(e.holder == Holder::Orphan && now >= e.lease_end));
+        report.orphans_dropped += (before - s.pending.len()) as u64;
+    });
+    let Choice::Drop(ids) = choose(&shared.segments.buckets(), now) else {
+        return Ok(report);
+    };
+    // The writer must stop appending to these buckets before they go.
+    let (tx, rx) = bounded(1);
+    writer
+        .send(Msg::Retire {
+            upto: now,
+            done: tx,
+        })
+        .map_err(|_| Error::Closed)?;
+    rx.recv().map_err(|_| Error::Closed)?;
+
+    let removed = shared.segments.remove(&ids);
+    let gone: HashSet<u32> = removed.iter().map(|s| s.id()).collect();
+    shared.index.for_each_shard(|s| {
+        let before = s.completed.len();
+        s.completed.retain(|_, slot| !gone.contains(&slot.seg));
+        report.index_entries_dropped += (before - s.completed.len()) as u64;
+    });
+    let mut first_error = None;
+    for seg in &removed {
+        report.bytes_freed += seg.len.load(Ordering::Relaxed);
+        match shared.storage.remove(&seg.name) {
+            Ok(()) => report.segments_dropped += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                first_error.get_or_insert(Error::io(
+                    "deleting expired segment",
+                    shared.dir.join(&seg.name),
+                    e,
+                    advice::WRITE,
+                ));
+            }
+        }
+    }
+    if let Err(e) = shared.storage.sync_dir() {
+        first_error.get_or_insert(Error::io("syncing", shared.dir.clone(), e, advice::WRITE));
+    }
+    shared
+        .counters
+        .segments_dropped
+        .fetch_add(report.segments_dropped, Ordering::Relaxed);
+    match first_error {
+        // Failing to delete an expired file loses nothing: it is retried by
+        // the next pass (recovery also skips expired buckets).
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// The compactor thread's loop: a pass every `interval` until told to stop.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    writer: Sender<Msg>,
+    stop: Receiver<()>,
+    interval: Duration,
+) {
+    loop {
+        match stop.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = compact_once(&shared, &writer) {
+                    if matches!(e, Error::Closed) {
+                        return;
+                    }
+                    shared
+                        .counters
+                        .compaction_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // Told to stop, or the store is gone.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choose_drops_exactly_the_ended_buckets() {
+        let segs = [(3, Timestamp(100)), (1, Timestamp(50)), (2, Timestamp(101))];
+        assert_eq!(choose(&segs, Timestamp(49)), Choice::Nothing);
+        assert_eq!(choose(&segs, Timestamp(50)), Choice::Drop(vec![1]));
+        assert_eq!(choose(&segs, Timestamp(100)), Choice::Drop(vec![1, 3]));
+        assert_eq!(choose(&segs, Timestamp(1_000)), Choice::Drop(vec![1, 2, 3]));
+        assert_eq!(choose(&[], Timestamp(1_000)), Choice::Nothing);
+    }
+}

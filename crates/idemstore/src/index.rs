@@ -1,0 +1,222 @@
+//! The in-memory index: where each live key's newest record is.
+//!
+//! Sharded by the high bits of the index key; each shard is one mutex over two
+//! maps. Completed keys cost one 24-byte slot (16-byte key + 8-byte location)
+//! in an open-addressing table; reservations in flight are few and keep their
+//! whole state in memory.
+//!
+//! Invariants (each shard):
+//! - a key is in `pending` iff its newest record is a reservation that has
+//!   not been completed, aborted or taken over in this process (or was
+//!   recovered from disk with its lease still running);
+//! - a `completed` slot points at a record that was acknowledged as written
+//!   (in `Sync` mode: fsynced) with this key's tenant digest and key;
+//! - a slot may outlive its record's expiry until the compactor drops the
+//!   bucket; readers check expiry themselves.
+
+use crate::clock::Timestamp;
+use crate::scope::{Fingerprint, IndexKey, TenantDigest};
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Number of shards; a power of two.
+const SHARDS: usize = 64;
+
+/// Where a record is: segment id and byte offset of its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) seg: u32,
+    pub(crate) off: u32,
+}
+
+/// Who is working on a pending key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// A live [`Reservation`](crate::Reservation) in this process.
+    Held,
+    /// The holder called `complete`; the record is on its way to disk. Cannot
+    /// be taken over or aborted.
+    Completing,
+    /// Recovered from disk: its holder died with an earlier process.
+    Orphan,
+}
+
+/// A reservation in flight.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingEntry {
+    pub(crate) token: u64,
+    pub(crate) tenant: TenantDigest,
+    pub(crate) key: Box<[u8]>,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) started_at: Timestamp,
+    pub(crate) lease_end: Timestamp,
+    pub(crate) holder: Holder,
+}
+
+impl PendingEntry {
+    pub(crate) fn is_for(&self, tenant: &TenantDigest, key: &[u8]) -> bool {
+        self.tenant == *tenant && *self.key == *key
+    }
+
+    /// True when a new request may take the key over at `now`.
+    pub(crate) fn can_take_over(&self, now: Timestamp) -> bool {
+        self.holder != Holder::Completing && now >= self.lease_end
+    }
+}
+
+/// A hasher for keys that are already uniform digests: passes the word through.
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Build = BuildHasherDefault<PassThrough>;
+
+/// One shard's maps.
+#[derive(Default)]
+pub(crate) struct Shard {
+    pub(crate) completed: HashMap<IndexKey, Slot, Build>,
+    pub(crate) pending: HashMap<IndexKey, PendingEntry, Build>,
+}
+
+/// All shards.
+pub(crate) struct Index {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Index {
+    pub(crate) fn new() -> Self {
+        Index {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+
+    /// Builds an index from recovered maps, distributing them over shards.
+    pub(crate) fn from_parts(
+        completed: impl IntoIterator<Item = (IndexKey, Slot)>,
+        pending: impl IntoIterator<Item = (IndexKey, PendingEntry)>,
+    ) -> Self {
+        let idx = Index::new();
+        for (k, s) in completed {
+            idx.lock(&k).completed.insert(k, s);
+        }
+        for (k, p) in pending {
+            idx.lock(&k).pending.insert(k, p);
+        }
+        idx
+    }
+
+    pub(crate) fn lock(&self, key: &IndexKey) -> MutexGuard<'_, Shard> {
+        // High bits pick the shard; the map hashes the low word.
+        let i = usize::try_from(key.hi >> 58).unwrap_or(0) & (SHARDS - 1);
+        self.shards[i].lock()
+    }
+
+    /// Runs `f` on every shard in turn, one lock at a time.
+    pub(crate) fn for_each_shard(&self, mut f: impl FnMut(&mut Shard)) {
+        for s in self.shards.iter() {
+            f(&mut s.lock());
+        }
+    }
+
+    /// (completed slots, pending entries, estimated heap bytes).
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        let (mut c, mut p, mut bytes) = (0u64, 0u64, 0u64);
+        self.for_each_shard(|s| {
+            c += s.completed.len() as u64;
+            p += s.pending.len() as u64;
+            bytes += table_bytes(
+                s.completed.capacity(),
+                std::mem::size_of::<(IndexKey, Slot)>(),
+            );
+            bytes += table_bytes(
+                s.pending.capacity(),
+                std::mem::size_of::<(IndexKey, PendingEntry)>(),
+            );
+            bytes += s.pending.values().map(|e| e.key.len() as u64).sum::<u64>();
+        });
+        (c, p, bytes)
+    }
+}
+
+/// Heap bytes of a SwissTable holding `capacity` items of `item` bytes: the
+/// bucket count is the next power of two of capacity * 8/7, plus one control
+/// byte per bucket and a group of 16 spare control bytes.
+fn table_bytes(capacity: usize, item: usize) -> u64 {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two().max(4);
+    (buckets * (item + 1) + 16) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_is_compact() {
+        // 16-byte key + 8-byte slot, 8-byte aligned: 24 bytes per entry.
+        assert_eq!(std::mem::size_of::<(IndexKey, Slot)>(), 24);
+    }
+
+    #[test]
+    fn shards_spread_keys_and_lookups_find_them() {
+        let idx = Index::new();
+        for i in 0..1000u64 {
+            let k = IndexKey {
+                hi: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                lo: i,
+            };
+            idx.lock(&k).completed.insert(
+                k,
+                Slot {
+                    seg: 1,
+                    off: i as u32,
+                },
+            );
+        }
+        let mut non_empty = 0;
+        idx.for_each_shard(|s| non_empty += usize::from(!s.completed.is_empty()));
+        assert!(non_empty > SHARDS / 2, "only {non_empty} shards used");
+        let k = IndexKey {
+            hi: 7u64.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            lo: 7,
+        };
+        assert_eq!(
+            idx.lock(&k).completed.get(&k),
+            Some(&Slot { seg: 1, off: 7 })
+        );
+        assert_eq!(idx.counts().0, 1000);
+    }
+
+    #[test]
+    fn take_over_needs_an_ended_lease_and_no_completion_in_progress() {
+        let mut e = PendingEntry {
+            token: 1,
+            tenant: TenantDigest([0; 32]),
+            key: Box::from(&b"k"[..]),
+            fingerprint: Fingerprint::default(),
+            started_at: Timestamp(0),
+            lease_end: Timestamp(100),
+            holder: Holder::Held,
+        };
+        assert!(!e.can_take_over(Timestamp(99)));
+        assert!(e.can_take_over(Timestamp(100)));
+        e.holder = Holder::Completing;
+        assert!(!e.can_take_over(Timestamp(1_000)));
+    }
+}

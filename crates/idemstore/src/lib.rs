@@ -1,0 +1,73 @@
+//! # idemstore
+//!
+//! An embedded, durable store for the server side of the `Idempotency-Key`
+//! HTTP header: a request resent after a timeout executes once, and every
+//! retry gets the first response back, byte for byte.
+//!
+//! ```
+//! use idemstore::{Begin, Config, Fingerprint, Response, Store};
+//! # let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path(), Config::default())?;
+//! let request = Fingerprint::of(b"POST /v1/payments amount=100");
+//! match store.begin("tenant-api-key", "order-42", request)? {
+//!     // First time: run the handler, then store its response durably.
+//!     Begin::Reserved(reservation) => reservation.complete(Response::new(201, "paid"))?,
+//!     Begin::Replay(stored) => { /* send stored.response back */ }
+//!     Begin::InFlight(_) => { /* 409: the first request is still running */ }
+//!     Begin::Mismatch(_) => { /* 422: same key, different request */ }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Contract
+//!
+//! - **Once.** For a given (tenant, key), while its record lives, `begin`
+//!   hands out at most one [`Reservation`] at a time; a second caller sees
+//!   [`Begin::InFlight`], then [`Begin::Replay`] once the first completes.
+//! - **Scoped.** Keys are per tenant. Only a blake3 digest of the tenant is
+//!   stored, and every read compares the full digest and key, so one tenant is
+//!   never served another's response, even on an index-digest collision.
+//! - **Durable.** With [`Durability::Sync`], [`Reservation::complete`]
+//!   returns only after the record is fsynced; a crash loses no acknowledged
+//!   completion, and no retry is replayed a response a crash could take back.
+//! - **Fenced.** A lease that runs out lets a later request take over; the
+//!   old holder's `complete` then fails with [`Error::Fenced`].
+//! - **Exact expiry.** A record is never served at or after its `expires_at`,
+//!   whether or not its file has been deleted yet.
+//!
+//! ## Layout
+//!
+//! - [`store`](crate::Store): `Store`, `begin`, `Reservation` — the API.
+//! - `index`: the sharded in-memory index (24 bytes per completed key).
+//! - `writer`: the group-commit writer thread; `compactor`: bucket expiry.
+//! - `recovery`: rebuilding the index on open.
+//! - `format`: the on-disk format, one file per concept (see `FORMAT.md`).
+//! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images).
+//!
+//! `ARCHITECTURE.md` in the repository walks one `complete()` from the call to
+//! the fsync; `crates/idemstore/FORMAT.md` documents every byte on disk.
+
+mod clock;
+mod commit;
+mod compactor;
+mod config;
+mod error;
+mod format;
+mod index;
+mod recovery;
+mod response;
+mod scope;
+mod segment;
+pub mod storage;
+mod store;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use commit::Commit;
+pub use compactor::CompactionReport;
+pub use config::{Config, Durability};
+pub use error::{Error, Result};
+pub use recovery::RecoveryReport;
+pub use response::{Response, StoredResponse};
+pub use scope::{Fingerprint, IndexHashFn, IndexKey, TenantDigest, default_index_hash};
+pub use store::{Begin, InFlight, KeyState, Mismatch, Reservation, Stats, Store};

@@ -1,0 +1,241 @@
+//! Opening a store: rebuilding the index from the segments.
+//!
+//! For every (tenant, key) the record with the highest sequence number wins.
+//! That is sound because a newer record never lands in a bucket that ends
+//! before the bucket of a record it supersedes while that record still
+//! matters: completions expire after their reservation's bucket, and the only
+//! records a newer one supersedes early (reservations) are meaningless once
+//! their lease has ended.
+//!
+//! Nothing on disk can make this panic: every file is read through the
+//! checked frame scanner; damage is truncated (torn tails), skipped and
+//! counted (corruption), or left in place and listed (unreadable headers).
+
+use crate::clock::Timestamp;
+use crate::config::Config;
+use crate::error::{Error, Result, advice};
+use crate::format::frame::{Scanned, Scanner};
+use crate::format::record::{self, Body, Kind, Record};
+use crate::format::segment_header::{self, SegmentHeader};
+use crate::index::{Holder, Index, PendingEntry, Slot};
+use crate::scope::IndexKey;
+use crate::segment::{Segment, Segments};
+use crate::storage::{Storage, read_all};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `open` found on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Segment files scanned.
+    pub segments_read: u64,
+    /// Valid records found.
+    pub records_read: u64,
+    /// Completed keys that are live (served from now on).
+    pub completed_live: u64,
+    /// Reservations whose lease had not ended: a retry sees them in flight
+    /// until the lease ends, then takes over.
+    pub pending_live: u64,
+    /// Files whose last write was cut short and that were truncated.
+    pub torn_tails: u64,
+    /// Bytes removed by those truncations.
+    pub bytes_truncated: u64,
+    /// Damaged regions skipped (each followed by a valid record).
+    pub corrupt_regions: u64,
+    /// Bytes in those regions.
+    pub corrupt_bytes: u64,
+    /// Records whose checksum held but whose content did not decode.
+    pub undecodable_records: u64,
+    /// Segments whose bucket had ended, removed unread.
+    pub expired_segments_removed: u64,
+    /// Segment files cut short before their header was complete (a crash
+    /// during creation: they never held a record), removed.
+    pub empty_segments_removed: u64,
+    /// Segment files left untouched because their header is unreadable:
+    /// `(file name, reason)`. Move them away or restore them from a backup.
+    pub unreadable_segments: Vec<(String, String)>,
+    /// How long recovery took.
+    pub duration: Duration,
+}
+
+pub(crate) struct Recovered {
+    pub(crate) index: Index,
+    pub(crate) segments: Segments,
+    pub(crate) next_seq: u64,
+    pub(crate) next_segment_id: u32,
+    pub(crate) report: RecoveryReport,
+}
+
+#[derive(Clone, Copy)]
+struct Candidate {
+    seq: u64,
+    slot: Slot,
+    kind: Kind,
+    live_until: Timestamp,
+}
+
+pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) -> Result<Recovered> {
+    let started = Instant::now();
+    let dir = storage.location();
+    let mut report = RecoveryReport::default();
+    let io = |op, e| Error::io(op, dir.clone(), e, advice::OPEN);
+
+    let mut names: Vec<(u32, String)> = storage
+        .list()
+        .map_err(|e| io("listing", e))?
+        .into_iter()
+        .filter_map(|n| segment_header::parse_file_name(&n).map(|(_, id)| (id, n)))
+        .collect();
+    names.sort();
+    let next_segment_id = names.last().map_or(1, |(id, _)| id.wrapping_add(1)).max(1);
+
+    let segments = Segments::default();
+    let mut best: HashMap<IndexKey, Candidate> = HashMap::new();
+    let mut max_seq = 0u64;
+    let mut removed_any = false;
+
+    for (id, name) in names {
+        let path = dir.join(&name);
+        let file = storage
+            .open(&name)
+            .map_err(|e| Error::io("opening", path.clone(), e, advice::OPEN))?;
+        let bytes = read_all(file.as_ref())
+            .map_err(|e| Error::io("reading", path.clone(), e, advice::OPEN))?;
+        let header = match SegmentHeader::decode(&bytes) {
+            Ok(h) if h.id == id => h,
+            Ok(h) => {
+                report.unreadable_segments.push((
+                    name,
+                    format!("header says segment {} but the name says {id}", h.id),
+                ));
+                continue;
+            }
+            Err(_) if bytes.len() < segment_header::LEN || bytes.iter().all(|&b| b == 0) => {
+                storage.remove(&name).map_err(|e| {
+                    Error::io("removing empty segment", path.clone(), e, advice::OPEN)
+                })?;
+                report.empty_segments_removed += 1;
+                removed_any = true;
+                continue;
+            }
+            Err(e) => {
+                report.unreadable_segments.push((name, e.to_string()));
+                continue;
+            }
+        };
+        if u32::try_from(bytes.len()).is_err() {
+            report.unreadable_segments.push((
+                name,
+                "file is larger than 4 GiB, which this format never writes".into(),
+            ));
+            continue;
+        }
+        if header.bucket_end <= now {
+            storage.remove(&name).map_err(|e| {
+                Error::io("removing expired segment", path.clone(), e, advice::OPEN)
+            })?;
+            report.expired_segments_removed += 1;
+            removed_any = true;
+            continue;
+        }
+        report.segments_read += 1;
+        let body = &bytes[segment_header::LEN..];
+        let mut valid_len = bytes.len();
+        for item in Scanner::new(body) {
+            match item {
+                Scanned::Record { offset, payload } => {
+                    let Ok(head) = record::decode_head(payload) else {
+                        report.undecodable_records += 1;
+                        continue;
+                    };
+                    report.records_read += 1;
+                    max_seq = max_seq.max(head.seq);
+                    let key = (config.index_hash)(&head.tenant, head.key);
+                    let cand = Candidate {
+                        seq: head.seq,
+                        slot: Slot {
+                            seg: id,
+                            // The file is under 4 GiB (checked above).
+                            off: u32::try_from(segment_header::LEN + offset).unwrap_or(u32::MAX),
+                        },
+                        kind: head.kind,
+                        live_until: head.live_until,
+                    };
+                    best.entry(key)
+                        .and_modify(|c| {
+                            if cand.seq > c.seq {
+                                *c = cand;
+                            }
+                        })
+                        .or_insert(cand);
+                }
+                Scanned::Corrupt { len, .. } => {
+                    report.corrupt_regions += 1;
+                    report.corrupt_bytes += len as u64;
+                }
+                Scanned::TornTail { offset } => {
+                    valid_len = segment_header::LEN + offset;
+                }
+            }
+        }
+        if valid_len < bytes.len() {
+            let w = |e| Error::io("truncating torn tail of", path.clone(), e, advice::OPEN);
+            file.set_len(valid_len as u64).map_err(w)?;
+            file.sync_data().map_err(w)?;
+            report.torn_tails += 1;
+            report.bytes_truncated += (bytes.len() - valid_len) as u64;
+        }
+        segments.insert(Arc::new(Segment::new(header, file, valid_len as u64)));
+    }
+    if removed_any {
+        storage.sync_dir().map_err(|e| io("syncing", e))?;
+    }
+
+    let mut completed = Vec::new();
+    let mut pending = Vec::new();
+    for (key, c) in best {
+        if c.live_until <= now {
+            continue;
+        }
+        match c.kind {
+            Kind::Completed => completed.push((key, c.slot)),
+            Kind::Pending => {
+                let Some(entry) = read_pending(&segments, c.slot, &dir) else {
+                    report.undecodable_records += 1;
+                    continue;
+                };
+                pending.push((key, entry));
+            }
+            Kind::Aborted => {}
+        }
+    }
+    report.completed_live = completed.len() as u64;
+    report.pending_live = pending.len() as u64;
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        index: Index::from_parts(completed, pending),
+        segments,
+        next_seq: max_seq + 1,
+        next_segment_id,
+        report,
+    })
+}
+
+fn read_pending(segments: &Segments, slot: Slot, dir: &std::path::Path) -> Option<PendingEntry> {
+    let payload = segments.get(slot.seg)?.read_payload(slot.off, dir).ok()?;
+    let rec = Record::decode(&payload).ok()?;
+    let Body::Pending(p) = rec.body else {
+        return None;
+    };
+    Some(PendingEntry {
+        token: rec.token,
+        tenant: rec.tenant,
+        key: rec.key.into_boxed_slice(),
+        fingerprint: p.fingerprint,
+        started_at: p.started_at,
+        lease_end: p.lease_end,
+        holder: Holder::Orphan,
+    })
+}

@@ -1,0 +1,98 @@
+//! All file I/O of the engine goes through these two small traits, so that
+//! tests can swap the disk for an in-memory one that simulates crashes
+//! ([`MemStorage`]) and, later, one that injects faults.
+//!
+//! Contract an implementation must keep (the engine's durability rests on it):
+//! - after `sync_data` returns `Ok`, the file's bytes written so far survive a
+//!   crash;
+//! - after `sync_dir` returns `Ok`, the files created and removed so far stay
+//!   created and removed after a crash;
+//! - nothing else is promised to survive a crash.
+
+mod fs;
+mod mem;
+
+pub use fs::FsStorage;
+pub use mem::MemStorage;
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A directory of files.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Where this storage lives, for error messages.
+    fn location(&self) -> PathBuf;
+
+    /// Takes the directory's exclusive lock, or says who holds it.
+    fn lock(&self) -> io::Result<LockOutcome>;
+
+    /// Names of the files in the directory (not the lock file).
+    fn list(&self) -> io::Result<Vec<String>>;
+
+    /// Creates a new, empty file; fails if it exists.
+    fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+
+    /// Opens an existing file for reading and writing.
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+
+    /// Removes a file.
+    fn remove(&self, name: &str) -> io::Result<()>;
+
+    /// Makes creations and removals so far durable (fsync of the directory).
+    fn sync_dir(&self) -> io::Result<()>;
+}
+
+/// One file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+
+    /// True when the file holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Fills `buf` from `offset`; fails if the file ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Makes the bytes written so far durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// The answer of [`Storage::lock`].
+pub enum LockOutcome {
+    /// The lock is ours until the guard is dropped.
+    Acquired(Box<dyn Any + Send + Sync>),
+    /// Someone else holds it; `holder` describes them if known (e.g. a pid).
+    Held {
+        /// A description of the holder, possibly empty.
+        holder: String,
+    },
+}
+
+impl fmt::Debug for LockOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockOutcome::Acquired(_) => f.write_str("Acquired"),
+            LockOutcome::Held { holder } => write!(f, "Held({holder})"),
+        }
+    }
+}
+
+/// Reads a whole file.
+pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.len()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}

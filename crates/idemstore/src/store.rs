@@ -1,0 +1,858 @@
+//! The public face of the engine: [`Store`], [`Begin`] and [`Reservation`].
+
+use crate::clock::{Clock, Timestamp, duration_millis};
+use crate::commit::{Commit, Completer};
+use crate::compactor::{self, CompactionReport};
+use crate::config::Config;
+use crate::error::{Error, Result, advice};
+use crate::format::frame;
+use crate::format::record::{self, Body, Pending, Record};
+use crate::index::{Holder, Index, PendingEntry, Slot};
+use crate::recovery::{self, RecoveryReport};
+use crate::response::{Response, StoredResponse};
+use crate::scope::{Fingerprint, IndexKey, TenantDigest};
+use crate::segment::{Segments, bucket_of};
+use crate::storage::{FsStorage, LockOutcome, Storage};
+use crate::writer::{Append, Install, Msg, Writer};
+use crossbeam_channel::{Sender, bounded};
+use parking_lot::Mutex;
+use std::any::Any;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+/// Messages the writer channel holds before callers wait for room.
+const CHANNEL_CAPACITY: usize = 16 * 1024;
+
+/// Monotonic counters, read by [`Store::stats`].
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) fsyncs: AtomicU64,
+    pub(crate) records_written: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) segments_dropped: AtomicU64,
+    pub(crate) compaction_errors: AtomicU64,
+    pub(crate) takeovers: AtomicU64,
+}
+
+/// State shared by callers, the writer and the compactor.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) dir: PathBuf,
+    pub(crate) index: Index,
+    pub(crate) segments: Segments,
+    /// Next sequence number; also the source of fencing tokens.
+    seq: AtomicU64,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<Option<String>>,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.config.clock.as_ref()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn width_ms(&self) -> u64 {
+        duration_millis(self.config.bucket_width)
+    }
+
+    /// The bucket a record expiring at `t` goes to.
+    fn bucket(&self, t: Timestamp) -> (Timestamp, Timestamp) {
+        bucket_of(t, self.width_ms())
+    }
+
+    /// Marks the store unusable for writes; the first cause is kept.
+    pub(crate) fn poison(&self, cause: String) {
+        let mut c = self.poison_cause.lock();
+        if c.is_none() {
+            *c = Some(cause);
+        }
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            let cause = self.poison_cause.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned { cause });
+        }
+        Ok(())
+    }
+
+    /// Called by the writer once a completion is durable: the key now replays.
+    /// `slot` is `None` when the record expired before it could be written.
+    pub(crate) fn publish_completion(&self, inst: &Install, slot: Option<Slot>) {
+        let mut shard = self.index.lock(&inst.key);
+        if shard
+            .pending
+            .get(&inst.key)
+            .is_some_and(|p| p.token == inst.token)
+        {
+            shard.pending.remove(&inst.key);
+            if let Some(slot) = slot {
+                shard.completed.insert(inst.key, slot);
+            }
+        }
+    }
+
+    /// Reads the completed record a slot points at and judges it for
+    /// (`tenant`, `key`) at `now`.
+    fn look(
+        &self,
+        slot: Slot,
+        tenant: &TenantDigest,
+        key: &[u8],
+        now: Timestamp,
+    ) -> Result<Looked> {
+        let Some(seg) = self.segments.get(slot.seg) else {
+            return Ok(Looked::Gone);
+        };
+        if seg.header.bucket_end <= now {
+            return Ok(Looked::Gone);
+        }
+        let payload = seg.read_payload(slot.off, &self.dir)?;
+        let corrupt = |reason: String| Error::Corrupt {
+            path: self.dir.join(&seg.name),
+            offset: u64::from(slot.off),
+            reason,
+        };
+        let rec = Record::decode(&payload).map_err(|e| corrupt(e.to_string()))?;
+        if rec.tenant != *tenant || rec.key != key {
+            return Ok(Looked::Collision);
+        }
+        match rec.body {
+            Body::Completed(c) if c.expires_at <= now => Ok(Looked::Gone),
+            Body::Completed(c) => Ok(Looked::Live(Box::new(c))),
+            _ => Err(corrupt(
+                "index points at a record that is not a completion".into(),
+            )),
+        }
+    }
+
+    fn send(&self, tx: &Sender<Msg>, append: Append) -> Result<()> {
+        tx.send(Msg::Append(append)).map_err(|_| Error::Closed)
+    }
+}
+
+/// What a lookup of a completed slot found.
+enum Looked {
+    /// Expired, or its bucket is gone: the key is free.
+    Gone,
+    /// Another (tenant, key) owns this index key.
+    Collision,
+    Live(Box<StoredResponse>),
+}
+
+/// The answer of [`Store::begin`]: exactly one of four.
+#[derive(Debug)]
+pub enum Begin {
+    /// The key is yours: execute the request, then
+    /// [`complete`](Reservation::complete) or [`abort`](Reservation::abort).
+    Reserved(Reservation),
+    /// Another request holds the key right now.
+    InFlight(InFlight),
+    /// The key completed with the same request fingerprint: send this back.
+    Replay(StoredResponse),
+    /// The key completed for a different request.
+    Mismatch(Mismatch),
+}
+
+/// A reservation held by someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// When the holder reserved the key.
+    pub started_at: Timestamp,
+    /// When its lease ends (a later `begin` may take over from then on,
+    /// unless it is completing).
+    pub lease_end: Timestamp,
+    /// Whether the holder's request has the same fingerprint as this one.
+    pub same_request: bool,
+}
+
+/// The key was completed by a different request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Fingerprint of the request that completed the key.
+    pub stored_fingerprint: Fingerprint,
+    /// When it completed.
+    pub completed_at: Timestamp,
+}
+
+/// What [`Store::get`] sees for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// Reserved, not completed.
+    Pending {
+        /// Fingerprint of the holder's request.
+        fingerprint: Fingerprint,
+        /// When it was reserved.
+        started_at: Timestamp,
+        /// When the lease ends.
+        lease_end: Timestamp,
+        /// True when the holder died with an earlier process (found on disk
+        /// at open).
+        abandoned: bool,
+    },
+    /// Completed and not expired.
+    Completed(StoredResponse),
+}
+
+/// Figures about a running store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Keys in the index (pending + completed).
+    pub live_keys: u64,
+    /// Reservations in flight.
+    pub pending: u64,
+    /// Completed keys in the index (expired ones stay counted until the
+    /// compactor drops their bucket).
+    pub completed: u64,
+    /// Estimated heap bytes of the index.
+    pub index_bytes: u64,
+    /// Bytes in segment files.
+    pub disk_bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Distinct TTL buckets with files.
+    pub buckets: u64,
+    /// Group commits (writer batches) so far.
+    pub batches: u64,
+    /// fsync calls on segment files so far.
+    pub fsyncs: u64,
+    /// Records appended so far.
+    pub records_written: u64,
+    /// Bytes appended so far.
+    pub bytes_written: u64,
+    /// Segment files deleted by the compactor.
+    pub segments_dropped: u64,
+    /// Failed compaction passes (retried on the next tick).
+    pub compaction_errors: u64,
+    /// Reservations taken over after their lease ended.
+    pub takeovers: u64,
+}
+
+struct Threads {
+    writer: JoinHandle<()>,
+    compactor: JoinHandle<()>,
+    stop_compactor: Sender<()>,
+}
+
+struct StoreInner {
+    shared: Arc<Shared>,
+    writer_tx: Sender<Msg>,
+    threads: Mutex<Option<Threads>>,
+    closed: AtomicBool,
+    lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    report: RecoveryReport,
+}
+
+/// An open store. Cheap to clone; every clone is the same store. The store
+/// closes when [`Store::close`] is called or the last clone (and the last
+/// [`Reservation`]) is dropped.
+///
+/// ```
+/// use idemstore::{Begin, Config, Fingerprint, Response, Store};
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path(), Config::default())?;
+/// let fp = Fingerprint::of(b"POST /v1/payments {\"amount\":100}");
+/// match store.begin("api-key-1", "key-123", fp)? {
+///     Begin::Reserved(r) => r.complete(Response::new(201, "created"))?,
+///     other => panic!("first request must reserve, got {other:?}"),
+/// }
+/// match store.begin("api-key-1", "key-123", fp)? {
+///     Begin::Replay(stored) => assert_eq!(stored.response.body, b"created"),
+///     other => panic!("retry must replay, got {other:?}"),
+/// }
+/// store.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Catches a panic in a background thread and poisons the store, so callers
+/// get an error instead of waiting forever.
+struct PanicGuard {
+    shared: Arc<Shared>,
+    name: &'static str,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared
+                .poison(format!("the {} thread panicked", self.name));
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `dir`.
+    ///
+    /// Fails with [`Error::Locked`] if another store, in this or another
+    /// process, has the directory open. What recovery found is in
+    /// [`Store::recovery_report`].
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::new(dir)
+            .map_err(|e| Error::io("creating the store directory", dir, e, advice::OPEN))?;
+        Store::open_with_storage(Arc::new(storage), config)
+    }
+
+    /// Opens a store on any [`Storage`] (an in-memory one in tests).
+    pub fn open_with_storage(storage: Arc<dyn Storage>, config: Config) -> Result<Store> {
+        config.validate()?;
+        let dir = storage.location();
+        let guard = match storage.lock() {
+            Ok(LockOutcome::Acquired(g)) => g,
+            Ok(LockOutcome::Held { holder }) => {
+                let holder = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({holder})")
+                };
+                return Err(Error::Locked { path: dir, holder });
+            }
+            Err(e) => return Err(Error::io("locking", dir, e, advice::OPEN)),
+        };
+        let now = config.clock.now();
+        let rec = recovery::recover(storage.as_ref(), &config, now)?;
+        let compaction_interval = config.compaction_interval;
+        let shared = Arc::new(Shared {
+            config,
+            storage,
+            dir: dir.clone(),
+            index: rec.index,
+            segments: rec.segments,
+            seq: AtomicU64::new(rec.next_seq),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            counters: Counters::default(),
+        });
+        let (tx, rx) = bounded(CHANNEL_CAPACITY);
+        let spawn_err = |e| Error::io("starting a thread for", dir.clone(), e, advice::OPEN);
+        let writer = {
+            let shared = shared.clone();
+            let next_segment = rec.next_segment_id;
+            std::thread::Builder::new()
+                .name("idemstore-writer".into())
+                .spawn(move || {
+                    let _guard = PanicGuard {
+                        shared: shared.clone(),
+                        name: "writer",
+                    };
+                    Writer::new(shared, rx, next_segment).run();
+                })
+                .map_err(spawn_err)?
+        };
+        let (stop_tx, stop_rx) = bounded(1);
+        let compactor = {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("idemstore-compactor".into())
+                .spawn(move || {
+                    let _guard = PanicGuard {
+                        shared: shared.clone(),
+                        name: "compactor",
+                    };
+                    compactor::run(shared, tx, stop_rx, compaction_interval);
+                })
+                .map_err(spawn_err)?
+        };
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                shared,
+                writer_tx: tx,
+                threads: Mutex::new(Some(Threads {
+                    writer,
+                    compactor,
+                    stop_compactor: stop_tx,
+                })),
+                closed: AtomicBool::new(false),
+                lock: Mutex::new(Some(guard)),
+                report: rec.report,
+            }),
+        })
+    }
+
+    /// Starts a request with idempotency `key` for `tenant` (any bytes that
+    /// identify the caller: an API key, an account id; only its digest is
+    /// stored). Does not wait for the disk.
+    ///
+    /// Reads the stored record from disk for a completed key (one `pread`,
+    /// usually served from the page cache).
+    pub fn begin(
+        &self,
+        tenant: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        fingerprint: Fingerprint,
+    ) -> Result<Begin> {
+        self.inner.check_usable()?;
+        let shared = &self.inner.shared;
+        let key = key.as_ref();
+        self.check_key(key)?;
+        let tenant = TenantDigest::of(tenant.as_ref());
+        let ik = (shared.config.index_hash)(&tenant, key);
+        let mut known: Option<(Slot, Looked)> = None;
+        loop {
+            let now = shared.clock().now();
+            let mut shard = shared.index.lock(&ik);
+            let mut taking_over = false;
+            if let Some(p) = shard.pending.get(&ik) {
+                if !p.is_for(&tenant, key) {
+                    return Err(Error::DigestCollision);
+                }
+                if !p.can_take_over(now) {
+                    return Ok(Begin::InFlight(InFlight {
+                        started_at: p.started_at,
+                        lease_end: p.lease_end,
+                        same_request: p.fingerprint == fingerprint,
+                    }));
+                }
+                taking_over = true;
+            }
+            if let Some(slot) = shard.completed.get(&ik).copied() {
+                match known.take() {
+                    Some((s, looked)) if s == slot => match looked {
+                        Looked::Gone => {
+                            shard.completed.remove(&ik);
+                        }
+                        Looked::Collision => return Err(Error::DigestCollision),
+                        Looked::Live(stored) => {
+                            return Ok(if stored.fingerprint == fingerprint {
+                                Begin::Replay(*stored)
+                            } else {
+                                Begin::Mismatch(Mismatch {
+                                    stored_fingerprint: stored.fingerprint,
+                                    completed_at: stored.completed_at,
+                                })
+                            });
+                        }
+                    },
+                    _ => {
+                        // Read without holding the shard lock, then look again.
+                        drop(shard);
+                        known = Some((slot, shared.look(slot, &tenant, key, now)?));
+                        continue;
+                    }
+                }
+            }
+            if taking_over {
+                shared.counters.takeovers.fetch_add(1, Ordering::Relaxed);
+            }
+            let token = shared.next_seq();
+            let lease_end = now.saturating_add(shared.config.lease);
+            let entry = PendingEntry {
+                token,
+                tenant,
+                key: key.into(),
+                fingerprint,
+                started_at: now,
+                lease_end,
+                holder: Holder::Held,
+            };
+            shard.pending.insert(ik, entry);
+            drop(shard);
+            let mut r = Reservation {
+                store: self.inner.clone(),
+                index_key: ik,
+                tenant,
+                key: key.into(),
+                fingerprint,
+                token,
+                started_at: now,
+                lease_end,
+                persisted: Commit::ready(Ok(())),
+                finished: false,
+            };
+            r.persisted = r.write_pending(token)?;
+            return Ok(Begin::Reserved(r));
+        }
+    }
+
+    /// What the store holds for a key, without reserving it. Expired records
+    /// and lapsed reservations are `None`.
+    pub fn get(&self, tenant: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
+        self.inner.check_usable()?;
+        let shared = &self.inner.shared;
+        let key = key.as_ref();
+        self.check_key(key)?;
+        let tenant = TenantDigest::of(tenant.as_ref());
+        let ik = (shared.config.index_hash)(&tenant, key);
+        let now = shared.clock().now();
+        let slot = {
+            let shard = shared.index.lock(&ik);
+            if let Some(p) = shard.pending.get(&ik) {
+                if !p.is_for(&tenant, key) {
+                    return Err(Error::DigestCollision);
+                }
+                if !p.can_take_over(now) {
+                    return Ok(Some(KeyState::Pending {
+                        fingerprint: p.fingerprint,
+                        started_at: p.started_at,
+                        lease_end: p.lease_end,
+                        abandoned: p.holder == Holder::Orphan,
+                    }));
+                }
+            }
+            shard.completed.get(&ik).copied()
+        };
+        let Some(slot) = slot else { return Ok(None) };
+        match shared.look(slot, &tenant, key, now)? {
+            Looked::Gone => Ok(None),
+            Looked::Collision => Err(Error::DigestCollision),
+            Looked::Live(s) => Ok(Some(KeyState::Completed(*s))),
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let c = &self.inner.shared.config;
+        if key.len() < c.min_key_len || key.len() > c.max_key_len {
+            return Err(Error::InvalidKey {
+                reason: format!("the key is {} bytes long", key.len()),
+                min: c.min_key_len,
+                max: c.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Figures about the store now.
+    pub fn stats(&self) -> Stats {
+        let s = &self.inner.shared;
+        let (completed, pending, index_bytes) = s.index.counts();
+        let (segments, buckets, disk_bytes) = s.segments.totals();
+        let c = &s.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            live_keys: completed + pending,
+            pending,
+            completed,
+            index_bytes,
+            disk_bytes,
+            segments,
+            buckets,
+            batches: get(&c.batches),
+            fsyncs: get(&c.fsyncs),
+            records_written: get(&c.records_written),
+            bytes_written: get(&c.bytes_written),
+            segments_dropped: get(&c.segments_dropped),
+            compaction_errors: get(&c.compaction_errors),
+            takeovers: get(&c.takeovers),
+        }
+    }
+
+    /// What `open` found on disk.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// Runs one compaction pass now (the compactor thread also runs one every
+    /// `compaction_interval`).
+    pub fn compact_now(&self) -> Result<CompactionReport> {
+        self.inner.check_usable()?;
+        compactor::compact_once(&self.inner.shared, &self.inner.writer_tx)
+    }
+
+    /// Makes everything written so far durable, whatever the durability mode.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_usable()?;
+        let (c, commit) = Completer::new();
+        self.inner
+            .writer_tx
+            .send(Msg::Flush(c))
+            .map_err(|_| Error::Closed)?;
+        commit.wait()
+    }
+
+    /// Flushes, stops and joins the writer and compactor threads, and releases
+    /// the directory lock. Later calls on any clone get [`Error::Closed`];
+    /// reservations still held can no longer complete. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        self.inner.shutdown()
+    }
+}
+
+impl StoreInner {
+    fn check_usable(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        self.shared.check_poison()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let Some(t) = self.threads.lock().take() else {
+            return Ok(());
+        };
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = t.stop_compactor.send(());
+        let compactor_ok = t.compactor.join().is_ok();
+        let _ = self.writer_tx.send(Msg::Shutdown);
+        let writer_ok = t.writer.join().is_ok();
+        self.lock.lock().take();
+        if !writer_ok || !compactor_ok {
+            return Err(Error::Poisoned {
+                cause: "a background thread panicked".into(),
+            });
+        }
+        self.shared.check_poison()
+    }
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// The right to execute a request for one key, until the lease ends.
+///
+/// Finish it with [`complete`](Self::complete) or [`abort`](Self::abort);
+/// dropping it unfinished aborts it, so a failed handler frees the key for a
+/// retry at once.
+pub struct Reservation {
+    store: Arc<StoreInner>,
+    index_key: IndexKey,
+    tenant: TenantDigest,
+    key: Box<[u8]>,
+    fingerprint: Fingerprint,
+    token: u64,
+    started_at: Timestamp,
+    lease_end: Timestamp,
+    persisted: Commit,
+    finished: bool,
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("token", &self.token)
+            .field("started_at", &self.started_at)
+            .field("lease_end", &self.lease_end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    /// The fencing token: unique per reservation, increasing over time.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// When the key was reserved.
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    /// When the lease ends (after the last renewal).
+    pub fn lease_end(&self) -> Timestamp {
+        self.lease_end
+    }
+
+    /// Settles once the reservation's newest pending record is durable. `begin`
+    /// does not wait for it; a handler whose side effects must never repeat
+    /// after a crash within the lease can wait on this before acting.
+    pub fn persisted(&self) -> Commit {
+        self.persisted.clone()
+    }
+
+    /// Extends the lease to `now + lease`. Fails with [`Error::Fenced`] if the
+    /// key was already taken over.
+    pub fn renew(&mut self) -> Result<Timestamp> {
+        self.store.check_usable()?;
+        let shared = &self.store.shared;
+        let lease_end = shared.clock().now().saturating_add(shared.config.lease);
+        let seq = {
+            let mut shard = shared.index.lock(&self.index_key);
+            match shard.pending.get_mut(&self.index_key) {
+                Some(p) if p.token == self.token && p.holder == Holder::Held => {
+                    p.lease_end = lease_end;
+                }
+                _ => {
+                    return Err(Error::Fenced {
+                        reason: "the lease ended and a later request took the key over",
+                    });
+                }
+            }
+            shared.next_seq()
+        };
+        self.lease_end = lease_end;
+        self.persisted = self.write_pending(seq)?;
+        Ok(lease_end)
+    }
+
+    /// Appends this reservation's pending record (sequence number `seq`).
+    fn write_pending(&self, seq: u64) -> Result<Commit> {
+        let shared = &self.store.shared;
+        let frame = self.frame(
+            seq,
+            &Body::Pending(Pending {
+                fingerprint: self.fingerprint,
+                started_at: self.started_at,
+                lease_end: self.lease_end,
+            }),
+        );
+        let (c, commit) = Completer::new();
+        let bucket = shared.bucket(self.started_at.saturating_add(shared.config.retention));
+        shared.send(
+            &self.store.writer_tx,
+            Append {
+                bucket,
+                frame,
+                install: None,
+                done: Some(c),
+            },
+        )?;
+        Ok(commit)
+    }
+
+    /// Frames a record of this reservation with sequence number `seq`.
+    fn frame(&self, seq: u64, body: &Body) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + self.key.len());
+        let start = frame::begin(&mut out);
+        record::encode_parts(&mut out, seq, &self.tenant, &self.key, self.token, body);
+        frame::finish(&mut out, start);
+        out
+    }
+
+    /// Stores `response` as the key's result and returns once it is as durable
+    /// as the store's [`Durability`](crate::Durability) says. From then on a
+    /// retry with the same fingerprint replays it.
+    ///
+    /// Blocks the calling thread; from async code use
+    /// [`complete_async`](Self::complete_async).
+    pub fn complete(self, response: Response) -> Result<()> {
+        self.complete_async(response).wait()
+    }
+
+    /// Like [`complete`](Self::complete), but returns a [`Commit`] to
+    /// `.await` (or `wait`). The record is queued before this returns.
+    pub fn complete_async(mut self, response: Response) -> Commit {
+        match self.submit_completion(response) {
+            Ok(c) => c,
+            Err(e) => Commit::ready(Err(e)),
+        }
+    }
+
+    fn submit_completion(&mut self, response: Response) -> Result<Commit> {
+        // Refuse what cannot be stored before touching the index; dropping
+        // `self` on the error path aborts the reservation and frees the key.
+        self.store.check_usable()?;
+        let shared = &self.store.shared;
+        let max = shared.config.max_record_bytes;
+        let size = record::completed_payload_len(self.key.len(), &response);
+        if size > max || record::unencodable(&response).is_some() {
+            return Err(Error::RecordTooLarge { size, max });
+        }
+        {
+            let mut shard = shared.index.lock(&self.index_key);
+            match shard.pending.get_mut(&self.index_key) {
+                Some(p) if p.token == self.token && p.holder == Holder::Held => {
+                    p.holder = Holder::Completing;
+                }
+                _ => {
+                    self.finished = true;
+                    return Err(Error::Fenced {
+                        reason: "the lease ended and a later request took the key over",
+                    });
+                }
+            }
+        }
+        self.finished = true;
+        let now = shared.clock().now();
+        let expires_at = now.saturating_add(shared.config.retention);
+        let frame = self.frame(
+            shared.next_seq(),
+            &Body::Completed(StoredResponse {
+                fingerprint: self.fingerprint,
+                started_at: self.started_at,
+                completed_at: now,
+                expires_at,
+                response,
+            }),
+        );
+        let (c, commit) = Completer::new();
+        shared.send(
+            &self.store.writer_tx,
+            Append {
+                bucket: shared.bucket(expires_at),
+                frame,
+                install: Some(Install {
+                    key: self.index_key,
+                    token: self.token,
+                }),
+                done: Some(c),
+            },
+        )?;
+        Ok(commit)
+    }
+
+    /// Gives the key up without storing anything: a retry executes again.
+    pub fn abort(mut self) -> Result<()> {
+        self.abort_inner()
+    }
+
+    fn abort_inner(&mut self) -> Result<()> {
+        self.finished = true;
+        let shared = &self.store.shared;
+        let seq = {
+            let mut shard = shared.index.lock(&self.index_key);
+            match shard.pending.get(&self.index_key) {
+                Some(p) if p.token == self.token && p.holder == Holder::Held => {
+                    shard.pending.remove(&self.index_key);
+                }
+                _ => {
+                    return Err(Error::Fenced {
+                        reason: "the lease ended and a later request took the key over",
+                    });
+                }
+            }
+            shared.next_seq()
+        };
+        self.store.check_usable()?;
+        let frame = self.frame(
+            seq,
+            &Body::Aborted {
+                lease_end: self.lease_end,
+            },
+        );
+        let bucket = shared.bucket(self.started_at.saturating_add(shared.config.retention));
+        shared.send(
+            &self.store.writer_tx,
+            Append {
+                bucket,
+                frame,
+                install: None,
+                done: None,
+            },
+        )
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.abort_inner();
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The writer thread: the only code that appends to segment files.
+//!
+//! Callers encode their records on their own threads and send whole frames
+//! over a bounded channel. The writer takes every message waiting (up to
+//! `max_batch`), appends each segment's share with one write call, fsyncs
+//! each touched segment once (`Sync` mode), then publishes completed records
+//! in the index and wakes the callers: group commit.
+//!
+//! Invariants:
+//! - a completed record becomes visible to `begin` (replay) only after it is
+//!   as durable as the mode promises, so no retry is ever served a response
+//!   that a crash could still take back;
+//! - records are appended in channel order, so a reservation's pending record
+//!   is on disk no later than its completion;
+//! - after any failed write or fsync the store is poisoned: nothing later is
+//!   acknowledged (as PostgreSQL does after an fsync failure, since the page
+//!   cache may have dropped the dirty pages).
+
+use crate::clock::Timestamp;
+use crate::commit::Completer;
+use crate::config::Durability;
+use crate::error::{Error, advice};
+use crate::format::segment_header::SegmentHeader;
+use crate::index::Slot;
+use crate::scope::IndexKey;
+use crate::segment::{self, Segment};
+use crate::store::Shared;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A message to the writer.
+pub(crate) enum Msg {
+    Append(Append),
+    /// Stop appending to buckets that end at or before `upto`; reply when done.
+    Retire {
+        upto: Timestamp,
+        done: Sender<()>,
+    },
+    /// Make everything written so far durable, then settle.
+    Flush(Completer),
+    /// Sync everything and exit.
+    Shutdown,
+}
+
+/// One framed record to append.
+pub(crate) struct Append {
+    /// The bucket `[start, end)` its expiry falls in.
+    pub(crate) bucket: (Timestamp, Timestamp),
+    pub(crate) frame: Vec<u8>,
+    /// For a completion: publish it in the index once durable.
+    pub(crate) install: Option<Install>,
+    pub(crate) done: Option<Completer>,
+}
+
+/// Publish a completed record for `key`, replacing reservation `token`.
+pub(crate) struct Install {
+    pub(crate) key: IndexKey,
+    pub(crate) token: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    /// Segment being appended to, by bucket start.
+    active: HashMap<u64, Arc<Segment>>,
+    next_segment_id: u32,
+    retired_upto: Timestamp,
+    /// Written but not yet fsynced (Periodic and None modes).
+    dirty: HashMap<u32, Arc<Segment>>,
+    last_sync: Instant,
+}
+
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Msg>, next_segment_id: u32) -> Self {
+        Writer {
+            shared,
+            rx,
+            active: HashMap::new(),
+            next_segment_id,
+            retired_upto: Timestamp(0),
+            dirty: HashMap::new(),
+            last_sync: Instant::now(),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let max_batch = self.shared.config.max_batch;
+        let mut batch: Vec<Append> = Vec::new();
+        loop {
+            let Some(first) = self.next_message() else {
+                // Every sender is gone: the store was dropped.
+                let _ = self.sync_all();
+                return;
+            };
+            let mut control = None;
+            match first {
+                Msg::Append(a) => batch.push(a),
+                other => control = Some(other),
+            }
+            while control.is_none() && batch.len() < max_batch {
+                match self.rx.try_recv() {
+                    Ok(Msg::Append(a)) => batch.push(a),
+                    Ok(other) => control = Some(other),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.write_batch(&mut batch);
+            }
+            match control {
+                None | Some(Msg::Append(_)) => {}
+                Some(Msg::Retire { upto, done }) => {
+                    self.retire(upto);
+                    let _ = done.send(());
+                }
+                Some(Msg::Flush(c)) => {
+                    let r = self.sync_all();
+                    c.settle(r);
+                }
+                Some(Msg::Shutdown) => {
+                    let _ = self.sync_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next message, syncing on time in `Periodic` mode while waiting.
+    fn next_message(&mut self) -> Option<Msg> {
+        loop {
+            let Durability::Periodic(every) = self.shared.config.durability else {
+                return self.rx.recv().ok();
+            };
+            if self.dirty.is_empty() {
+                return self.rx.recv().ok();
+            }
+            let due = self.last_sync + every;
+            let wait = due.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait.max(Duration::from_micros(1))) {
+                Ok(m) => {
+                    if Instant::now() >= due {
+                        let _ = self.sync_all();
+                    }
+                    return Some(m);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.sync_all();
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<Append>) {
+        if let Err(e) = self.shared.check_poison() {
+            for a in batch.drain(..) {
+                if let Some(d) = a.done {
+                    d.settle(Err(e.clone()));
+                }
+            }
+            return;
+        }
+        // Lay the batch out: which segment and offset each frame goes to.
+        let mut groups: Vec<(Arc<Segment>, Vec<u8>)> = Vec::new();
+        let mut placed: Vec<(Append, Option<Slot>)> = Vec::with_capacity(batch.len());
+        for a in batch.drain(..) {
+            if a.bucket.1 <= self.retired_upto {
+                // Expired before it could be written: nothing to keep.
+                placed.push((a, None));
+                continue;
+            }
+            let gi = match self.group_for(&mut groups, a.bucket, a.frame.len()) {
+                Ok(gi) => gi,
+                Err(e) => {
+                    self.fail(placed, Some(a), e);
+                    return;
+                }
+            };
+            let (seg, buf) = &mut groups[gi];
+            let off = seg.len.load(Ordering::Relaxed) + buf.len() as u64;
+            buf.extend_from_slice(&a.frame);
+            let slot = Slot {
+                seg: seg.id(),
+                off: u32::try_from(off).unwrap_or(u32::MAX),
+            };
+            placed.push((a, Some(slot)));
+        }
+        let mut bytes = 0u64;
+        for (seg, buf) in &groups {
+            let at = seg.len.load(Ordering::Relaxed);
+            if let Err(e) = seg.file.write_all_at(buf, at) {
+                let err = self.io_error("writing", seg, e);
+                self.fail(placed, None, err);
+                return;
+            }
+            seg.len.store(at + buf.len() as u64, Ordering::Release);
+            bytes += buf.len() as u64;
+        }
+        if self.shared.config.durability == Durability::Sync {
+            for (seg, _) in &groups {
+                if let Err(e) = seg.file.sync_data() {
+                    let err = self.io_error("fsyncing", seg, e);
+                    self.fail(placed, None, err);
+                    return;
+                }
+                self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            for (seg, _) in groups {
+                self.dirty.insert(seg.id(), seg);
+            }
+        }
+        let c = &self.shared.counters;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.records_written
+            .fetch_add(placed.len() as u64, Ordering::Relaxed);
+        c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        for (a, slot) in placed {
+            if let Some(inst) = &a.install {
+                self.shared.publish_completion(inst, slot);
+            }
+            if let Some(d) = a.done {
+                d.settle(Ok(()));
+            }
+        }
+    }
+
+    /// Index into `groups` of the segment that takes `len` more bytes of
+    /// `bucket`, creating or rolling the bucket's segment when needed.
+    fn group_for(
+        &mut self,
+        groups: &mut Vec<(Arc<Segment>, Vec<u8>)>,
+        bucket: (Timestamp, Timestamp),
+        len: usize,
+    ) -> Result<usize, Error> {
+        let max = self.shared.config.max_segment_bytes;
+        if let Some(seg) = self.active.get(&bucket.0.0) {
+            let gi = match groups.iter().position(|(s, _)| Arc::ptr_eq(s, seg)) {
+                Some(gi) => gi,
+                None => {
+                    groups.push((seg.clone(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let end = seg.len.load(Ordering::Relaxed) + (groups[gi].1.len() + len) as u64;
+            if end <= max {
+                return Ok(gi);
+            }
+        }
+        let header = SegmentHeader {
+            id: self.next_segment_id,
+            bucket_start: bucket.0,
+            bucket_end: bucket.1,
+        };
+        let seg = segment::create(self.shared.storage.as_ref(), header)?;
+        self.next_segment_id = self.next_segment_id.wrapping_add(1);
+        self.shared.segments.insert(seg.clone());
+        self.active.insert(bucket.0.0, seg.clone());
+        groups.push((seg, Vec::new()));
+        Ok(groups.len() - 1)
+    }
+
+    fn io_error(&self, op: &'static str, seg: &Segment, e: std::io::Error) -> Error {
+        Error::io(op, self.shared.dir.join(&seg.name), e, advice::WRITE)
+    }
+
+    /// Poisons the store and fails every write of the batch.
+    fn fail(&self, placed: Vec<(Append, Option<Slot>)>, extra: Option<Append>, err: Error) {
+        self.shared.poison(err.to_string());
+        for a in placed.into_iter().map(|(a, _)| a).chain(extra) {
+            if let Some(d) = a.done {
+                d.settle(Err(err.clone()));
+            }
+        }
+        // Fail whatever else is queued right now as well; later messages see
+        // the poison flag.
+    }
+
+    fn retire(&mut self, upto: Timestamp) {
+        self.retired_upto = self.retired_upto.max(upto);
+        let upto = self.retired_upto;
+        self.active.retain(|_, s| s.header.bucket_end > upto);
+        self.dirty.retain(|_, s| s.header.bucket_end > upto);
+    }
+
+    /// fsyncs every segment written since the last sync.
+    fn sync_all(&mut self) -> Result<(), Error> {
+        self.last_sync = Instant::now();
+        let dirty: Vec<Arc<Segment>> = self.dirty.drain().map(|(_, s)| s).collect();
+        for seg in dirty {
+            if let Err(e) = seg.file.sync_data() {
+                let err = self.io_error("fsyncing", &seg, e);
+                self.shared.poison(err.to_string());
+                return Err(err);
+            }
+            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared.check_poison()
+    }
+}
