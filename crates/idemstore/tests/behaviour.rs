@@ -1,0 +1,644 @@
+//! Behaviour of the engine through its public API, on the real filesystem
+//! unless a test needs crash images (then on `MemStorage`).
+
+use idemstore::storage::{MemStorage, Storage};
+use idemstore::{
+    Begin, Config, Durability, Error, Fingerprint, IndexKey, KeyState, ManualClock, Response,
+    Store, TenantDigest, Timestamp,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn clock() -> ManualClock {
+    ManualClock::new(T0)
+}
+
+fn config(clock: &ManualClock) -> Config {
+    Config::default()
+        .clock(Arc::new(clock.clone()))
+        .retention(Duration::from_secs(24 * 3600))
+        .bucket_width(Duration::from_secs(3600))
+        .lease(Duration::from_secs(60))
+}
+
+fn fp(s: &str) -> Fingerprint {
+    Fingerprint::of(s.as_bytes())
+}
+
+fn reserve(store: &Store, tenant: &str, key: &str, f: Fingerprint) -> idemstore::Reservation {
+    match store.begin(tenant, key, f).unwrap() {
+        Begin::Reserved(r) => r,
+        other => panic!("expected Reserved for {tenant}/{key}, got {other:?}"),
+    }
+}
+
+fn replay(store: &Store, tenant: &str, key: &str, f: Fingerprint) -> Response {
+    match store.begin(tenant, key, f).unwrap() {
+        Begin::Replay(s) => s.response,
+        other => panic!("expected Replay for {tenant}/{key}, got {other:?}"),
+    }
+}
+
+fn response(body: &str) -> Response {
+    Response::new(201, body.as_bytes().to_vec())
+        .with_header("content-type", b"application/json".to_vec())
+}
+
+#[test]
+fn first_request_reserves_then_retries_replay_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let r = reserve(&store, "t", "k", fp("a"));
+    assert!(matches!(
+        store.begin("t", "k", fp("a")).unwrap(),
+        Begin::InFlight(i) if i.same_request && i.lease_end == T0.saturating_add(Duration::from_secs(60))
+    ));
+    r.complete(response("{\"id\":1}")).unwrap();
+    assert_eq!(replay(&store, "t", "k", fp("a")), response("{\"id\":1}"));
+    assert_eq!(replay(&store, "t", "k", fp("a")), response("{\"id\":1}"));
+    match store.begin("t", "k", fp("b")).unwrap() {
+        Begin::Mismatch(m) => {
+            assert_eq!(m.stored_fingerprint, fp("a"));
+            assert_eq!(m.completed_at, T0);
+        }
+        other => panic!("expected Mismatch, got {other:?}"),
+    }
+    let s = store.stats();
+    assert_eq!((s.completed, s.pending, s.live_keys), (1, 0, 1));
+    assert!(s.fsyncs >= 1 && s.batches >= 1 && s.disk_bytes > 0);
+    store.close().unwrap();
+}
+
+#[test]
+fn tenants_are_independent_for_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    reserve(&store, "alice", "k", fp("x"))
+        .complete(response("alice"))
+        .unwrap();
+    // Bob's same key is untouched by Alice's completion...
+    let r = reserve(&store, "bob", "k", fp("x"));
+    // ...and Alice's is untouched by Bob's reservation.
+    assert_eq!(replay(&store, "alice", "k", fp("x")).body, b"alice");
+    r.complete(response("bob")).unwrap();
+    assert_eq!(replay(&store, "bob", "k", fp("x")).body, b"bob");
+    assert_eq!(replay(&store, "alice", "k", fp("x")).body, b"alice");
+}
+
+#[test]
+fn the_raw_tenant_never_reaches_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let secret = "sk_live_51HvQ2ZSECRETSECRET";
+    reserve(&store, secret, "k", fp("x"))
+        .complete(response("ok"))
+        .unwrap();
+    let r = reserve(&store, secret, "pending-key", fp("x"));
+    store.flush().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+    drop(r);
+}
+
+#[test]
+fn abort_and_drop_free_the_key_for_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    reserve(&store, "t", "k", fp("a")).abort().unwrap();
+    let r = reserve(&store, "t", "k", fp("a"));
+    drop(r); // e.g. the handler panicked
+    let r = reserve(&store, "t", "k", fp("a"));
+    r.complete(response("third time")).unwrap();
+    assert_eq!(replay(&store, "t", "k", fp("a")).body, b"third time");
+    // The abort survives a restart: the key is free, not in flight.
+    reserve(&store, "t", "other", fp("a")).abort().unwrap();
+    store.close().unwrap();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    reserve(&store, "t", "other", fp("a"));
+}
+
+#[test]
+fn lease_takeover_fences_the_old_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let old = reserve(&store, "t", "k", fp("a"));
+    c.advance(Duration::from_secs(59));
+    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(_)));
+    c.advance(Duration::from_secs(1));
+    let new = reserve(&store, "t", "k", fp("a"));
+    assert!(new.token() > old.token());
+    let err = old.complete(response("stale")).unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    assert!(err.to_string().contains("not stored"));
+    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(_)));
+    new.complete(response("fresh")).unwrap();
+    assert_eq!(replay(&store, "t", "k", fp("a")).body, b"fresh");
+    assert_eq!(store.stats().takeovers, 1);
+}
+
+#[test]
+fn stale_abort_and_renew_are_fenced_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let mut old = reserve(&store, "t", "k", fp("a"));
+    c.advance(Duration::from_secs(61));
+    let new = reserve(&store, "t", "k", fp("a"));
+    assert!(matches!(old.renew(), Err(Error::Fenced { .. })));
+    assert!(matches!(old.abort(), Err(Error::Fenced { .. })));
+    // The new holder is unaffected by the stale abort.
+    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(_)));
+    drop(new);
+}
+
+#[test]
+fn completing_after_the_lease_ended_without_takeover_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let r = reserve(&store, "t", "k", fp("a"));
+    c.advance(Duration::from_secs(120));
+    r.complete(response("late but unique")).unwrap();
+    assert_eq!(replay(&store, "t", "k", fp("a")).body, b"late but unique");
+}
+
+#[test]
+fn renew_extends_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let mut r = reserve(&store, "t", "k", fp("a"));
+    c.advance(Duration::from_secs(50));
+    let end = r.renew().unwrap();
+    assert_eq!(end, c_now(&c).saturating_add(Duration::from_secs(60)));
+    c.advance(Duration::from_secs(50));
+    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(i) if i.lease_end == end));
+    // The renewed lease is what a restart sees, too.
+    r.persisted().wait().unwrap();
+    let token = r.token();
+    std::mem::forget(r); // the process "dies" holding it
+    store.close().unwrap();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    assert_eq!(store.recovery_report().pending_live, 1);
+    match store.get("t", "k").unwrap() {
+        Some(KeyState::Pending {
+            lease_end,
+            abandoned,
+            ..
+        }) => {
+            assert_eq!(lease_end, end);
+            assert!(abandoned);
+        }
+        other => panic!("expected the abandoned reservation, got {other:?}"),
+    }
+    c.advance(Duration::from_secs(10));
+    let r2 = reserve(&store, "t", "k", fp("a"));
+    assert!(r2.token() > token);
+}
+
+fn c_now(c: &ManualClock) -> Timestamp {
+    use idemstore::Clock;
+    c.now()
+}
+
+#[test]
+fn expiry_is_exact_even_before_the_compactor_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    reserve(&store, "t", "k", fp("a"))
+        .complete(response("r"))
+        .unwrap();
+    let expires = T0.saturating_add(Duration::from_secs(24 * 3600));
+    c.set(Timestamp(expires.0 - 1));
+    assert_eq!(replay(&store, "t", "k", fp("a")).body, b"r");
+    assert!(store.get("t", "k").unwrap().is_some());
+    c.set(expires);
+    assert_eq!(store.get("t", "k").unwrap(), None);
+    // Expired: a new request with any fingerprint runs again.
+    let r = reserve(&store, "t", "k", fp("b"));
+    r.complete(response("second life")).unwrap();
+    assert_eq!(replay(&store, "t", "k", fp("b")).body, b"second life");
+}
+
+#[test]
+fn compactor_deletes_expired_buckets_whole_and_keeps_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    reserve(&store, "t", "old", fp("a"))
+        .complete(response("old"))
+        .unwrap();
+    c.advance(Duration::from_secs(3 * 3600));
+    reserve(&store, "t", "new", fp("a"))
+        .complete(response("new"))
+        .unwrap();
+    assert_eq!(store.stats().buckets, 2);
+    let segs_before = count_segments(dir.path());
+    c.advance(Duration::from_secs(22 * 3600)); // "old" expired, "new" not
+    let report = store.compact_now().unwrap();
+    assert!(report.segments_dropped >= 1 && report.bytes_freed > 0);
+    assert_eq!(report.index_entries_dropped, 1);
+    assert!(count_segments(dir.path()) < segs_before);
+    assert_eq!(store.stats().buckets, 1);
+    assert_eq!(store.stats().completed, 1);
+    assert_eq!(replay(&store, "t", "new", fp("a")).body, b"new");
+    assert!(matches!(store.begin("t", "old", fp("a")).unwrap(), Begin::Reserved(_)));
+    // Writes after the drop land in live buckets and survive a restart.
+    reserve(&store, "t", "later", fp("a"))
+        .complete(response("later"))
+        .unwrap();
+    store.close().unwrap();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    assert_eq!(replay(&store, "t", "later", fp("a")).body, b"later");
+    assert_eq!(replay(&store, "t", "new", fp("a")).body, b"new");
+}
+
+fn count_segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
+        .count()
+}
+
+#[test]
+fn restart_keeps_completions_and_reports_what_it_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    for i in 0..100 {
+        reserve(&store, "t", &format!("k{i}"), fp("a"))
+            .complete(response(&format!("body {i}")))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let rep = store.recovery_report().clone();
+    assert_eq!(rep.completed_live, 100);
+    assert_eq!(rep.records_read, 200); // pending + completed per key
+    assert_eq!((rep.torn_tails, rep.corrupt_regions), (0, 0));
+    for i in 0..100 {
+        assert_eq!(
+            replay(&store, "t", &format!("k{i}"), fp("a")).body,
+            format!("body {i}").as_bytes()
+        );
+    }
+}
+
+#[test]
+fn junk_appended_to_every_file_is_truncated_and_valid_records_still_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    for i in 0..20 {
+        reserve(&store, "t", &format!("k{i}"), fp("a"))
+            .complete(response(&format!("v{i}")))
+            .unwrap();
+    }
+    store.close().unwrap();
+    for round in 0..10u8 {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "seg") {
+                let mut bytes = std::fs::read(&p).unwrap();
+                bytes.extend((0..(37 + u32::from(round) * 11)).map(|i| (i as u8).wrapping_mul(round + 7)));
+                std::fs::write(&p, bytes).unwrap();
+            }
+        }
+        let store = Store::open(dir.path(), config(&c)).unwrap();
+        let rep = store.recovery_report();
+        assert!(rep.torn_tails >= 1 && rep.bytes_truncated > 0, "round {round}: {rep:?}");
+        assert_eq!(rep.completed_live, 20);
+        for i in 0..20 {
+            assert_eq!(
+                replay(&store, "t", &format!("k{i}"), fp("a")).body,
+                format!("v{i}").as_bytes()
+            );
+        }
+        store.close().unwrap();
+    }
+}
+
+#[test]
+fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
+    let st = MemStorage::new();
+    let c = clock();
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    for i in 0..3 {
+        reserve(&store, "t", &format!("k{i}"), fp("a"))
+            .complete(response(&format!("v{i}")))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let name = st.list().unwrap().into_iter().find(|n| n.ends_with(".seg")).unwrap();
+    let mut bytes = st.file_bytes(&name).unwrap();
+    // Damage the body of k1's completion ("v1").
+    let at = bytes.windows(2).position(|w| w == b"v1").unwrap();
+    bytes[at] ^= 0xff;
+    st.put_file(&name, bytes);
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    let rep = store.recovery_report();
+    assert_eq!(rep.corrupt_regions, 1);
+    assert_eq!(rep.torn_tails, 0);
+    assert_eq!(replay(&store, "t", "k0", fp("a")).body, b"v0");
+    assert_eq!(replay(&store, "t", "k2", fp("a")).body, b"v2");
+    // k1's completion is gone; its pending record still stands (lease live).
+    assert!(matches!(store.begin("t", "k1", fp("a")).unwrap(), Begin::InFlight(_)));
+}
+
+#[test]
+fn garbage_files_never_panic_open() {
+    let c = clock();
+    let st = MemStorage::new();
+    let header_of_real_store = {
+        let s = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+        reserve(&s, "t", "k", fp("a")).complete(response("x")).unwrap();
+        s.close().unwrap();
+        let name = st.list().unwrap().into_iter().find(|n| n.ends_with(".seg")).unwrap();
+        (name.clone(), st.file_bytes(&name).unwrap())
+    };
+    let mut seed = 1u64;
+    for round in 0..200 {
+        let st = MemStorage::new();
+        let (name, real) = &header_of_real_store;
+        let mut bytes = real.clone();
+        for _ in 0..(round % 7 + 1) {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let i = (seed >> 33) as usize % bytes.len();
+            bytes[i] = (seed >> 20) as u8;
+        }
+        bytes.truncate(bytes.len() - (round % 13));
+        st.put_file(name, bytes);
+        st.put_file("0000000000001-0000000009.seg", vec![0xAB; round]);
+        st.put_file("not-a-segment.txt", vec![1, 2, 3]);
+        let s = Store::open_with_storage(Arc::new(st), config(&c)).unwrap();
+        // Whatever survived is served only if it checks out.
+        match s.begin("t", "k", fp("a")) {
+            Ok(Begin::Replay(r)) => assert_eq!(r.response.body, b"x"),
+            Ok(_) | Err(Error::Corrupt { .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c)).unwrap();
+    let err = Store::open(dir.path(), config(&c)).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+    store.close().unwrap();
+    Store::open(dir.path(), config(&c)).unwrap();
+}
+
+#[test]
+fn a_second_process_on_the_same_directory_is_refused() {
+    if let Ok(dir) = std::env::var("IDEMSTORE_LOCK_CHILD_DIR") {
+        let code = match Store::open(&dir, Config::default()) {
+            Err(Error::Locked { .. }) => 42,
+            Ok(_) => 1,
+            Err(_) => 2,
+        };
+        std::process::exit(code);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open(dir.path(), Config::default()).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_second_process_on_the_same_directory_is_refused", "--nocapture"])
+        .env("IDEMSTORE_LOCK_CHILD_DIR", dir.path())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(42), "the child should have seen Error::Locked");
+}
+
+fn colliding_hash(_: &TenantDigest, _: &[u8]) -> IndexKey {
+    IndexKey { hi: 7, lo: 7 }
+}
+
+#[test]
+fn a_forced_index_collision_never_serves_another_tenants_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut cfg = config(&c);
+    cfg.index_hash = colliding_hash;
+    let store = Store::open(dir.path(), cfg.clone()).unwrap();
+    reserve(&store, "alice", "k", fp("same"))
+        .complete(response("alice's secret"))
+        .unwrap();
+    // Bob's key lands on Alice's index slot, with the same fingerprint.
+    assert!(matches!(store.begin("bob", "k", fp("same")), Err(Error::DigestCollision)));
+    assert!(matches!(store.get("bob", "k"), Err(Error::DigestCollision)));
+    assert!(matches!(store.begin("alice", "other", fp("same")), Err(Error::DigestCollision)));
+    // The rightful owner still replays.
+    assert_eq!(replay(&store, "alice", "k", fp("same")).body, b"alice's secret");
+}
+
+#[test]
+fn a_forced_collision_with_a_pending_key_is_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut cfg = config(&c);
+    cfg.index_hash = colliding_hash;
+    let store = Store::open(dir.path(), cfg).unwrap();
+    let _r = reserve(&store, "alice", "k", fp("same"));
+    assert!(matches!(store.begin("bob", "k", fp("same")), Err(Error::DigestCollision)));
+}
+
+#[test]
+fn malformed_keys_and_oversized_responses_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let store = Store::open(dir.path(), config(&c).key_len(10..=20).max_record_bytes(1024)).unwrap();
+    for k in ["short", "this-key-is-much-too-long-for-the-bounds"] {
+        let e = store.begin("t", k, fp("a")).unwrap_err();
+        assert!(matches!(e, Error::InvalidKey { min: 10, max: 20, .. }), "{e}");
+    }
+    let e = store.begin("t", "", fp("a")).unwrap_err();
+    assert!(e.to_string().contains("0 bytes"), "{e}");
+    let r = reserve(&store, "t", "key-of-ok-len", fp("a"));
+    let e = r.complete(Response::new(200, vec![0u8; 2000])).unwrap_err();
+    assert!(matches!(e, Error::RecordTooLarge { max: 1024, .. }), "{e}");
+    // The refused completion freed the key rather than leaving it stuck.
+    let r = reserve(&store, "t", "key-of-ok-len", fp("a"));
+    r.complete(Response::new(200, vec![1u8; 100])).unwrap();
+}
+
+#[test]
+fn racing_begins_get_exactly_one_reservation_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let keys = 200;
+    let threads = 8;
+    let barrier = Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut won = Vec::new();
+                for k in 0..keys {
+                    match store.begin("t", format!("k{k}"), fp("a")).unwrap() {
+                        Begin::Reserved(r) => {
+                            r.complete(Response::new(200, format!("{k}"))).unwrap();
+                            won.push(k);
+                        }
+                        Begin::InFlight(_) | Begin::Replay(_) => {}
+                        Begin::Mismatch(_) => panic!("same fingerprint cannot mismatch"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut wins = vec![0; keys];
+    for h in handles {
+        for k in h.join().unwrap() {
+            wins[k] += 1;
+        }
+    }
+    assert!(wins.iter().all(|&w| w == 1), "{wins:?}");
+    for k in 0..keys {
+        assert_eq!(replay(&store, "t", &format!("k{k}"), fp("a")).body, format!("{k}").as_bytes());
+    }
+}
+
+#[test]
+fn group_commit_shares_fsyncs_between_concurrent_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let per_thread = 50;
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    let Begin::Reserved(r) = store.begin("t", format!("{t}-{i}"), fp("a")).unwrap() else {
+                        panic!("fresh key")
+                    };
+                    r.complete(Response::new(200, vec![7u8; 512])).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = store.stats();
+    assert_eq!(s.completed, 16 * per_thread);
+    assert_eq!(s.records_written, 2 * 16 * per_thread);
+    // Not a timing assertion: with 16 callers waiting at once, batches must
+    // hold more than one record on average.
+    assert!(s.batches < s.records_written, "{s:?}");
+    assert!(s.fsyncs <= s.batches * 2, "{s:?}");
+}
+
+#[test]
+fn commit_can_be_awaited_without_blocking_the_executor() {
+    // A tiny single-threaded executor: if `complete_async` blocked, the
+    // writer would still finish, but we also check the future returns Pending
+    // first instead of blocking inside poll.
+    use std::future::Future;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let r = reserve(&store, "t", "k", fp("a"));
+    let mut fut = r.complete_async(response("async"));
+    let waker = Waker::from(Arc::new(Noop));
+    let mut cx = Context::from_waker(&waker);
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        match std::pin::Pin::new(&mut fut).poll(&mut cx) {
+            Poll::Ready(r) => {
+                r.unwrap();
+                break;
+            }
+            Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    assert!(polls >= 1);
+    assert_eq!(replay(&store, "t", "k", fp("a")).body, b"async");
+}
+
+#[test]
+fn a_failing_disk_poisons_the_store_with_a_clear_error_and_never_hangs() {
+    let st = MemStorage::new();
+    let c = clock();
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    reserve(&store, "t", "before", fp("a"))
+        .complete(response("kept"))
+        .unwrap();
+    let after_crash = st.crash(0); // every later I/O on `st` fails
+    let r = reserve(&store, "t", "k", fp("a"));
+    let e = r.complete(response("lost")).unwrap_err();
+    assert!(matches!(e, Error::Io { .. } | Error::Poisoned { .. }), "{e}");
+    let e = store.begin("t", "k2", fp("a")).unwrap_err();
+    assert!(matches!(e, Error::Poisoned { .. }), "{e}");
+    assert!(e.to_string().contains("close it and open the directory again"), "{e}");
+    assert!(e.is_unavailable());
+    drop(store);
+    // Reopening the disk as the crash left it serves what was acknowledged.
+    let store = Store::open_with_storage(Arc::new(after_crash), config(&c)).unwrap();
+    assert_eq!(replay(&store, "t", "before", fp("a")).body, b"kept");
+}
+
+fn thread_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let p = t.unwrap().path().join("comm");
+        if let Ok(n) = std::fs::read_to_string(p) {
+            names.push(n.trim().to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn close_joins_every_thread_and_later_calls_say_closed() {
+    // Other tests run in parallel in this process, so count by store: open a
+    // uniquely configured store and check the total goes back down.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let r = reserve(&store, "t", "k", fp("a"));
+    assert!(thread_names().iter().any(|n| n == "idemstore-write"));
+    store.close().unwrap();
+    assert!(matches!(store.begin("t", "k", fp("a")), Err(Error::Closed)));
+    assert!(matches!(r.complete(response("x")), Err(Error::Closed)));
+    store.close().unwrap(); // idempotent
+    // The lock is released: the directory opens again at once.
+    Store::open(dir.path(), Config::default()).unwrap();
+}
+
+#[test]
+fn periodic_and_none_durability_acknowledge_and_survive_a_clean_restart() {
+    for d in [Durability::Periodic(Duration::from_millis(5)), Durability::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = clock();
+        let store = Store::open(dir.path(), config(&c).durability(d)).unwrap();
+        for i in 0..50 {
+            reserve(&store, "t", &format!("k{i}"), fp("a"))
+                .complete(response("v"))
+                .unwrap();
+        }
+        assert_eq!(store.stats().completed, 50);
+        store.close().unwrap();
+        let store = Store::open(dir.path(), config(&c).durability(d)).unwrap();
+        assert_eq!(store.recovery_report().completed_live, 50, "{d:?}");
+    }
+}

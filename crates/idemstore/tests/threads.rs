@@ -1,0 +1,41 @@
+//! No background thread outlives its store. Alone in its own test binary so
+//! that no other test's store threads are counted.
+
+use idemstore::{Begin, Config, Fingerprint, Response, Store};
+
+fn store_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|n| n.starts_with("idemstore-"))
+        .count()
+}
+
+#[test]
+fn writer_and_compactor_stop_on_close_and_on_drop() {
+    assert_eq!(store_threads(), 0);
+    let dir = tempfile::tempdir().unwrap();
+
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(store_threads(), 2, "a writer and a compactor");
+    store.close().unwrap();
+    assert_eq!(store_threads(), 0, "close joins both threads");
+
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
+        panic!("fresh key")
+    };
+    let clone = store.clone();
+    drop(store);
+    assert_eq!(store_threads(), 2, "a clone keeps the store open");
+    drop(clone);
+    assert_eq!(store_threads(), 2, "a live reservation keeps the store open");
+    r.complete(Response::new(200, "ok")).unwrap();
+    assert_eq!(store_threads(), 0, "the last handle's drop joins both threads");
+
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    assert!(matches!(
+        store.begin("t", "k", Fingerprint::of(b"x")).unwrap(),
+        Begin::Replay(_)
+    ));
+}
