@@ -11,17 +11,29 @@ fn store_threads() -> usize {
         .count()
 }
 
+/// Threads name themselves once running: wait (bounded) for them to show up.
+fn eventually_store_threads(n: usize) -> usize {
+    for _ in 0..1000 {
+        if store_threads() == n {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    store_threads()
+}
+
 #[test]
 fn writer_and_compactor_stop_on_close_and_on_drop() {
     assert_eq!(store_threads(), 0);
     let dir = tempfile::tempdir().unwrap();
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
-    assert_eq!(store_threads(), 2, "a writer and a compactor");
+    assert_eq!(eventually_store_threads(2), 2, "a writer and a compactor");
     store.close().unwrap();
     assert_eq!(store_threads(), 0, "close joins both threads");
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(eventually_store_threads(2), 2);
     let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
         panic!("fresh key")
     };
