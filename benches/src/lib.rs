@@ -1,1 +1,50 @@
-//! placeholder
+//! Shared helpers for the idemstore benches: workloads that more than one
+//! bench or report binary runs.
+
+use idemstore::{Begin, Fingerprint, Response, Store};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// A response with a body of `n` bytes, as an HTTP layer would store it.
+pub fn response(n: usize) -> Response {
+    Response::new(201, vec![b'x'; n]).with_header("content-type", b"application/json".to_vec())
+}
+
+/// Runs `total` begin→complete cycles on fresh keys, split over `callers`
+/// threads that start together; returns the wall time.
+///
+/// `run` distinguishes runs so keys never repeat within one store.
+pub fn durable_cycles(
+    store: &Store,
+    callers: usize,
+    total: u64,
+    run: u64,
+    body: usize,
+) -> Duration {
+    let per = total.div_ceil(callers as u64).max(1);
+    let barrier = Arc::new(Barrier::new(callers + 1));
+    let threads: Vec<_> = (0..callers)
+        .map(|t| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            let resp = response(body);
+            std::thread::spawn(move || {
+                let fp = Fingerprint::of(b"POST /v1/payments");
+                barrier.wait();
+                for i in 0..per {
+                    let key = format!("r{run}-t{t}-{i}");
+                    match store.begin("bench-tenant", &key, fp) {
+                        Ok(Begin::Reserved(r)) => r.complete(resp.clone()).expect("complete"),
+                        other => panic!("fresh key not reserved: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for t in threads {
+        t.join().expect("bench thread");
+    }
+    start.elapsed()
+}

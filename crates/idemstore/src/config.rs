@@ -144,10 +144,10 @@ impl Config {
         if self.lease.is_zero() {
             return bad("lease must be longer than zero".into());
         }
-        if let Durability::Periodic(d) = self.durability {
-            if d.is_zero() {
-                return bad("Durability::Periodic needs an interval above zero".into());
-            }
+        if let Durability::Periodic(d) = self.durability
+            && d.is_zero()
+        {
+            return bad("Durability::Periodic needs an interval above zero".into());
         }
         if self.min_key_len > self.max_key_len || self.max_key_len > usize::from(u16::MAX) {
             return bad(format!(
@@ -193,7 +193,7 @@ mod tests {
             Config::default().retention(Duration::from_secs(60)),
             Config::default().lease(Duration::ZERO),
             Config::default().durability(Durability::Periodic(Duration::ZERO)),
-            Config::default().key_len(10..=5),
+            Config::default().key_len(std::ops::RangeInclusive::new(10, 5)),
             Config::default().key_len(1..=70_000),
             Config::default().max_record_bytes(10),
             Config::default().max_segment_bytes(1 << 31),

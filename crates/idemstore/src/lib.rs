@@ -47,6 +47,8 @@
 //! `ARCHITECTURE.md` in the repository walks one `complete()` from the call to
 //! the fsync; `crates/idemstore/FORMAT.md` documents every byte on disk.
 
+#![cfg_attr(test, allow(clippy::cast_possible_truncation))]
+
 mod clock;
 mod commit;
 mod compactor;

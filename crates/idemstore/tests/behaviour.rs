@@ -1,6 +1,8 @@
 //! Behaviour of the engine through its public API, on the real filesystem
 //! unless a test needs crash images (then on `MemStorage`).
 
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use idemstore::storage::{MemStorage, Storage};
 use idemstore::{
     Begin, Config, Durability, Error, Fingerprint, IndexKey, KeyState, ManualClock, Response,
@@ -132,14 +134,20 @@ fn lease_takeover_fences_the_old_holder() {
     let store = Store::open(dir.path(), config(&c)).unwrap();
     let old = reserve(&store, "t", "k", fp("a"));
     c.advance(Duration::from_secs(59));
-    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(_)));
+    assert!(matches!(
+        store.begin("t", "k", fp("a")).unwrap(),
+        Begin::InFlight(_)
+    ));
     c.advance(Duration::from_secs(1));
     let new = reserve(&store, "t", "k", fp("a"));
     assert!(new.token() > old.token());
     let err = old.complete(response("stale")).unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
     assert!(err.to_string().contains("not stored"));
-    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(_)));
+    assert!(matches!(
+        store.begin("t", "k", fp("a")).unwrap(),
+        Begin::InFlight(_)
+    ));
     new.complete(response("fresh")).unwrap();
     assert_eq!(replay(&store, "t", "k", fp("a")).body, b"fresh");
     assert_eq!(store.stats().takeovers, 1);
@@ -156,7 +164,10 @@ fn stale_abort_and_renew_are_fenced_too() {
     assert!(matches!(old.renew(), Err(Error::Fenced { .. })));
     assert!(matches!(old.abort(), Err(Error::Fenced { .. })));
     // The new holder is unaffected by the stale abort.
-    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(_)));
+    assert!(matches!(
+        store.begin("t", "k", fp("a")).unwrap(),
+        Begin::InFlight(_)
+    ));
     drop(new);
 }
 
@@ -181,7 +192,9 @@ fn renew_extends_the_lease() {
     let end = r.renew().unwrap();
     assert_eq!(end, c_now(&c).saturating_add(Duration::from_secs(60)));
     c.advance(Duration::from_secs(50));
-    assert!(matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(i) if i.lease_end == end));
+    assert!(
+        matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(i) if i.lease_end == end)
+    );
     // The renewed lease is what a restart sees, too.
     r.persisted().wait().unwrap();
     let token = r.token();
@@ -252,7 +265,10 @@ fn compactor_deletes_expired_buckets_whole_and_keeps_live_ones() {
     assert_eq!(store.stats().buckets, 1);
     assert_eq!(store.stats().completed, 1);
     assert_eq!(replay(&store, "t", "new", fp("a")).body, b"new");
-    assert!(matches!(store.begin("t", "old", fp("a")).unwrap(), Begin::Reserved(_)));
+    assert!(matches!(
+        store.begin("t", "old", fp("a")).unwrap(),
+        Begin::Reserved(_)
+    ));
     // Writes after the drop land in live buckets and survive a restart.
     reserve(&store, "t", "later", fp("a"))
         .complete(response("later"))
@@ -266,7 +282,13 @@ fn compactor_deletes_expired_buckets_whole_and_keeps_live_ones() {
 fn count_segments(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
         .count()
 }
 
@@ -310,13 +332,18 @@ fn junk_appended_to_every_file_is_truncated_and_valid_records_still_serve() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "seg") {
                 let mut bytes = std::fs::read(&p).unwrap();
-                bytes.extend((0..(37 + u32::from(round) * 11)).map(|i| (i as u8).wrapping_mul(round + 7)));
+                bytes.extend(
+                    (0..(37 + u32::from(round) * 11)).map(|i| (i as u8).wrapping_mul(round + 7)),
+                );
                 std::fs::write(&p, bytes).unwrap();
             }
         }
         let store = Store::open(dir.path(), config(&c)).unwrap();
         let rep = store.recovery_report();
-        assert!(rep.torn_tails >= 1 && rep.bytes_truncated > 0, "round {round}: {rep:?}");
+        assert!(
+            rep.torn_tails >= 1 && rep.bytes_truncated > 0,
+            "round {round}: {rep:?}"
+        );
         assert_eq!(rep.completed_live, 20);
         for i in 0..20 {
             assert_eq!(
@@ -339,7 +366,12 @@ fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
             .unwrap();
     }
     store.close().unwrap();
-    let name = st.list().unwrap().into_iter().find(|n| n.ends_with(".seg")).unwrap();
+    let name = st
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".seg"))
+        .unwrap();
     let mut bytes = st.file_bytes(&name).unwrap();
     // Damage the body of k1's completion ("v1").
     let at = bytes.windows(2).position(|w| w == b"v1").unwrap();
@@ -352,7 +384,10 @@ fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
     assert_eq!(replay(&store, "t", "k0", fp("a")).body, b"v0");
     assert_eq!(replay(&store, "t", "k2", fp("a")).body, b"v2");
     // k1's completion is gone; its pending record still stands (lease live).
-    assert!(matches!(store.begin("t", "k1", fp("a")).unwrap(), Begin::InFlight(_)));
+    assert!(matches!(
+        store.begin("t", "k1", fp("a")).unwrap(),
+        Begin::InFlight(_)
+    ));
 }
 
 #[test]
@@ -361,9 +396,16 @@ fn garbage_files_never_panic_open() {
     let st = MemStorage::new();
     let header_of_real_store = {
         let s = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
-        reserve(&s, "t", "k", fp("a")).complete(response("x")).unwrap();
+        reserve(&s, "t", "k", fp("a"))
+            .complete(response("x"))
+            .unwrap();
         s.close().unwrap();
-        let name = st.list().unwrap().into_iter().find(|n| n.ends_with(".seg")).unwrap();
+        let name = st
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.ends_with(".seg"))
+            .unwrap();
         (name.clone(), st.file_bytes(&name).unwrap())
     };
     let mut seed = 1u64;
@@ -372,7 +414,9 @@ fn garbage_files_never_panic_open() {
         let (name, real) = &header_of_real_store;
         let mut bytes = real.clone();
         for _ in 0..(round % 7 + 1) {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let i = (seed >> 33) as usize % bytes.len();
             bytes[i] = (seed >> 20) as u8;
         }
@@ -397,7 +441,11 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let store = Store::open(dir.path(), config(&c)).unwrap();
     let err = Store::open(dir.path(), config(&c)).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
-    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
     store.close().unwrap();
     Store::open(dir.path(), config(&c)).unwrap();
 }
@@ -415,11 +463,19 @@ fn a_second_process_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _store = Store::open(dir.path(), Config::default()).unwrap();
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_second_process_on_the_same_directory_is_refused", "--nocapture"])
+        .args([
+            "--exact",
+            "a_second_process_on_the_same_directory_is_refused",
+            "--nocapture",
+        ])
         .env("IDEMSTORE_LOCK_CHILD_DIR", dir.path())
         .status()
         .unwrap();
-    assert_eq!(status.code(), Some(42), "the child should have seen Error::Locked");
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the child should have seen Error::Locked"
+    );
 }
 
 fn colliding_hash(_: &TenantDigest, _: &[u8]) -> IndexKey {
@@ -437,11 +493,20 @@ fn a_forced_index_collision_never_serves_another_tenants_response() {
         .complete(response("alice's secret"))
         .unwrap();
     // Bob's key lands on Alice's index slot, with the same fingerprint.
-    assert!(matches!(store.begin("bob", "k", fp("same")), Err(Error::DigestCollision)));
+    assert!(matches!(
+        store.begin("bob", "k", fp("same")),
+        Err(Error::DigestCollision)
+    ));
     assert!(matches!(store.get("bob", "k"), Err(Error::DigestCollision)));
-    assert!(matches!(store.begin("alice", "other", fp("same")), Err(Error::DigestCollision)));
+    assert!(matches!(
+        store.begin("alice", "other", fp("same")),
+        Err(Error::DigestCollision)
+    ));
     // The rightful owner still replays.
-    assert_eq!(replay(&store, "alice", "k", fp("same")).body, b"alice's secret");
+    assert_eq!(
+        replay(&store, "alice", "k", fp("same")).body,
+        b"alice's secret"
+    );
 }
 
 #[test]
@@ -452,17 +517,34 @@ fn a_forced_collision_with_a_pending_key_is_refused_too() {
     cfg.index_hash = colliding_hash;
     let store = Store::open(dir.path(), cfg).unwrap();
     let _r = reserve(&store, "alice", "k", fp("same"));
-    assert!(matches!(store.begin("bob", "k", fp("same")), Err(Error::DigestCollision)));
+    assert!(matches!(
+        store.begin("bob", "k", fp("same")),
+        Err(Error::DigestCollision)
+    ));
 }
 
 #[test]
 fn malformed_keys_and_oversized_responses_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
-    let store = Store::open(dir.path(), config(&c).key_len(10..=20).max_record_bytes(1024)).unwrap();
+    let store = Store::open(
+        dir.path(),
+        config(&c).key_len(10..=20).max_record_bytes(1024),
+    )
+    .unwrap();
     for k in ["short", "this-key-is-much-too-long-for-the-bounds"] {
         let e = store.begin("t", k, fp("a")).unwrap_err();
-        assert!(matches!(e, Error::InvalidKey { min: 10, max: 20, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::InvalidKey {
+                    min: 10,
+                    max: 20,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
     let e = store.begin("t", "", fp("a")).unwrap_err();
     assert!(e.to_string().contains("0 bytes"), "{e}");
@@ -510,7 +592,10 @@ fn racing_begins_get_exactly_one_reservation_per_key() {
     }
     assert!(wins.iter().all(|&w| w == 1), "{wins:?}");
     for k in 0..keys {
-        assert_eq!(replay(&store, "t", &format!("k{k}"), fp("a")).body, format!("{k}").as_bytes());
+        assert_eq!(
+            replay(&store, "t", &format!("k{k}"), fp("a")).body,
+            format!("{k}").as_bytes()
+        );
     }
 }
 
@@ -524,7 +609,8 @@ fn group_commit_shares_fsyncs_between_concurrent_callers() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for i in 0..per_thread {
-                    let Begin::Reserved(r) = store.begin("t", format!("{t}-{i}"), fp("a")).unwrap() else {
+                    let Begin::Reserved(r) = store.begin("t", format!("{t}-{i}"), fp("a")).unwrap()
+                    else {
                         panic!("fresh key")
                     };
                     r.complete(Response::new(200, vec![7u8; 512])).unwrap();
@@ -587,10 +673,17 @@ fn a_failing_disk_poisons_the_store_with_a_clear_error_and_never_hangs() {
     let after_crash = st.crash(0); // every later I/O on `st` fails
     let r = reserve(&store, "t", "k", fp("a"));
     let e = r.complete(response("lost")).unwrap_err();
-    assert!(matches!(e, Error::Io { .. } | Error::Poisoned { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Io { .. } | Error::Poisoned { .. }),
+        "{e}"
+    );
     let e = store.begin("t", "k2", fp("a")).unwrap_err();
     assert!(matches!(e, Error::Poisoned { .. }), "{e}");
-    assert!(e.to_string().contains("close it and open the directory again"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("close it and open the directory again"),
+        "{e}"
+    );
     assert!(e.is_unavailable());
     drop(store);
     // Reopening the disk as the crash left it serves what was acknowledged.
@@ -627,7 +720,10 @@ fn close_joins_every_thread_and_later_calls_say_closed() {
 
 #[test]
 fn periodic_and_none_durability_acknowledge_and_survive_a_clean_restart() {
-    for d in [Durability::Periodic(Duration::from_millis(5)), Durability::None] {
+    for d in [
+        Durability::Periodic(Duration::from_millis(5)),
+        Durability::None,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let c = clock();
         let store = Store::open(dir.path(), config(&c).durability(d)).unwrap();

@@ -9,6 +9,8 @@
 //! one of the leases it had) or be free; the model accepts either and learns
 //! which from the store's answer.
 
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use idemstore::storage::MemStorage;
 use idemstore::{
     Begin, Clock, Config, Durability, Error, Fingerprint, KeyState, ManualClock, Reservation,
@@ -166,29 +168,56 @@ impl Harness {
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let now = self.clock.now();
         match *op {
-            Op::Begin { tenant: t, key: k, fp } => {
+            Op::Begin {
+                tenant: t,
+                key: k,
+                fp,
+            } => {
                 let kk = (t, k);
                 let expected = self.model.state(kk, now);
-                let got = self.store.begin(tenant(t), key(k), fingerprint(fp)).unwrap();
+                let got = self
+                    .store
+                    .begin(tenant(t), key(k), fingerprint(fp))
+                    .unwrap();
                 match (expected, got) {
                     (State::Completed { fp: f0, body, .. }, Begin::Replay(s)) => {
                         prop_assert_eq!(f0, fp);
                         prop_assert_eq!(s.response.body, body);
                     }
-                    (State::Completed { fp: f0, .. }, Begin::Mismatch(_)) => prop_assert_ne!(f0, fp),
-                    (State::Pending { fp: f0, lease_end, .. }, Begin::InFlight(i)) => {
+                    (State::Completed { fp: f0, .. }, Begin::Mismatch(_)) => {
+                        prop_assert_ne!(f0, fp)
+                    }
+                    (
+                        State::Pending {
+                            fp: f0, lease_end, ..
+                        },
+                        Begin::InFlight(i),
+                    ) => {
                         prop_assert!(now < lease_end);
                         prop_assert_eq!(i.lease_end, lease_end);
                         prop_assert_eq!(i.same_request, f0 == fp);
                     }
                     (State::Uncertain(c), Begin::InFlight(i)) => {
-                        let m = c.iter().find(|(f, end)| *end == i.lease_end && (*f == fp) == i.same_request);
+                        let m = c
+                            .iter()
+                            .find(|(f, end)| *end == i.lease_end && (*f == fp) == i.same_request);
                         prop_assert!(m.is_some(), "in flight {:?} is none of {:?}", i, c);
                         let (f0, _) = *m.unwrap_or(&(0, Timestamp(0)));
-                        self.model.keys.insert(kk, State::Pending { holder: None, fp: f0, lease_end: i.lease_end });
+                        self.model.keys.insert(
+                            kk,
+                            State::Pending {
+                                holder: None,
+                                fp: f0,
+                                lease_end: i.lease_end,
+                            },
+                        );
                     }
-                    (State::Pending { lease_end, .. }, Begin::Reserved(r)) if now >= lease_end => self.reserved(kk, fp, r, now),
-                    (State::Absent | State::Uncertain(_), Begin::Reserved(r)) => self.reserved(kk, fp, r, now),
+                    (State::Pending { lease_end, .. }, Begin::Reserved(r)) if now >= lease_end => {
+                        self.reserved(kk, fp, r, now)
+                    }
+                    (State::Absent | State::Uncertain(_), Begin::Reserved(r)) => {
+                        self.reserved(kk, fp, r, now)
+                    }
                     (e, g) => prop_assert!(false, "begin {:?}: model {:?}, store {:?}", kk, e, g),
                 }
             }
@@ -201,18 +230,36 @@ impl Harness {
                     (State::Completed { body, .. }, Some(KeyState::Completed(s))) => {
                         prop_assert_eq!(s.response.body, body)
                     }
-                    (State::Pending { holder, lease_end, .. }, Some(KeyState::Pending { lease_end: l, abandoned, .. })) => {
+                    (
+                        State::Pending {
+                            holder, lease_end, ..
+                        },
+                        Some(KeyState::Pending {
+                            lease_end: l,
+                            abandoned,
+                            ..
+                        }),
+                    ) => {
                         prop_assert_eq!(l, lease_end);
                         prop_assert_eq!(abandoned, holder.is_none());
                     }
-                    (State::Uncertain(c), Some(KeyState::Pending { lease_end, abandoned, .. })) => {
+                    (
+                        State::Uncertain(c),
+                        Some(KeyState::Pending {
+                            lease_end,
+                            abandoned,
+                            ..
+                        }),
+                    ) => {
                         prop_assert!(abandoned && c.iter().any(|(_, e)| *e == lease_end));
                     }
                     (e, g) => prop_assert!(false, "get {:?}: model {:?}, store {:?}", (t, k), e, g),
                 }
             }
             Op::Complete { holder, body } => {
-                let Some(h) = self.take_holder(holder) else { return Ok(()) };
+                let Some(h) = self.take_holder(holder) else {
+                    return Ok(());
+                };
                 let owns = self.owns(&h, now);
                 let body = vec![body; usize::from(body) + 1];
                 let res = h.r.complete(Response::new(200, body.clone()));
@@ -220,14 +267,20 @@ impl Harness {
                     prop_assert!(res.is_ok(), "{:?}", res);
                     self.model.keys.insert(
                         h.key,
-                        State::Completed { fp: h.fp, body, expires_at: now.saturating_add(RETENTION) },
+                        State::Completed {
+                            fp: h.fp,
+                            body,
+                            expires_at: now.saturating_add(RETENTION),
+                        },
                     );
                 } else {
                     prop_assert!(matches!(res, Err(Error::Fenced { .. })), "{:?}", res);
                 }
             }
             Op::Abort { holder } | Op::Drop { holder } => {
-                let Some(h) = self.take_holder(holder) else { return Ok(()) };
+                let Some(h) = self.take_holder(holder) else {
+                    return Ok(());
+                };
                 let owns = self.owns(&h, now);
                 if owns {
                     self.model.keys.insert(h.key, State::Absent);
@@ -251,7 +304,14 @@ impl Harness {
                     let end = res.map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(end, now.saturating_add(LEASE));
                     let (k, fp, id) = (self.held[i].key, self.held[i].fp, self.held[i].id);
-                    self.model.keys.insert(k, State::Pending { holder: Some(id), fp, lease_end: end });
+                    self.model.keys.insert(
+                        k,
+                        State::Pending {
+                            holder: Some(id),
+                            fp,
+                            lease_end: end,
+                        },
+                    );
                     self.model.volatile.entry(k).or_default().push((fp, end));
                 } else {
                     prop_assert!(matches!(res, Err(Error::Fenced { .. })), "{:?}", res);
@@ -266,7 +326,9 @@ impl Harness {
                 self.store.close().unwrap();
                 // A clean close made everything durable: nothing is uncertain.
                 self.model.volatile.clear();
-                self.store = Store::open_with_storage(Arc::new(self.storage.clone()), config(&self.clock)).unwrap();
+                self.store =
+                    Store::open_with_storage(Arc::new(self.storage.clone()), config(&self.clock))
+                        .unwrap();
             }
             Op::Crash { seed } => {
                 self.abandon_holders();
@@ -284,7 +346,9 @@ impl Harness {
                     *s = State::Uncertain(all);
                 }
                 self.storage = after;
-                self.store = Store::open_with_storage(Arc::new(self.storage.clone()), config(&self.clock)).unwrap();
+                self.store =
+                    Store::open_with_storage(Arc::new(self.storage.clone()), config(&self.clock))
+                        .unwrap();
             }
         }
         Ok(())
@@ -295,8 +359,19 @@ impl Harness {
         self.model.next_holder += 1;
         let lease_end = now.saturating_add(LEASE);
         assert_eq!(r.lease_end(), lease_end);
-        self.model.keys.insert(k, State::Pending { holder: Some(id), fp, lease_end });
-        self.model.volatile.entry(k).or_default().push((fp, lease_end));
+        self.model.keys.insert(
+            k,
+            State::Pending {
+                holder: Some(id),
+                fp,
+                lease_end,
+            },
+        );
+        self.model
+            .volatile
+            .entry(k)
+            .or_default()
+            .push((fp, lease_end));
         self.held.push(Held { id, key: k, fp, r });
     }
 
@@ -313,10 +388,10 @@ impl Harness {
     /// stay on disk, abandoned.
     fn abandon_holders(&mut self) {
         for h in self.held.drain(..) {
-            if let Some(State::Pending { holder, .. }) = self.model.keys.get_mut(&h.key) {
-                if *holder == Some(h.id) {
-                    *holder = None;
-                }
+            if let Some(State::Pending { holder, .. }) = self.model.keys.get_mut(&h.key)
+                && *holder == Some(h.id)
+            {
+                *holder = None;
             }
             std::mem::forget(h.r);
         }

@@ -1,6 +1,8 @@
 //! No background thread outlives its store. Alone in its own test binary so
 //! that no other test's store threads are counted.
 
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
 use idemstore::{Begin, Config, Fingerprint, Response, Store};
 
 fn store_threads() -> usize {
@@ -41,9 +43,17 @@ fn writer_and_compactor_stop_on_close_and_on_drop() {
     drop(store);
     assert_eq!(store_threads(), 2, "a clone keeps the store open");
     drop(clone);
-    assert_eq!(store_threads(), 2, "a live reservation keeps the store open");
+    assert_eq!(
+        store_threads(),
+        2,
+        "a live reservation keeps the store open"
+    );
     r.complete(Response::new(200, "ok")).unwrap();
-    assert_eq!(store_threads(), 0, "the last handle's drop joins both threads");
+    assert_eq!(
+        store_threads(),
+        0,
+        "the last handle's drop joins both threads"
+    );
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
     assert!(matches!(

@@ -22,8 +22,10 @@ use crate::clock::Timestamp;
 const MAGIC: &[u8; 8] = b"IDEMSEG\0";
 /// Format version written by this build.
 pub(crate) const FORMAT_VERSION: u16 = 1;
+/// Length of the header as stored.
+const LEN_U16: u16 = 40;
 /// Length of the header; frames start here.
-pub(crate) const LEN: usize = 40;
+pub(crate) const LEN: usize = LEN_U16 as usize;
 const CRC_OFFSET: usize = 36;
 /// File name suffix of segment files.
 pub(crate) const SUFFIX: &str = ".seg";
@@ -42,7 +44,7 @@ impl SegmentHeader {
         let mut e = Enc(&mut v);
         e.bytes(MAGIC);
         e.u16(FORMAT_VERSION);
-        e.u16(LEN as u16);
+        e.u16(LEN_U16);
         e.u32(self.id);
         e.u64(self.bucket_start.0);
         e.u64(self.bucket_end.0);

@@ -72,10 +72,10 @@ impl Storage for FsStorage {
             if !entry.file_type()?.is_file() {
                 continue;
             }
-            if let Some(name) = entry.file_name().to_str() {
-                if name != LOCK_FILE {
-                    out.push(name.to_owned());
-                }
+            if let Some(name) = entry.file_name().to_str()
+                && name != LOCK_FILE
+            {
+                out.push(name.to_owned());
             }
         }
         Ok(out)

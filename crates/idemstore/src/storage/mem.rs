@@ -91,7 +91,7 @@ impl MemStorage {
                     let extra = d.written.len() - d.synced.len();
                     let keep = usize::try_from(next(&mut rng) % (extra as u64 + 1)).unwrap_or(0);
                     let start = d.synced.len();
-                    if next(&mut rng) % 4 == 0 {
+                    if next(&mut rng).is_multiple_of(4) {
                         bytes.resize(start + keep, 0);
                     } else {
                         bytes.extend_from_slice(&d.written[start..start + keep]);
