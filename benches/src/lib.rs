@@ -48,3 +48,43 @@ pub fn durable_cycles(
     }
     start.elapsed()
 }
+
+/// Like [`durable_cycles`], but the callers are `callers` async tasks on a
+/// multi-threaded tokio runtime with `workers` threads, awaiting
+/// `complete_async` — how a service behind an async HTTP server calls the
+/// store.
+pub fn durable_cycles_async(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    callers: usize,
+    total: u64,
+    run: u64,
+    body: usize,
+) -> Duration {
+    let per = total.div_ceil(callers as u64).max(1);
+    rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|t| {
+                let store = store.clone();
+                let resp = response(body);
+                tokio::spawn(async move {
+                    let fp = Fingerprint::of(b"POST /v1/payments");
+                    for i in 0..per {
+                        let key = format!("a{run}-t{t}-{i}");
+                        match store.begin("bench-tenant", &key, fp) {
+                            Ok(Begin::Reserved(r)) => {
+                                r.complete_async(resp.clone()).await.expect("complete")
+                            }
+                            other => panic!("fresh key not reserved: {other:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("bench task");
+        }
+        start.elapsed()
+    })
+}

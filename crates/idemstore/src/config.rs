@@ -52,6 +52,15 @@ pub struct Config {
     /// A segment file is rolled over past this size (default 64 MiB, at most
     /// 1 GiB).
     pub max_segment_bytes: u64,
+    /// How long a reservation record (from `begin`, `renew` or `abort`) may
+    /// wait for a group commit to ride along with (default 2 ms). Most
+    /// handlers finish sooner, and then the reservation record is never
+    /// written: its completion supersedes it in the same batch. A crash within
+    /// this delay (plus one fsync) after `begin` can lose the reservation, so
+    /// a retry runs at once instead of waiting for the lease; wait on
+    /// [`Reservation::persisted`](crate::Reservation::persisted) before
+    /// side effects to rule that out. Zero writes them at once.
+    pub pending_write_delay: Duration,
     /// Most records written in one group commit (default 4096).
     pub max_batch: usize,
     /// How often the compactor looks for expired buckets (default 30 s).
@@ -74,6 +83,7 @@ impl Default for Config {
             max_key_len: 255,
             max_record_bytes: 4 << 20,
             max_segment_bytes: 64 << 20,
+            pending_write_delay: Duration::from_millis(2),
             max_batch: 4096,
             compaction_interval: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
@@ -117,6 +127,11 @@ impl Config {
     /// Sets [`Config::max_segment_bytes`].
     pub fn max_segment_bytes(mut self, n: u64) -> Self {
         self.max_segment_bytes = n;
+        self
+    }
+    /// Sets [`Config::pending_write_delay`].
+    pub fn pending_write_delay(mut self, d: Duration) -> Self {
+        self.pending_write_delay = d;
         self
     }
     /// Sets [`Config::compaction_interval`].

@@ -104,6 +104,23 @@ pub enum Error {
     )]
     DigestCollision,
 
+    /// The directory holds data written by a newer idemstore format than this
+    /// build understands. Nothing was changed.
+    #[error(
+        "{path} uses {what} version {found}, but this build supports up to {supported}; \
+         open the store with the idemstore version that wrote it (or newer)"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// "segment format" or "record".
+        what: &'static str,
+        /// Version found.
+        found: u16,
+        /// Newest version this build reads.
+        supported: u16,
+    },
+
     /// A record read back from disk failed its checksum or did not decode.
     #[error(
         "corrupt record in {path} at offset {offset}: {reason}; \

@@ -112,6 +112,17 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
                 ));
                 continue;
             }
+            Err(_)
+                if segment_header::claimed_version(&bytes)
+                    .is_some_and(|v| v > segment_header::FORMAT_VERSION) =>
+            {
+                return Err(Error::UnsupportedVersion {
+                    path,
+                    what: "segment format",
+                    found: segment_header::claimed_version(&bytes).unwrap_or_default(),
+                    supported: segment_header::FORMAT_VERSION,
+                });
+            }
             Err(_) if bytes.len() < segment_header::LEN || bytes.iter().all(|&b| b == 0) => {
                 storage.remove(&name).map_err(|e| {
                     Error::io("removing empty segment", path.clone(), e, advice::OPEN)
@@ -147,6 +158,14 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
             match item {
                 Scanned::Record { offset, payload } => {
                     let Ok(head) = record::decode_head(payload) else {
+                        if payload.len() > 1 && payload[1] > record::VERSION {
+                            return Err(Error::UnsupportedVersion {
+                                path,
+                                what: "record",
+                                found: u16::from(payload[1]),
+                                supported: u16::from(record::VERSION),
+                            });
+                        }
                         report.undecodable_records += 1;
                         continue;
                     };
@@ -238,4 +257,101 @@ fn read_pending(segments: &Segments, slot: Slot, dir: &std::path::Path) -> Optio
         lease_end: p.lease_end,
         holder: Holder::Orphan,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::frame;
+    use crate::storage::MemStorage;
+    use crate::{Begin, Fingerprint, Response, Store};
+
+    fn store_with_one_record() -> (MemStorage, String) {
+        let st = MemStorage::new();
+        let s = Store::open_with_storage(Arc::new(st.clone()), Config::default()).unwrap();
+        let Begin::Reserved(r) = s.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
+            panic!("fresh key")
+        };
+        r.complete(Response::new(200, "v")).unwrap();
+        s.close().unwrap();
+        let name = st
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.ends_with(".seg"))
+            .unwrap();
+        (st, name)
+    }
+
+    #[test]
+    fn a_newer_record_version_refuses_to_open_instead_of_skipping() {
+        let (st, name) = store_with_one_record();
+        let bytes = st.file_bytes(&name).unwrap();
+        let frame::Frame::Valid { payload, total } = frame::read(&bytes[segment_header::LEN..])
+        else {
+            panic!("first frame")
+        };
+        let mut p = payload.to_vec();
+        p[1] = record::VERSION + 1;
+        let mut out = bytes[..segment_header::LEN].to_vec();
+        let s = frame::begin(&mut out);
+        out.extend_from_slice(&p);
+        frame::finish(&mut out, s);
+        out.extend_from_slice(&bytes[segment_header::LEN + total..]);
+        st.put_file(&name, out);
+        let e = Store::open_with_storage(Arc::new(st), Config::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::UnsupportedVersion {
+                    what: "record",
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_newer_segment_version_refuses_to_open() {
+        let (st, name) = store_with_one_record();
+        let mut bytes = st.file_bytes(&name).unwrap();
+        bytes[8] = 2;
+        let crc = crc32fast::hash(&bytes[..36]).to_le_bytes();
+        bytes[36..40].copy_from_slice(&crc);
+        st.put_file(&name, bytes);
+        let e = Store::open_with_storage(Arc::new(st), Config::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::UnsupportedVersion {
+                    what: "segment format",
+                    found: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("supports up to 1"), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_header_is_listed_and_left_in_place() {
+        let (st, name) = store_with_one_record();
+        let mut bytes = st.file_bytes(&name).unwrap();
+        bytes[20] ^= 0xff;
+        st.put_file(&name, bytes.clone());
+        let s = Store::open_with_storage(Arc::new(st.clone()), Config::default()).unwrap();
+        let rep = s.recovery_report();
+        assert_eq!(rep.unreadable_segments.len(), 1);
+        assert_eq!(rep.unreadable_segments[0].0, name);
+        drop(s);
+        assert_eq!(
+            st.file_bytes(&name).unwrap(),
+            bytes,
+            "never deleted or rewritten"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The public face of the engine: [`Store`], [`Begin`] and [`Reservation`].
 
 use crate::clock::{Clock, Timestamp, duration_millis};
-use crate::commit::{Commit, Completer};
+use crate::commit::{Commit, Completer, Notifier};
 use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
@@ -13,7 +13,7 @@ use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, IndexKey, TenantDigest};
 use crate::segment::{Segments, bucket_of};
 use crate::storage::{FsStorage, LockOutcome, Storage};
-use crate::writer::{Append, Install, Msg, Writer};
+use crate::writer::{Append, Install, Msg, Queued, Writer};
 use crossbeam_channel::{Sender, bounded};
 use parking_lot::Mutex;
 use std::any::Any;
@@ -36,6 +36,7 @@ pub(crate) struct Counters {
     pub(crate) segments_dropped: AtomicU64,
     pub(crate) compaction_errors: AtomicU64,
     pub(crate) takeovers: AtomicU64,
+    pub(crate) records_elided: AtomicU64,
 }
 
 /// State shared by callers, the writer and the compactor.
@@ -50,6 +51,10 @@ pub(crate) struct Shared {
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
     pub(crate) counters: Counters,
+    /// Where callers blocked on a commit sleep.
+    pub(crate) notifier: Arc<Notifier>,
+    /// Reservation records (pending, renewal, abort) waiting for the writer.
+    pub(crate) queue: Mutex<Vec<Queued>>,
 }
 
 impl Shared {
@@ -139,6 +144,31 @@ impl Shared {
 
     fn send(&self, tx: &Sender<Msg>, append: Append) -> Result<()> {
         tx.send(Msg::Append(append)).map_err(|_| Error::Closed)
+    }
+
+    /// Puts a reservation record in the writer's side queue; nudges the
+    /// writer if the queue was empty (otherwise a nudge is already on its way
+    /// or the writer is about to drain the queue).
+    fn enqueue(&self, tx: &Sender<Msg>, token: u64, append: Append) -> Result<()> {
+        let was_empty = {
+            let mut q = self.queue.lock();
+            let was_empty = q.is_empty();
+            q.push(Queued { token, append });
+            was_empty
+        };
+        if was_empty
+            && let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(Msg::Nudge)
+        {
+            // The writer is gone: fail what it will never write.
+            let stranded = std::mem::take(&mut *self.queue.lock());
+            for q in stranded {
+                if let Some(d) = q.append.done {
+                    d.settle(Err(Error::Closed));
+                }
+            }
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 }
 
@@ -238,6 +268,9 @@ pub struct Stats {
     pub compaction_errors: u64,
     /// Reservations taken over after their lease ended.
     pub takeovers: u64,
+    /// Reservation records never written because a newer record of the same
+    /// reservation (usually its completion) was in the same group commit.
+    pub records_elided: u64,
 }
 
 struct Threads {
@@ -346,6 +379,8 @@ impl Store {
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             counters: Counters::default(),
+            notifier: Arc::default(),
+            queue: Mutex::new(Vec::new()),
         });
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         let spawn_err = |e| Error::io("starting a thread for", dir.clone(), e, advice::OPEN);
@@ -558,6 +593,7 @@ impl Store {
             segments_dropped: get(&c.segments_dropped),
             compaction_errors: get(&c.compaction_errors),
             takeovers: get(&c.takeovers),
+            records_elided: get(&c.records_elided),
         }
     }
 
@@ -576,7 +612,7 @@ impl Store {
     /// Makes everything written so far durable, whatever the durability mode.
     pub fn flush(&self) -> Result<()> {
         self.inner.check_usable()?;
-        let (c, commit) = Completer::new();
+        let (c, commit) = Completer::new(&self.inner.shared.notifier);
         self.inner
             .writer_tx
             .send(Msg::Flush(c))
@@ -712,10 +748,11 @@ impl Reservation {
                 lease_end: self.lease_end,
             }),
         );
-        let (c, commit) = Completer::new();
+        let (c, commit) = Completer::new(&shared.notifier);
         let bucket = shared.bucket(self.started_at.saturating_add(shared.config.retention));
-        shared.send(
+        shared.enqueue(
             &self.store.writer_tx,
+            self.token,
             Append {
                 bucket,
                 frame,
@@ -791,7 +828,7 @@ impl Reservation {
                 response,
             }),
         );
-        let (c, commit) = Completer::new();
+        let (c, commit) = Completer::new(&shared.notifier);
         shared.send(
             &self.store.writer_tx,
             Append {
@@ -837,8 +874,9 @@ impl Reservation {
             },
         );
         let bucket = shared.bucket(self.started_at.saturating_add(shared.config.retention));
-        shared.send(
+        shared.enqueue(
             &self.store.writer_tx,
+            self.token,
             Append {
                 bucket,
                 frame,

@@ -1,10 +1,19 @@
 //! The writer thread: the only code that appends to segment files.
 //!
-//! Callers encode their records on their own threads and send whole frames
-//! over a bounded channel. The writer takes every message waiting (up to
-//! `max_batch`), appends each segment's share with one write call, fsyncs
-//! each touched segment once (`Sync` mode), then publishes completed records
-//! in the index and wakes the callers: group commit.
+//! Callers encode their records on their own threads. Completions travel
+//! over a bounded channel; reservation records (pending, renewal, abort) go
+//! to a side queue that the writer drains with every batch, and at the latest
+//! `pending_write_delay` after the first one arrived. The writer takes every
+//! message waiting (up to `max_batch`) plus the side queue, appends each
+//! segment's share with one write call, fsyncs each touched segment once
+//! (`Sync` mode), then publishes completed records in the index and wakes the
+//! callers: group commit.
+//!
+//! A reservation record is *elided* (not written) when the same batch holds a
+//! newer record of the same reservation (its completion, its abort, or a
+//! later renewal): the newer record supersedes it on disk at the same fsync.
+//! Under load most reservations complete within one batch, so they cost no
+//! disk bytes and no write of their own.
 //!
 //! Invariants:
 //! - a completed record becomes visible to `begin` (replay) only after it is
@@ -26,7 +35,7 @@ use crate::scope::IndexKey;
 use crate::segment::{self, Segment};
 use crate::store::Shared;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,6 +50,9 @@ pub(crate) enum Msg {
     },
     /// Make everything written so far durable, then settle.
     Flush(Completer),
+    /// The side queue went from empty to non-empty: write it within
+    /// `pending_write_delay`.
+    Nudge,
     /// Sync everything and exit.
     Shutdown,
 }
@@ -53,6 +65,13 @@ pub(crate) struct Append {
     /// For a completion: publish it in the index once durable.
     pub(crate) install: Option<Install>,
     pub(crate) done: Option<Completer>,
+}
+
+/// A reservation record waiting in the side queue.
+pub(crate) struct Queued {
+    /// The reservation's fencing token.
+    pub(crate) token: u64,
+    pub(crate) append: Append,
 }
 
 /// Publish a completed record for `key`, replacing reservation `token`.
@@ -71,6 +90,12 @@ pub(crate) struct Writer {
     /// Written but not yet fsynced (Periodic and None modes).
     dirty: HashMap<u32, Arc<Segment>>,
     last_sync: Instant,
+    /// When the side queue must be written by, if it may hold records.
+    queue_deadline: Option<Instant>,
+    /// Scratch: tokens completed in the batch being written.
+    completing: HashSet<u64>,
+    /// Scratch: newest side-queue position per token.
+    newest: HashMap<u64, usize>,
 }
 
 impl Writer {
@@ -83,6 +108,9 @@ impl Writer {
             retired_upto: Timestamp(0),
             dirty: HashMap::new(),
             last_sync: Instant::now(),
+            queue_deadline: None,
+            completing: HashSet::new(),
+            newest: HashMap::new(),
         }
     }
 
@@ -92,26 +120,32 @@ impl Writer {
         loop {
             let Some(first) = self.next_message() else {
                 // Every sender is gone: the store was dropped.
+                self.write_batch(&mut batch);
                 let _ = self.sync_all();
                 return;
             };
             let mut control = None;
             match first {
                 Msg::Append(a) => batch.push(a),
+                Msg::Nudge => {
+                    let delay = self.shared.config.pending_write_delay;
+                    self.queue_deadline.get_or_insert(Instant::now() + delay);
+                    continue;
+                }
                 other => control = Some(other),
             }
             while control.is_none() && batch.len() < max_batch {
                 match self.rx.try_recv() {
                     Ok(Msg::Append(a)) => batch.push(a),
+                    Ok(Msg::Nudge) => {}
                     Ok(other) => control = Some(other),
                     Err(_) => break,
                 }
             }
-            if !batch.is_empty() {
-                self.write_batch(&mut batch);
-            }
+            // Every control message first writes what is queued before it.
+            self.write_batch(&mut batch);
             match control {
-                None | Some(Msg::Append(_)) => {}
+                None | Some(Msg::Append(_) | Msg::Nudge) => {}
                 Some(Msg::Retire { upto, done }) => {
                     self.retire(upto);
                     let _ = done.send(());
@@ -128,44 +162,95 @@ impl Writer {
         }
     }
 
-    /// The next message, syncing on time in `Periodic` mode while waiting.
+    /// The next message. While waiting, writes the side queue when its
+    /// deadline passes and syncs on time in `Periodic` mode.
     fn next_message(&mut self) -> Option<Msg> {
         loop {
-            let Durability::Periodic(every) = self.shared.config.durability else {
+            let sync_due = match self.shared.config.durability {
+                Durability::Periodic(every) if !self.dirty.is_empty() => {
+                    Some(self.last_sync + every)
+                }
+                _ => None,
+            };
+            let due = match (sync_due, self.queue_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let Some(due) = due else {
                 return self.rx.recv().ok();
             };
-            if self.dirty.is_empty() {
-                return self.rx.recv().ok();
-            }
-            let due = self.last_sync + every;
             let wait = due.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(wait.max(Duration::from_micros(1))) {
-                Ok(m) => {
-                    if Instant::now() >= due {
-                        let _ = self.sync_all();
-                    }
-                    return Some(m);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.sync_all();
-                }
+            let msg = match self.rx.recv_timeout(wait.max(Duration::from_micros(1))) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return None,
+            };
+            let now = Instant::now();
+            if self.queue_deadline.is_some_and(|d| now >= d) {
+                self.write_batch(&mut Vec::new());
+            }
+            if sync_due.is_some_and(|d| now >= d) {
+                let _ = self.sync_all();
+            }
+            if msg.is_some() {
+                return msg;
             }
         }
     }
 
+    /// Takes the side queue and adds what must be written to `batch`;
+    /// superseded reservation records are settled with the batch unwritten.
+    fn take_queue(&mut self, batch: &mut Vec<Append>, elided: &mut Vec<Append>) {
+        self.queue_deadline = None;
+        let queued = std::mem::take(&mut *self.shared.queue.lock());
+        if queued.is_empty() {
+            return;
+        }
+        self.completing.clear();
+        self.completing.extend(
+            batch
+                .iter()
+                .filter_map(|a| a.install.as_ref().map(|i| i.token)),
+        );
+        self.newest.clear();
+        for (i, q) in queued.iter().enumerate() {
+            self.newest.insert(q.token, i);
+        }
+        let mut keep = Vec::with_capacity(queued.len());
+        for (i, q) in queued.into_iter().enumerate() {
+            let superseded =
+                self.completing.contains(&q.token) || self.newest.get(&q.token) != Some(&i);
+            if superseded {
+                elided.push(q.append);
+            } else {
+                keep.push(q.append);
+            }
+        }
+        // Reservation records first: the file then reads in causal order.
+        keep.append(batch);
+        *batch = keep;
+    }
+
     fn write_batch(&mut self, batch: &mut Vec<Append>) {
+        let mut elided = Vec::new();
+        self.take_queue(batch, &mut elided);
+        if batch.is_empty() && elided.is_empty() {
+            return;
+        }
         if let Err(e) = self.shared.check_poison() {
-            for a in batch.drain(..) {
+            for a in batch.drain(..).chain(elided) {
                 if let Some(d) = a.done {
-                    d.settle(Err(e.clone()));
+                    d.settle_quietly(Err(e.clone()));
                 }
             }
+            self.shared.notifier.notify_all();
             return;
         }
         // Lay the batch out: which segment and offset each frame goes to.
         let mut groups: Vec<(Arc<Segment>, Vec<u8>)> = Vec::new();
-        let mut placed: Vec<(Append, Option<Slot>)> = Vec::with_capacity(batch.len());
+        let mut placed: Vec<(Append, Option<Slot>)> =
+            Vec::with_capacity(batch.len() + elided.len());
+        placed.extend(elided.into_iter().map(|a| (a, None)));
         for a in batch.drain(..) {
             if a.bucket.1 <= self.retired_upto {
                 // Expired before it could be written: nothing to keep.
@@ -199,7 +284,9 @@ impl Writer {
             seg.len.store(at + buf.len() as u64, Ordering::Release);
             bytes += buf.len() as u64;
         }
-        if self.shared.config.durability == Durability::Sync {
+        if groups.is_empty() {
+            // Only elided or expired records: nothing to write or sync.
+        } else if self.shared.config.durability == Durability::Sync {
             for (seg, _) in &groups {
                 if let Err(e) = seg.file.sync_data() {
                     let err = self.io_error("fsyncing", seg, e);
@@ -214,18 +301,23 @@ impl Writer {
             }
         }
         let c = &self.shared.counters;
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        c.records_written
-            .fetch_add(placed.len() as u64, Ordering::Relaxed);
+        let written = placed.iter().filter(|(_, s)| s.is_some()).count() as u64;
+        if written > 0 {
+            c.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        c.records_written.fetch_add(written, Ordering::Relaxed);
+        c.records_elided
+            .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         for (a, slot) in placed {
             if let Some(inst) = &a.install {
                 self.shared.publish_completion(inst, slot);
             }
             if let Some(d) = a.done {
-                d.settle(Ok(()));
+                d.settle_quietly(Ok(()));
             }
         }
+        self.shared.notifier.notify_all();
     }
 
     /// Index into `groups` of the segment that takes `len` more bytes of
@@ -272,9 +364,10 @@ impl Writer {
         self.shared.poison(err.to_string());
         for a in placed.into_iter().map(|(a, _)| a).chain(extra) {
             if let Some(d) = a.done {
-                d.settle(Err(err.clone()));
+                d.settle_quietly(Err(err.clone()));
             }
         }
+        self.shared.notifier.notify_all();
         // Fail whatever else is queued right now as well; later messages see
         // the poison flag.
     }

@@ -101,6 +101,19 @@ impl SegmentHeader {
     }
 }
 
+/// The format version a header claims, if its magic and checksum hold (so
+/// that a newer format is told apart from damage).
+pub(crate) fn claimed_version(buf: &[u8]) -> Option<u16> {
+    if buf.len() < LEN
+        || &buf[..8] != MAGIC
+        || crc32fast::hash(&buf[..CRC_OFFSET])
+            != u32::from_le_bytes([buf[36], buf[37], buf[38], buf[39]])
+    {
+        return None;
+    }
+    Some(u16::from_le_bytes([buf[8], buf[9]]))
+}
+
 /// The segment id in a segment file name, or `None` if the name is not one.
 pub(crate) fn parse_file_name(name: &str) -> Option<(Timestamp, u32)> {
     let stem = name.strip_suffix(SUFFIX)?;

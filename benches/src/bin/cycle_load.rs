@@ -1,0 +1,50 @@
+//! Runs the begin→complete cycle for a fixed time at a given caller count and
+//! durability, and prints throughput and the store's batch figures. Meant to
+//! be run under a profiler; the benches in `benches/` are the measurements.
+//!
+//! `cargo run --release -p idemstore-benches --bin cycle_load -- CALLERS sync|none SECONDS [threads|async]`
+
+use idemstore::{Config, Durability, Store};
+use idemstore_benches::{durable_cycles, durable_cycles_async};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let callers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let durability = match args.next().as_deref() {
+        Some("none") => Durability::None,
+        _ => Durability::Sync,
+    };
+    let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let tasks = args.next().as_deref() == Some("async");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .expect("tempdir");
+    let store = Store::open(dir.path(), Config::default().durability(durability)).expect("open");
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut run = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let chunk = 2_000u64.max(callers as u64 * 50);
+        if tasks {
+            durable_cycles_async(&rt, &store, callers, chunk, run, 512);
+        } else {
+            durable_cycles(&store, callers, chunk, run, 512);
+        }
+        done += chunk.div_ceil(callers as u64) * callers as u64;
+        run += 1;
+    }
+    let el = start.elapsed().as_secs_f64();
+    let s = store.stats();
+    println!(
+        "{callers} {} {durability:?}: {:.0} cycles/s; {:.1} records/batch; {} fsyncs",
+        if tasks { "async tasks" } else { "threads" },
+        done as f64 / el,
+        s.records_written as f64 / s.batches.max(1) as f64,
+        s.fsyncs
+    );
+    store.close().expect("close");
+}
