@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use idemstore::{Begin, Config, Durability, Fingerprint, Store};
-use idemstore_benches::{durable_cycles, response};
+use idemstore_benches::{durable_cycles, durable_cycles_async, response};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,6 +30,32 @@ fn cycle(c: &mut Criterion) {
             });
             store.close().expect("close");
         }
+    }
+    g.finish();
+
+    // The same cycle with async callers: tasks on a 2-worker tokio runtime
+    // awaiting `complete_async`, as behind an async HTTP server.
+    let mut g = c.benchmark_group("w1_cycle_512B_async");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    for callers in [1usize, 8, 64] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), Config::default()).expect("open");
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(
+            BenchmarkId::new("sync", callers),
+            &callers,
+            |b, &callers| {
+                b.iter_custom(|iters| {
+                    let run = RUN.fetch_add(1, Ordering::Relaxed);
+                    durable_cycles_async(&rt, &store, callers, iters, run, 512)
+                });
+            },
+        );
+        store.close().expect("close");
     }
     g.finish();
 }

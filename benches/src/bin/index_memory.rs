@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p idemstore-benches --bin index_memory -- [N]`
 
-use idemstore::{Begin, Config, Durability, Fingerprint, Response, Store};
+use idemstore::{Config, Durability, Store};
+use idemstore_benches::durable_cycles;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -43,14 +44,7 @@ fn main() {
     let t = Instant::now();
     {
         let store = Store::open(dir.path(), cfg()).expect("open");
-        let fp = Fingerprint::of(b"req");
-        let resp = Response::new(201, vec![b'x'; 64]);
-        for i in 0..n {
-            let Ok(Begin::Reserved(r)) = store.begin("tenant", format!("key-{i:012}"), fp) else {
-                panic!("fresh key")
-            };
-            r.complete(resp.clone()).expect("complete");
-        }
+        durable_cycles(&store, 8, n, 0, 64);
         store.close().expect("close");
     }
     let fill = t.elapsed();
@@ -62,8 +56,12 @@ fn main() {
     let held = LIVE.load(Ordering::Relaxed) - before;
     let peak = PEAK.load(Ordering::Relaxed) - before;
     let stats = store.stats();
+    let n = stats.live_keys;
     println!("keys: {n}");
-    println!("fill (Durability::None): {:.2} s", fill.as_secs_f64());
+    println!(
+        "fill (Durability::None, 8 threads, 64 B bodies): {:.2} s",
+        fill.as_secs_f64()
+    );
     println!(
         "open (rebuild index from segments): {:.2} s",
         open.as_secs_f64()

@@ -1,60 +1,99 @@
 //! Waiting for the writer: a one-shot result that a plain thread can block on
 //! and async code can `.await` without blocking its executor.
 //!
-//! Blocked threads do not each get their own wake-up call: the writer settles
-//! every ticket of a batch (no system call), then wakes all blocked waiters
-//! with one `notify_all` on the store's shared [`Notifier`]. parking_lot
-//! requeues them onto the mutex, so each woken thread wakes the next and the
-//! cost of waking a batch is spread over the callers' threads instead of being
-//! paid serially by the writer (it was the writer's largest cost at 64
-//! callers). Async waiters are woken through their `Waker`s.
+//! Waking a batch's blocked callers is the writer's largest cost on a small
+//! machine (each wake-up is a system call, and in a VM an interrupt to another
+//! CPU). So the writer does not wake them one by one: it settles every ticket
+//! of the batch, hands the batch's parked threads a shared list, and unparks
+//! only the first. Each woken thread unparks two more (its children in a
+//! binary tree over the list), so a batch of `n` wakes in `log2(n)` rounds
+//! spread over the callers' own CPUs, and nobody is woken who is not done.
+//! Async waiters are woken through their `Waker`s.
 //!
-//! Invariant: every [`Completer`] settles its ticket exactly once. If the
-//! writer drops one unsettled (it panicked, or the store shut down with the
-//! request still queued), `Drop` settles it with an error, so no waiter hangs.
+//! Invariants:
+//! - every [`Completer`] settles its ticket exactly once; one dropped
+//!   unsettled (the writer panicked, or the store shut down with the request
+//!   still queued) settles it with an error, so no waiter hangs;
+//! - a ticket's wake list is set before its result, so a waiter that sees its
+//!   result also sees the list it must propagate to;
+//! - every result of a batch is set before the first thread is unparked.
 
 use crate::error::{Error, Result};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
 
-/// Where threads blocked in [`Commit::wait`] sleep. One per store.
 #[derive(Debug, Default)]
-pub(crate) struct Notifier {
-    lock: Mutex<()>,
-    settled: Condvar,
+struct Waiters {
+    threads: Vec<Thread>,
+    wakers: Vec<Waker>,
+    /// The writer has taken the threads: a late waiter must not park.
+    collected: bool,
 }
 
-impl Notifier {
-    /// Wakes every blocked waiter (each re-checks its own ticket).
-    pub(crate) fn notify_all(&self) {
-        // Holding the lock orders this after any waiter's check-then-sleep.
-        let _g = self.lock.lock();
-        self.settled.notify_all();
-    }
-}
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Ticket {
     result: OnceLock<Result<()>>,
-    wakers: Mutex<Vec<Waker>>,
-    notifier: Arc<Notifier>,
+    waiters: Mutex<Waiters>,
+    /// The batch's parked threads, in tree order.
+    wake_list: OnceLock<Arc<[Thread]>>,
 }
 
 impl Ticket {
-    /// Records the result and wakes async waiters; blocked threads are woken
-    /// by the caller's `Notifier::notify_all`. Returns false if already settled.
-    fn set(&self, result: Result<()>) -> bool {
-        if self.result.set(result).is_err() {
-            return false;
+    /// Wakes this thread's children in the batch's wake tree.
+    fn propagate(&self) {
+        let Some(list) = self.wake_list.get() else {
+            return;
+        };
+        let me = std::thread::current().id();
+        if let Some(i) = list.iter().position(|t| t.id() == me) {
+            for child in [2 * i + 1, 2 * i + 2] {
+                if let Some(t) = list.get(child) {
+                    t.unpark();
+                }
+            }
         }
-        let wakers = std::mem::take(&mut *self.wakers.lock());
+    }
+}
+
+/// Settles many tickets and wakes their waiters with one unpark.
+#[derive(Default)]
+pub(crate) struct Settlement {
+    items: Vec<(Arc<Ticket>, Result<()>)>,
+}
+
+impl Settlement {
+    pub(crate) fn add(&mut self, mut c: Completer, result: Result<()>) {
+        if let Some(t) = c.0.take() {
+            self.items.push((t, result));
+        }
+    }
+
+    pub(crate) fn finish(self) {
+        let mut threads = Vec::new();
+        let mut wakers = Vec::new();
+        for (t, _) in &self.items {
+            let mut w = t.waiters.lock();
+            w.collected = true;
+            threads.append(&mut w.threads);
+            wakers.append(&mut w.wakers);
+        }
+        let list: Arc<[Thread]> = threads.into();
+        for (t, r) in self.items {
+            if !list.is_empty() {
+                let _ = t.wake_list.set(list.clone());
+            }
+            let _ = t.result.set(r);
+        }
+        if let Some(root) = list.first() {
+            root.unpark();
+        }
         for w in wakers {
             w.wake();
         }
-        true
     }
 }
 
@@ -64,42 +103,27 @@ pub(crate) struct Completer(Option<Arc<Ticket>>);
 
 impl Completer {
     /// A fresh ticket: the completer for the writer, the [`Commit`] for the
-    /// caller, who will sleep on `notifier`.
-    pub(crate) fn new(notifier: &Arc<Notifier>) -> (Completer, Commit) {
-        let t = Arc::new(Ticket {
-            result: OnceLock::new(),
-            wakers: Mutex::new(Vec::new()),
-            notifier: notifier.clone(),
-        });
+    /// caller.
+    pub(crate) fn new() -> (Completer, Commit) {
+        let t = Arc::new(Ticket::default());
         (Completer(Some(t.clone())), Commit(t))
     }
 
-    /// Settles the ticket without waking blocked threads: the writer settles
-    /// a whole batch, then calls `Notifier::notify_all` once.
-    pub(crate) fn settle_quietly(mut self, result: Result<()>) {
-        if let Some(t) = self.0.take() {
-            t.set(result);
-        }
-    }
-
-    /// Settles the ticket and wakes its waiters.
-    pub(crate) fn settle(mut self, result: Result<()>) {
-        if let Some(t) = self.0.take()
-            && t.set(result)
-        {
-            t.notifier.notify_all();
-        }
+    /// Settles this one ticket and wakes its waiters.
+    pub(crate) fn settle(self, result: Result<()>) {
+        let mut s = Settlement::default();
+        s.add(self, result);
+        s.finish();
     }
 }
 
 impl Drop for Completer {
     fn drop(&mut self) {
-        if let Some(t) = self.0.take()
-            && t.set(Err(Error::Poisoned {
+        if self.0.is_some() {
+            let c = Completer(self.0.take());
+            c.settle(Err(Error::Poisoned {
                 cause: "the writer thread stopped before this write was done".into(),
-            }))
-        {
-            t.notifier.notify_all();
+            }));
         }
     }
 }
@@ -114,9 +138,9 @@ pub struct Commit(Arc<Ticket>);
 impl Commit {
     /// A commit that is already settled (used for early errors).
     pub(crate) fn ready(result: Result<()>) -> Commit {
-        let (c, commit) = Completer::new(&Arc::new(Notifier::default()));
-        c.settle_quietly(result);
-        commit
+        let t = Ticket::default();
+        let _ = t.result.set(result);
+        Commit(Arc::new(t))
     }
 
     /// Blocks until the write is done.
@@ -124,13 +148,23 @@ impl Commit {
         if let Some(r) = self.0.result.get() {
             return r.clone();
         }
-        let n = &self.0.notifier;
-        let mut g = n.lock.lock();
+        {
+            let mut w = self.0.waiters.lock();
+            if !w.collected {
+                w.threads.push(std::thread::current());
+            }
+        }
         loop {
             if let Some(r) = self.0.result.get() {
+                self.0.propagate();
                 return r.clone();
             }
-            n.settled.wait(&mut g);
+            if self.0.waiters.lock().collected && !self.is_settled() {
+                // The writer is between collecting and setting: moments away.
+                std::thread::yield_now();
+                continue;
+            }
+            std::thread::park();
         }
     }
 
@@ -147,13 +181,15 @@ impl Future for Commit {
         if let Some(r) = self.0.result.get() {
             return Poll::Ready(r.clone());
         }
-        let mut wakers = self.0.wakers.lock();
-        // Re-check under the lock: `set` stores the result before taking it.
-        if let Some(r) = self.0.result.get() {
-            return Poll::Ready(r.clone());
+        let mut w = self.0.waiters.lock();
+        if w.collected {
+            drop(w);
+            // Being settled right now: poll again shortly.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        if !w.wakers.iter().any(|x| x.will_wake(cx.waker())) {
+            w.wakers.push(cx.waker().clone());
         }
         Poll::Pending
     }
@@ -173,8 +209,7 @@ mod tests {
 
     #[test]
     fn wait_returns_the_settled_result_from_another_thread() {
-        let n = Arc::new(Notifier::default());
-        let (c, commit) = Completer::new(&n);
+        let (c, commit) = Completer::new();
         let h = std::thread::spawn(move || commit.wait());
         std::thread::sleep(std::time::Duration::from_millis(5));
         c.settle(Ok(()));
@@ -182,33 +217,48 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_settled_quietly_wakes_every_waiter_with_one_notify() {
-        let n = Arc::new(Notifier::default());
-        let (completers, waiters): (Vec<_>, Vec<_>) = (0..16)
-            .map(|_| {
-                let (c, commit) = Completer::new(&n);
-                (c, std::thread::spawn(move || commit.wait()))
-            })
-            .unzip();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        for c in completers {
-            c.settle_quietly(Ok(()));
-        }
-        n.notify_all();
-        for w in waiters {
-            assert!(w.join().unwrap().is_ok());
+    fn a_settlement_wakes_every_waiter_of_the_batch_through_the_tree() {
+        for n in [1usize, 2, 3, 7, 64] {
+            let (completers, waiters): (Vec<_>, Vec<_>) = (0..n)
+                .map(|_| {
+                    let (c, commit) = Completer::new();
+                    (c, std::thread::spawn(move || commit.wait()))
+                })
+                .unzip();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let mut s = Settlement::default();
+            for c in completers {
+                s.add(c, Ok(()));
+            }
+            s.finish();
+            for w in waiters {
+                assert!(w.join().unwrap().is_ok());
+            }
         }
     }
 
     #[test]
+    fn two_threads_waiting_on_one_ticket_both_wake() {
+        let (c, commit) = Completer::new();
+        let a = {
+            let commit = commit.clone();
+            std::thread::spawn(move || commit.wait())
+        };
+        let b = std::thread::spawn(move || commit.wait());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        c.settle(Err(Error::Closed));
+        assert!(matches!(a.join().unwrap(), Err(Error::Closed)));
+        assert!(matches!(b.join().unwrap(), Err(Error::Closed)));
+    }
+
+    #[test]
     fn poll_registers_a_waker_and_is_woken() {
-        let n = Arc::new(Notifier::default());
-        let (c, mut commit) = Completer::new(&n);
+        let (c, mut commit) = Completer::new();
         let flag = Arc::new(Flag(Default::default()));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut commit).poll(&mut cx).is_pending());
-        c.settle_quietly(Ok(()));
+        c.settle(Ok(()));
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
         assert!(matches!(
             Pin::new(&mut commit).poll(&mut cx),
@@ -218,8 +268,7 @@ mod tests {
 
     #[test]
     fn dropped_completer_settles_with_an_error_instead_of_hanging() {
-        let n = Arc::new(Notifier::default());
-        let (c, commit) = Completer::new(&n);
+        let (c, commit) = Completer::new();
         let h = std::thread::spawn(move || commit.wait());
         std::thread::sleep(std::time::Duration::from_millis(5));
         drop(c);

@@ -1,7 +1,7 @@
 //! The public face of the engine: [`Store`], [`Begin`] and [`Reservation`].
 
 use crate::clock::{Clock, Timestamp, duration_millis};
-use crate::commit::{Commit, Completer, Notifier};
+use crate::commit::{Commit, Completer};
 use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
@@ -51,8 +51,6 @@ pub(crate) struct Shared {
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
     pub(crate) counters: Counters,
-    /// Where callers blocked on a commit sleep.
-    pub(crate) notifier: Arc<Notifier>,
     /// Reservation records (pending, renewal, abort) waiting for the writer.
     pub(crate) queue: Mutex<Vec<Queued>>,
 }
@@ -379,7 +377,6 @@ impl Store {
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             counters: Counters::default(),
-            notifier: Arc::default(),
             queue: Mutex::new(Vec::new()),
         });
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
@@ -612,7 +609,7 @@ impl Store {
     /// Makes everything written so far durable, whatever the durability mode.
     pub fn flush(&self) -> Result<()> {
         self.inner.check_usable()?;
-        let (c, commit) = Completer::new(&self.inner.shared.notifier);
+        let (c, commit) = Completer::new();
         self.inner
             .writer_tx
             .send(Msg::Flush(c))
@@ -748,7 +745,7 @@ impl Reservation {
                 lease_end: self.lease_end,
             }),
         );
-        let (c, commit) = Completer::new(&shared.notifier);
+        let (c, commit) = Completer::new();
         let bucket = shared.bucket(self.started_at.saturating_add(shared.config.retention));
         shared.enqueue(
             &self.store.writer_tx,
@@ -828,7 +825,7 @@ impl Reservation {
                 response,
             }),
         );
-        let (c, commit) = Completer::new(&shared.notifier);
+        let (c, commit) = Completer::new();
         shared.send(
             &self.store.writer_tx,
             Append {

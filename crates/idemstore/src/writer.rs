@@ -26,7 +26,7 @@
 //!   cache may have dropped the dirty pages).
 
 use crate::clock::Timestamp;
-use crate::commit::Completer;
+use crate::commit::{Completer, Settlement};
 use crate::config::Durability;
 use crate::error::{Error, advice};
 use crate::format::segment_header::SegmentHeader;
@@ -238,12 +238,13 @@ impl Writer {
             return;
         }
         if let Err(e) = self.shared.check_poison() {
+            let mut s = Settlement::default();
             for a in batch.drain(..).chain(elided) {
                 if let Some(d) = a.done {
-                    d.settle_quietly(Err(e.clone()));
+                    s.add(d, Err(e.clone()));
                 }
             }
-            self.shared.notifier.notify_all();
+            s.finish();
             return;
         }
         // Lay the batch out: which segment and offset each frame goes to.
@@ -309,15 +310,16 @@ impl Writer {
         c.records_elided
             .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        let mut s = Settlement::default();
         for (a, slot) in placed {
             if let Some(inst) = &a.install {
                 self.shared.publish_completion(inst, slot);
             }
             if let Some(d) = a.done {
-                d.settle_quietly(Ok(()));
+                s.add(d, Ok(()));
             }
         }
-        self.shared.notifier.notify_all();
+        s.finish();
     }
 
     /// Index into `groups` of the segment that takes `len` more bytes of
@@ -362,12 +364,13 @@ impl Writer {
     /// Poisons the store and fails every write of the batch.
     fn fail(&self, placed: Vec<(Append, Option<Slot>)>, extra: Option<Append>, err: Error) {
         self.shared.poison(err.to_string());
+        let mut s = Settlement::default();
         for a in placed.into_iter().map(|(a, _)| a).chain(extra) {
             if let Some(d) = a.done {
-                d.settle_quietly(Err(err.clone()));
+                s.add(d, Err(err.clone()));
             }
         }
-        self.shared.notifier.notify_all();
+        s.finish();
         // Fail whatever else is queued right now as well; later messages see
         // the poison flag.
     }
