@@ -88,3 +88,78 @@ pub fn durable_cycles_async(
         start.elapsed()
     })
 }
+
+/// A [`Storage`](idemstore::storage::Storage) on the real filesystem whose
+/// `fdatasync` takes `extra` longer: models a disk with slower flushes (a
+/// network block device, a SATA SSD) on a machine whose disk is fast, to see
+/// how group commit scales when the flush, not the CPU, is the cost.
+#[derive(Debug)]
+pub struct SlowSync {
+    inner: idemstore::storage::FsStorage,
+    extra: Duration,
+}
+
+impl SlowSync {
+    /// Storage in `dir` with `extra` added to every file `sync_data`.
+    pub fn new(dir: &std::path::Path, extra: Duration) -> std::io::Result<Self> {
+        Ok(SlowSync {
+            inner: idemstore::storage::FsStorage::new(dir)?,
+            extra,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct SlowFile {
+    inner: Arc<dyn idemstore::storage::StorageFile>,
+    extra: Duration,
+}
+
+impl idemstore::storage::StorageFile for SlowFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        std::thread::sleep(self.extra);
+        self.inner.sync_data()
+    }
+}
+
+impl idemstore::storage::Storage for SlowSync {
+    fn location(&self) -> std::path::PathBuf {
+        self.inner.location()
+    }
+    fn lock(&self) -> std::io::Result<idemstore::storage::LockOutcome> {
+        self.inner.lock()
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn create(&self, name: &str) -> std::io::Result<Arc<dyn idemstore::storage::StorageFile>> {
+        Ok(Arc::new(SlowFile {
+            inner: self.inner.create(name)?,
+            extra: self.extra,
+        }))
+    }
+    fn open(&self, name: &str) -> std::io::Result<Arc<dyn idemstore::storage::StorageFile>> {
+        Ok(Arc::new(SlowFile {
+            inner: self.inner.open(name)?,
+            extra: self.extra,
+        }))
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.inner.sync_dir()
+    }
+}

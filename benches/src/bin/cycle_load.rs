@@ -3,9 +3,11 @@
 //! be run under a profiler; the benches in `benches/` are the measurements.
 //!
 //! `cargo run --release -p idemstore-benches --bin cycle_load -- CALLERS sync|none SECONDS [threads|async]`
+//!
+//! `SLOW_FSYNC_US=1000` adds 1 ms to every fdatasync, to model a slower disk.
 
 use idemstore::{Config, Durability, Store};
-use idemstore_benches::{durable_cycles, durable_cycles_async};
+use idemstore_benches::{SlowSync, durable_cycles, durable_cycles_async};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -23,7 +25,25 @@ fn main() {
         .expect("runtime");
     let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .expect("tempdir");
-    let store = Store::open(dir.path(), Config::default().durability(durability)).expect("open");
+    let mut config = Config::default().durability(durability);
+    if let Some(us) = std::env::var("GROUP_COMMIT_WINDOW_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.group_commit_window(Duration::from_micros(us));
+    }
+    // SLOW_FSYNC_US adds that much to every fdatasync (see `SlowSync`).
+    let store = match std::env::var("SLOW_FSYNC_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(us) => Store::open_with_storage(
+            std::sync::Arc::new(SlowSync::new(dir.path(), Duration::from_micros(us)).expect("dir")),
+            config,
+        ),
+        None => Store::open(dir.path(), config),
+    }
+    .expect("open");
     let start = Instant::now();
     let mut done = 0u64;
     let mut run = 0;

@@ -61,6 +61,11 @@ pub struct Config {
     /// [`Reservation::persisted`](crate::Reservation::persisted) before
     /// side effects to rule that out. Zero writes them at once.
     pub pending_write_delay: Duration,
+    /// The longest a `Sync`-mode batch may stay open for more completions
+    /// while they keep arriving (default 2 ms). The writer never waits longer
+    /// than its last fsync took, nor at all when only one caller is
+    /// completing. Zero turns the window off.
+    pub group_commit_window: Duration,
     /// Most records written in one group commit (default 4096).
     pub max_batch: usize,
     /// How often the compactor looks for expired buckets (default 30 s).
@@ -84,6 +89,7 @@ impl Default for Config {
             max_record_bytes: 4 << 20,
             max_segment_bytes: 64 << 20,
             pending_write_delay: Duration::from_millis(2),
+            group_commit_window: Duration::from_millis(2),
             max_batch: 4096,
             compaction_interval: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
@@ -132,6 +138,11 @@ impl Config {
     /// Sets [`Config::pending_write_delay`].
     pub fn pending_write_delay(mut self, d: Duration) -> Self {
         self.pending_write_delay = d;
+        self
+    }
+    /// Sets [`Config::group_commit_window`].
+    pub fn group_commit_window(mut self, d: Duration) -> Self {
+        self.group_commit_window = d;
         self
     }
     /// Sets [`Config::compaction_interval`].

@@ -96,6 +96,12 @@ pub(crate) struct Writer {
     completing: HashSet<u64>,
     /// Scratch: newest side-queue position per token.
     newest: HashMap<u64, usize>,
+    /// How long the last batch's fsyncs took (caps the group-commit window).
+    last_fsync: Duration,
+    /// Completions the last batch carried: those callers are coming back.
+    last_completions: usize,
+    /// Messages waiting in the channel when the last fsync returned.
+    backlog_after_fsync: usize,
 }
 
 impl Writer {
@@ -111,6 +117,9 @@ impl Writer {
             queue_deadline: None,
             completing: HashSet::new(),
             newest: HashMap::new(),
+            last_fsync: Duration::ZERO,
+            last_completions: 0,
+            backlog_after_fsync: 0,
         }
     }
 
@@ -118,6 +127,8 @@ impl Writer {
         let max_batch = self.shared.config.max_batch;
         let mut batch: Vec<Append> = Vec::new();
         loop {
+            // Messages that queued up during the last fsync came from callers
+            // it did not carry: there is concurrency worth a window.
             let Some(first) = self.next_message() else {
                 // Every sender is gone: the store was dropped.
                 self.write_batch(&mut batch);
@@ -142,6 +153,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if control.is_none() {
+                control = self.linger(&mut batch);
+            }
             // Every control message first writes what is queued before it.
             self.write_batch(&mut batch);
             match control {
@@ -160,6 +174,47 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// The group-commit window. Without one, callers split into groups that
+    /// take turns: those woken by one fsync queue up while the next runs, so
+    /// each fsync carries only part of them. The callers the last fsync
+    /// carried are coming back, and so are those that queued up meanwhile;
+    /// in `Sync` mode, when that makes two or more, the writer keeps the batch
+    /// open until that many completions are in it, for at most
+    /// `min(group_commit_window, duration of the last fsync)`, and only while
+    /// they keep arriving faster than the batch drains them: a gap longer than
+    /// `fsync time / batch size` ends the wait (waiting `w` for `d` more
+    /// completions pays only if `d / batch > w / fsync`). A lone caller never
+    /// waits.
+    fn linger(&mut self, batch: &mut Vec<Append>) -> Option<Msg> {
+        let cfg = &self.shared.config;
+        let expected = self.last_completions + self.backlog_after_fsync;
+        let mut have = batch.iter().filter(|a| a.install.is_some()).count();
+        if cfg.durability != Durability::Sync || expected < 2 || have >= expected {
+            return None;
+        }
+        let window = cfg.group_commit_window.min(self.last_fsync);
+        let start = Instant::now();
+        while have < expected && batch.len() < cfg.max_batch {
+            let left = window.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            // Waiting pays while completions arrive faster than the batch
+            // would drain them: one per (fsync time / batch size).
+            let gap = self.last_fsync / u32::try_from(have.max(1)).unwrap_or(u32::MAX);
+            match self.rx.recv_timeout(left.min(gap)) {
+                Ok(Msg::Append(a)) => {
+                    have += usize::from(a.install.is_some());
+                    batch.push(a);
+                }
+                Ok(Msg::Nudge) => {}
+                Ok(other) => return Some(other),
+                Err(_) => break,
+            }
+        }
+        None
     }
 
     /// The next message. While waiting, writes the side queue when its
@@ -237,6 +292,7 @@ impl Writer {
         if batch.is_empty() && elided.is_empty() {
             return;
         }
+        self.backlog_after_fsync = 0;
         if let Err(e) = self.shared.check_poison() {
             let mut s = Settlement::default();
             for a in batch.drain(..).chain(elided) {
@@ -288,6 +344,7 @@ impl Writer {
         if groups.is_empty() {
             // Only elided or expired records: nothing to write or sync.
         } else if self.shared.config.durability == Durability::Sync {
+            let started = Instant::now();
             for (seg, _) in &groups {
                 if let Err(e) = seg.file.sync_data() {
                     let err = self.io_error("fsyncing", seg, e);
@@ -296,6 +353,8 @@ impl Writer {
                 }
                 self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
+            self.last_fsync = started.elapsed();
+            self.backlog_after_fsync = self.rx.len();
         } else {
             for (seg, _) in groups {
                 self.dirty.insert(seg.id(), seg);
@@ -311,6 +370,7 @@ impl Writer {
             .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         let mut s = Settlement::default();
+        self.last_completions = placed.iter().filter(|(a, _)| a.install.is_some()).count();
         for (a, slot) in placed {
             if let Some(inst) = &a.install {
                 self.shared.publish_completion(inst, slot);
