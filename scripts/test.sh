@@ -11,4 +11,19 @@ cd "$(dirname "$0")/.."
 # IDEMSTORE_CRASH_KILLS for a longer run.
 export IDEMSTORE_CRASH_KILLS="${IDEMSTORE_CRASH_KILLS:-20}"
 
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole run (cargo prints one per test binary).
+echo
+awk '/^test result:/ {
+       for (i = 1; i <= NF; i++) {
+         if ($i ~ /^passed/) p += $(i - 1)
+         if ($i ~ /^failed/) f += $(i - 1)
+       }
+     }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
