@@ -594,6 +594,12 @@ impl Store {
         }
     }
 
+    /// The current time by the store's clock (the one every expiry and lease
+    /// is judged by).
+    pub fn now(&self) -> Timestamp {
+        self.inner.shared.clock().now()
+    }
+
     /// What `open` found on disk.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report

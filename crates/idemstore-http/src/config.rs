@@ -1,0 +1,279 @@
+//! What the layer does, as configuration. Defaults follow the IETF draft
+//! "The Idempotency-Key HTTP Header Field" and Stripe; every behaviour the
+//! public API documents in `shared/seeds/` vary is an option here.
+
+use http::{Extensions, HeaderName, Method};
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which handler responses are stored (and replayed to retries). A response
+/// that is not stored frees the key: a retry runs the handler again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorePolicy {
+    /// Every response, 5xx included ("including error responses").
+    All,
+    /// Everything but 5xx: a server error lets the client retry for real.
+    NonServerErrors,
+    /// Only 2xx ("only the first successful request").
+    SuccessOnly,
+}
+
+impl StorePolicy {
+    /// Whether a response with `status` is stored.
+    pub fn stores(self, status: http::StatusCode) -> bool {
+        match self {
+            StorePolicy::All => true,
+            StorePolicy::NonServerErrors => !status.is_server_error(),
+            StorePolicy::SuccessOnly => status.is_success(),
+        }
+    }
+}
+
+/// The status a replay is sent with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayStatus {
+    /// The stored status (Stripe, the draft).
+    Original,
+    /// Always this status, with the stored headers and body (e.g. 409:
+    /// "Idempotent request - returning original response").
+    Fixed(http::StatusCode),
+}
+
+/// What a request with the same key gets while the first is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InFlightPolicy {
+    /// 409 with `Retry-After` (seconds until the first request's lease ends).
+    Conflict,
+    /// Wait up to this long for the first request to finish and replay its
+    /// response; 409 if it is still running then.
+    Wait(Duration),
+}
+
+/// What happens when the handler's response body exceeds
+/// [`IdempotencyConfig::max_response_bytes`]. The first client always gets
+/// the whole response, streamed; the layer never buffers more than the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OversizeResponse {
+    /// Store a small problem+json record instead (409, type
+    /// `response-not-replayable`): a retry is told the request ran and its
+    /// response cannot be replayed; the handler never runs twice.
+    StoreNotice,
+    /// Store nothing and free the key: a retry runs the handler again.
+    Release,
+}
+
+/// Reads a tenant identity from request extensions.
+pub type TenantFromExtensions = Arc<dyn Fn(&Extensions) -> Option<Vec<u8>> + Send + Sync>;
+
+/// How the tenant (whose keys these are) is found in a request.
+#[derive(Clone)]
+pub enum TenantSource {
+    /// The value of a header, e.g. `X-Api-Key` (only its digest is stored).
+    Header(HeaderName),
+    /// A value an authentication layer put in the request extensions.
+    Extension(TenantFromExtensions),
+    /// One tenant for every request (a service with a single client).
+    Single,
+}
+
+impl TenantSource {
+    /// Reads the tenant identity from an extension of type `T`, converted to
+    /// bytes by `f`.
+    pub fn extension<T: Send + Sync + 'static>(f: fn(&T) -> Vec<u8>) -> Self {
+        TenantSource::Extension(Arc::new(move |ext: &Extensions| ext.get::<T>().map(f)))
+    }
+}
+
+impl fmt::Debug for TenantSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TenantSource::Header(h) => write!(f, "Header({h})"),
+            TenantSource::Extension(_) => f.write_str("Extension(..)"),
+            TenantSource::Single => f.write_str("Single"),
+        }
+    }
+}
+
+/// What the request fingerprint covers. Two requests with one key and
+/// different fingerprints are a mismatch (422), never a replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FingerprintSpec {
+    /// The method.
+    pub method: bool,
+    /// The path and query.
+    pub path_and_query: bool,
+    /// The body bytes.
+    pub body: bool,
+    /// These headers' values (in this order; absent and empty differ).
+    pub headers: Vec<HeaderName>,
+}
+
+impl Default for FingerprintSpec {
+    fn default() -> Self {
+        FingerprintSpec {
+            method: true,
+            path_and_query: true,
+            body: true,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Which requests the layer covers, beyond their method.
+pub type PathFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Configuration of [`IdempotencyLayer`](crate::IdempotencyLayer).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct IdempotencyConfig {
+    /// The key header (default `Idempotency-Key`).
+    pub header: HeaderName,
+    /// Methods covered (default POST and PATCH). Others pass through untouched.
+    pub methods: Vec<Method>,
+    /// Only paths for which this returns true are covered (default: all).
+    pub paths: Option<PathFilter>,
+    /// A covered request without a key: `false` (default) passes it through,
+    /// `true` answers 400.
+    pub key_required: bool,
+    /// Accepted key length in bytes (default 1..=255).
+    pub key_len: RangeInclusive<usize>,
+    /// Which responses are stored (default [`StorePolicy::All`]).
+    pub store: StorePolicy,
+    /// Replay status (default [`ReplayStatus::Original`]).
+    pub replay_status: ReplayStatus,
+    /// Same key while the first request runs (default
+    /// [`InFlightPolicy::Conflict`]).
+    pub in_flight: InFlightPolicy,
+    /// What the fingerprint covers (default method, path and query, body).
+    pub fingerprint: FingerprintSpec,
+    /// Largest request body buffered for fingerprinting; larger → 413
+    /// (default 1 MiB).
+    pub max_request_bytes: usize,
+    /// Largest response body stored (default 1 MiB); see [`OversizeResponse`].
+    pub max_response_bytes: usize,
+    /// What happens to a response over the limit (default
+    /// [`OversizeResponse::StoreNotice`]).
+    pub oversize: OversizeResponse,
+    /// Where the tenant comes from (default [`TenantSource::Single`]).
+    pub tenant: TenantSource,
+    /// Renew the reservation's lease this often while the handler runs
+    /// (default 20 s, a third of the store's default 60 s lease).
+    pub renew_every: Duration,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            header: HeaderName::from_static("idempotency-key"),
+            methods: vec![Method::POST, Method::PATCH],
+            paths: None,
+            key_required: false,
+            key_len: 1..=255,
+            store: StorePolicy::All,
+            replay_status: ReplayStatus::Original,
+            in_flight: InFlightPolicy::Conflict,
+            fingerprint: FingerprintSpec::default(),
+            max_request_bytes: 1 << 20,
+            max_response_bytes: 1 << 20,
+            oversize: OversizeResponse::StoreNotice,
+            tenant: TenantSource::Single,
+            renew_every: Duration::from_secs(20),
+        }
+    }
+}
+
+impl fmt::Debug for IdempotencyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdempotencyConfig")
+            .field("header", &self.header)
+            .field("methods", &self.methods)
+            .field("paths", &self.paths.as_ref().map(|_| ".."))
+            .field("key_required", &self.key_required)
+            .field("key_len", &self.key_len)
+            .field("store", &self.store)
+            .field("replay_status", &self.replay_status)
+            .field("in_flight", &self.in_flight)
+            .field("fingerprint", &self.fingerprint)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("oversize", &self.oversize)
+            .field("tenant", &self.tenant)
+            .field("renew_every", &self.renew_every)
+            .finish()
+    }
+}
+
+impl IdempotencyConfig {
+    /// Sets the key header.
+    pub fn header(mut self, name: HeaderName) -> Self {
+        self.header = name;
+        self
+    }
+    /// Sets the covered methods.
+    pub fn methods(mut self, m: impl IntoIterator<Item = Method>) -> Self {
+        self.methods = m.into_iter().collect();
+        self
+    }
+    /// Covers only paths for which `f` returns true.
+    pub fn paths(mut self, f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.paths = Some(Arc::new(f));
+        self
+    }
+    /// Makes the key required on covered requests.
+    pub fn key_required(mut self, yes: bool) -> Self {
+        self.key_required = yes;
+        self
+    }
+    /// Sets the accepted key length in bytes.
+    pub fn key_len(mut self, r: RangeInclusive<usize>) -> Self {
+        self.key_len = r;
+        self
+    }
+    /// Sets which responses are stored.
+    pub fn store(mut self, p: StorePolicy) -> Self {
+        self.store = p;
+        self
+    }
+    /// Sets the replay status.
+    pub fn replay_status(mut self, s: ReplayStatus) -> Self {
+        self.replay_status = s;
+        self
+    }
+    /// Sets the in-flight policy.
+    pub fn in_flight(mut self, p: InFlightPolicy) -> Self {
+        self.in_flight = p;
+        self
+    }
+    /// Sets what the fingerprint covers.
+    pub fn fingerprint(mut self, f: FingerprintSpec) -> Self {
+        self.fingerprint = f;
+        self
+    }
+    /// Sets the request body limit.
+    pub fn max_request_bytes(mut self, n: usize) -> Self {
+        self.max_request_bytes = n;
+        self
+    }
+    /// Sets the stored response body limit.
+    pub fn max_response_bytes(mut self, n: usize) -> Self {
+        self.max_response_bytes = n;
+        self
+    }
+    /// Sets what happens to responses over the limit.
+    pub fn oversize(mut self, o: OversizeResponse) -> Self {
+        self.oversize = o;
+        self
+    }
+    /// Sets where the tenant comes from.
+    pub fn tenant(mut self, t: TenantSource) -> Self {
+        self.tenant = t;
+        self
+    }
+    /// Sets the lease renewal period.
+    pub fn renew_every(mut self, d: Duration) -> Self {
+        self.renew_every = d;
+        self
+    }
+}

@@ -1,0 +1,205 @@
+//! Every rejection the layer sends, as an RFC 9457 `application/problem+json`
+//! response: a stable `type`, a `title`, and a `detail` that tells the client
+//! what to do. Statuses are mapped here and nowhere else.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use std::time::Duration;
+
+/// Prefix of every problem `type` this layer emits.
+pub const TYPE_PREFIX: &str = "urn:idemstore:problem:";
+
+/// A rejection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// A covered request without a key, when keys are required. 400.
+    KeyMissing {
+        /// The key header's name.
+        header: String,
+    },
+    /// The key header is malformed or out of bounds. 400.
+    KeyMalformed {
+        /// Why.
+        reason: String,
+    },
+    /// No tenant could be found for the request. 401.
+    TenantMissing,
+    /// The request body exceeds the limit. 413.
+    RequestTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request body could not be read. 400.
+    RequestBodyFailed,
+    /// The first request with this key is still running. 409 + Retry-After.
+    InFlight {
+        /// Until its lease ends.
+        retry_after: Duration,
+    },
+    /// The key was used for a different request. 422.
+    Mismatch,
+    /// The key's index digest collides with another (tenant, key). 422.
+    KeyCollision,
+    /// The idempotency store cannot be used; the handler did not run. 503.
+    StoreUnavailable {
+        /// What failed (no secrets: store error messages only).
+        reason: String,
+    },
+    /// Stored for a request whose response was too large to store: it ran,
+    /// and its response cannot be replayed. 409.
+    ResponseNotReplayable {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The handler's response body failed while being read. 502.
+    ResponseBodyFailed,
+}
+
+impl Problem {
+    /// (status, type slug, title, detail).
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        match self {
+            Problem::KeyMissing { header } => (
+                StatusCode::BAD_REQUEST,
+                "key-missing",
+                "Idempotency key required",
+                format!("This endpoint requires an {header} header; send a unique key (e.g. a UUID) and reuse it when retrying."),
+            ),
+            Problem::KeyMalformed { reason } => (
+                StatusCode::BAD_REQUEST,
+                "key-malformed",
+                "Malformed idempotency key",
+                format!("{reason}."),
+            ),
+            Problem::TenantMissing => (
+                StatusCode::UNAUTHORIZED,
+                "tenant-missing",
+                "Unauthenticated",
+                "The request does not say which account it is for; send your API key.".into(),
+            ),
+            Problem::RequestTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request-too-large",
+                "Request body too large",
+                format!("Requests with an idempotency key may carry at most {limit} bytes of body."),
+            ),
+            Problem::RequestBodyFailed => (
+                StatusCode::BAD_REQUEST,
+                "request-body-failed",
+                "Request body could not be read",
+                "The request body ended early or could not be read; send the request again with the same key.".into(),
+            ),
+            Problem::InFlight { retry_after } => (
+                StatusCode::CONFLICT,
+                "request-in-flight",
+                "A request with this key is in progress",
+                format!(
+                    "Another request with this idempotency key is still being processed; retry after {} s with the same key to get its result.",
+                    retry_after_secs(*retry_after)
+                ),
+            ),
+            Problem::Mismatch => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request-mismatch",
+                "Idempotency key reused with a different request",
+                "This key was already used for a request with different parameters; use a new key for a new request.".into(),
+            ),
+            Problem::KeyCollision => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "key-collision",
+                "Idempotency key cannot be used",
+                "This key cannot be stored safely; use a different key.".into(),
+            ),
+            Problem::StoreUnavailable { reason } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Idempotency store unavailable",
+                format!("The request was not processed because its idempotency key cannot be recorded right now ({reason}); retry later with the same key."),
+            ),
+            Problem::ResponseNotReplayable { limit } => (
+                StatusCode::CONFLICT,
+                "response-not-replayable",
+                "Request already processed; response cannot be replayed",
+                format!("A request with this key was processed, but its response was larger than {limit} bytes and was not stored. Do not retry it; look the result up instead."),
+            ),
+            Problem::ResponseBodyFailed => (
+                StatusCode::BAD_GATEWAY,
+                "response-body-failed",
+                "Response could not be produced",
+                "The server failed while producing the response; retry with the same key.".into(),
+            ),
+        }
+    }
+
+    /// The status this problem is sent with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The problem's `type` URI.
+    pub fn type_uri(&self) -> String {
+        format!("{TYPE_PREFIX}{}", self.parts().1)
+    }
+
+    /// The JSON document.
+    pub fn body(&self) -> Bytes {
+        let (status, slug, title, detail) = self.parts();
+        let doc = serde_json::json!({
+            "type": format!("{TYPE_PREFIX}{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        Bytes::from(doc.to_string())
+    }
+
+    /// The whole HTTP response.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let mut r = Response::new(self.body());
+        *r.status_mut() = self.status();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Problem::InFlight { retry_after } = self {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(*retry_after)),
+            );
+        }
+        r
+    }
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_problem_json_with_stable_types() {
+        let r = Problem::InFlight {
+            retry_after: Duration::from_millis(1500),
+        }
+        .to_response();
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v["type"], "urn:idemstore:problem:request-in-flight");
+        assert_eq!(v["status"], 409);
+        assert!(v["detail"].as_str().unwrap().contains("retry after 2 s"));
+    }
+}

@@ -1,0 +1,131 @@
+//! Between HTTP responses and stored records.
+//!
+//! Stored: status, end-to-end headers in order, body. Not stored: hop-by-hop
+//! headers (RFC 9110 section 7.6.1; they describe one connection), `Date`
+//! (a replay is a new message and gets its own), and `Content-Length` (the
+//! server computes it from the stored body).
+
+use crate::config::ReplayStatus;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use idemstore::StoredResponse;
+
+/// Marks a response as a replay of the stored one.
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+const NOT_STORED: [HeaderName; 11] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+    header::DATE,
+    header::CONTENT_LENGTH,
+];
+
+/// Whether a response header is kept in the stored record.
+pub fn is_stored_header(name: &HeaderName, connection: Option<&HeaderValue>) -> bool {
+    if NOT_STORED.contains(name) {
+        return false;
+    }
+    // Headers the Connection header lists are hop-by-hop too.
+    !connection
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|list| {
+            list.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+        })
+}
+
+/// The record to store for a handler response.
+pub fn to_stored(status: StatusCode, headers: &HeaderMap, body: Bytes) -> idemstore::Response {
+    let connection = headers.get(header::CONNECTION);
+    idemstore::Response {
+        status: status.as_u16(),
+        headers: headers
+            .iter()
+            .filter(|(n, _)| is_stored_header(n, connection))
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// The response a retry gets: the stored status (or the fixed one), headers
+/// and body, plus `Idempotent-Replayed: true`.
+pub fn to_replay(stored: &StoredResponse, status: ReplayStatus) -> Response<Bytes> {
+    let r = &stored.response;
+    let mut out = Response::new(Bytes::copy_from_slice(&r.body));
+    *out.status_mut() = match status {
+        ReplayStatus::Original => {
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        ReplayStatus::Fixed(s) => s,
+    };
+    for (name, value) in &r.headers {
+        // What was stored came from valid headers; skip anything that is not.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            out.headers_mut().append(n, v);
+        }
+    }
+    out.headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_date_and_length_are_not_stored_and_order_is_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::DATE,
+            HeaderValue::from_static("Tue, 24 Nov 2026 10:00:00 GMT"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-trace"),
+        );
+        h.insert("x-trace", HeaderValue::from_static("abc"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        let s = to_stored(StatusCode::CREATED, &h, Bytes::from_static(b"{}"));
+        let names: Vec<&str> = s.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "set-cookie", "set-cookie"]);
+
+        let stored = StoredResponse {
+            fingerprint: idemstore::Fingerprint::default(),
+            started_at: idemstore::Timestamp(0),
+            completed_at: idemstore::Timestamp(0),
+            expires_at: idemstore::Timestamp(1),
+            response: s,
+        };
+        let r = to_replay(&stored, ReplayStatus::Original);
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(r.headers()[REPLAYED], "true");
+        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        let r = to_replay(&stored, ReplayStatus::Fixed(StatusCode::CONFLICT));
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(r.body().as_ref(), b"{}");
+    }
+}

@@ -1,0 +1,161 @@
+//! The tower `Layer` and `Service` (tower-http's layout: `IdempotencyLayer`
+//! builds `IdempotencyService`; rejections are HTTP responses, never
+//! `S::Error`).
+
+use crate::backend::Backend;
+use crate::body::{BoxBody, BoxError, Collected, Prefixed, boxed, collect_limited, full};
+use crate::config::IdempotencyConfig;
+use crate::core::{Idempotency, Prepared, ResponseBody, Started};
+use crate::fingerprint::fingerprint;
+use crate::problem::Problem;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// Applies idempotency to every request of the wrapped service.
+pub struct IdempotencyLayer<B> {
+    core: Idempotency<B>,
+}
+
+impl<B> Clone for IdempotencyLayer<B> {
+    fn clone(&self) -> Self {
+        IdempotencyLayer {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<B: Backend> IdempotencyLayer<B> {
+    /// A layer over `backend` (e.g. [`Embedded`](crate::Embedded)) with
+    /// `config`.
+    pub fn new(backend: B, config: IdempotencyConfig) -> Self {
+        IdempotencyLayer {
+            core: Idempotency::new(backend, config),
+        }
+    }
+}
+
+impl<S, B> Layer<S> for IdempotencyLayer<B> {
+    type Service = IdempotencyService<S, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyService {
+            inner,
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// The service [`IdempotencyLayer`] produces.
+pub struct IdempotencyService<S, B> {
+    inner: S,
+    core: Idempotency<B>,
+}
+
+impl<S: Clone, B> Clone for IdempotencyService<S, B> {
+    fn clone(&self) -> Self {
+        IdempotencyService {
+            inner: self.inner.clone(),
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// The future of [`IdempotencyService`].
+pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, E>> + Send>>;
+
+fn problem_response(p: &Problem) -> Response<BoxBody> {
+    p.to_response().map(full)
+}
+
+impl<S, B, ReqB, ResB> Service<Request<ReqB>> for IdempotencyService<S, B>
+where
+    S: Service<Request<BoxBody>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    B: Backend,
+    ReqB: Body<Data = Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<BoxBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // The clone that was driven to readiness serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let core = self.core.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let keyed = match core.prepare(&parts) {
+                Prepared::PassThrough => {
+                    let resp = inner.call(Request::from_parts(parts, boxed(body))).await?;
+                    return Ok(resp.map(boxed));
+                }
+                Prepared::Reject(p) => return Ok(problem_response(&p)),
+                Prepared::Keyed(k) => k,
+            };
+            let limit = core.config().max_request_bytes;
+            let bytes = match Limited::new(body, limit).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) if e.is::<LengthLimitError>() => {
+                    return Ok(problem_response(&Problem::RequestTooLarge { limit }));
+                }
+                Err(_) => return Ok(problem_response(&Problem::RequestBodyFailed)),
+            };
+            let fp = fingerprint(&core.config().fingerprint, &parts, &bytes);
+            let mut lease = match core.begin(&keyed, fp).await {
+                Started::Respond(r) => return Ok(r.map(full)),
+                Started::Run(lease) => lease,
+            };
+            // From here until `finish`, dropping `lease` (handler error,
+            // panic, client gone) aborts the reservation.
+            let request = Request::from_parts(parts, boxed(Full::new(bytes)));
+            let response = core.run_renewing(&mut lease, inner.call(request)).await?;
+            let (rparts, rbody) = response.into_parts();
+            let max = core.config().max_response_bytes;
+            match collect_limited(rbody, max).await {
+                Collected::Whole(b) => {
+                    core.finish(
+                        lease,
+                        rparts.status,
+                        &rparts.headers,
+                        ResponseBody::Whole(&b),
+                    )
+                    .await;
+                    Ok(Response::from_parts(rparts, full(b)))
+                }
+                Collected::TooLarge { prefix, rest } => {
+                    core.finish(
+                        lease,
+                        rparts.status,
+                        &rparts.headers,
+                        ResponseBody::TooLarge,
+                    )
+                    .await;
+                    Ok(Response::from_parts(
+                        rparts,
+                        boxed(Prefixed::new(prefix, rest)),
+                    ))
+                }
+                Collected::Failed(e) => {
+                    tracing::warn!(error = %e, "handler response body failed; key freed");
+                    drop(lease);
+                    Ok(problem_response(&Problem::ResponseBodyFailed))
+                }
+            }
+        })
+    }
+}
