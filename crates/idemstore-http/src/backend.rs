@@ -68,6 +68,12 @@ pub trait Backend: Send + Sync + 'static {
     /// A held reservation.
     type Lease: Lease;
 
+    /// The longest key the backend accepts, if it has a limit; the layer
+    /// refuses a configuration whose `key_len` allows longer keys.
+    fn max_key_len(&self) -> Option<usize> {
+        None
+    }
+
     /// Starts a request; see [`idemstore::Store::begin`].
     fn begin(
         &self,
@@ -98,6 +104,10 @@ pub struct Embedded(pub Store);
 
 impl Backend for Embedded {
     type Lease = idemstore::Reservation;
+
+    fn max_key_len(&self) -> Option<usize> {
+        Some(self.0.config().max_key_len)
+    }
 
     fn begin(
         &self,

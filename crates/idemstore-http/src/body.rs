@@ -143,10 +143,11 @@ impl<B: Body<Data = Bytes>> Body for Prefixed<B> {
     fn size_hint(&self) -> SizeHint {
         let mut h = self.rest.size_hint();
         let p = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        h.set_lower(h.lower() + p);
+        // Raise the upper bound first: SizeHint asserts lower <= upper.
         if let Some(u) = h.upper() {
             h.set_upper(u + p);
         }
+        h.set_lower(h.lower() + p);
         h
     }
 }

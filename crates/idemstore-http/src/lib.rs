@@ -63,4 +63,4 @@ pub use config::{
 };
 pub use problem::Problem;
 pub use replay::REPLAYED;
-pub use service::{IdempotencyLayer, IdempotencyService, ResponseFuture};
+pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};

@@ -33,12 +33,48 @@ impl<B> Clone for IdempotencyLayer<B> {
 impl<B: Backend> IdempotencyLayer<B> {
     /// A layer over `backend` (e.g. [`Embedded`](crate::Embedded)) with
     /// `config`.
+    ///
+    /// # Panics
+    ///
+    /// If the configuration cannot work with the backend (see
+    /// [`try_new`](Self::try_new)); a startup-time programming error.
     pub fn new(backend: B, config: IdempotencyConfig) -> Self {
-        IdempotencyLayer {
-            core: Idempotency::new(backend, config),
+        match Self::try_new(backend, config) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
         }
     }
+
+    /// A layer over `backend` with `config`, or why they do not fit together.
+    pub fn try_new(backend: B, config: IdempotencyConfig) -> Result<Self, ConfigError> {
+        if let Some(max) = backend.max_key_len()
+            && *config.key_len.end() > max
+        {
+            return Err(ConfigError(format!(
+                "the layer accepts keys up to {} bytes but the store only up to {max}; \
+                 raise the store's key length (idemstore::Config::key_len) or lower the layer's",
+                config.key_len.end()
+            )));
+        }
+        if config.key_len.start() > config.key_len.end() || *config.key_len.start() == 0 {
+            return Err(ConfigError(format!(
+                "key_len {:?} must be a non-empty range starting at 1 or more",
+                config.key_len
+            )));
+        }
+        if config.renew_every.is_zero() {
+            return Err(ConfigError("renew_every must be longer than zero".into()));
+        }
+        Ok(IdempotencyLayer {
+            core: Idempotency::new(backend, config),
+        })
+    }
 }
+
+/// A layer configuration that cannot work, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid idempotency layer configuration: {0}")]
+pub struct ConfigError(pub String);
 
 impl<S, B> Layer<S> for IdempotencyLayer<B> {
     type Service = IdempotencyService<S, B>;

@@ -594,6 +594,11 @@ impl Store {
         }
     }
 
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.shared.config
+    }
+
     /// The current time by the store's clock (the one every expiry and lease
     /// is judged by).
     pub fn now(&self) -> Timestamp {

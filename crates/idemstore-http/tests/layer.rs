@@ -1,0 +1,831 @@
+//! Behaviour of the layer in front of an axum router, in-process
+//! (`tower::ServiceExt::oneshot`). Tests named `seed_NNN_*` reproduce the
+//! promise of the public API document `shared/seeds/NNN_*.txt`.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use axum::routing::any;
+use http_body_util::BodyExt;
+use idemstore::{Config, ManualClock, Store, Timestamp};
+use idemstore_http::{
+    Embedded, FingerprintSpec, IdempotencyConfig, IdempotencyLayer, InFlightPolicy,
+    OversizeResponse, REPLAYED, ReplayStatus, StorePolicy, TenantSource,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// Counts handler executions.
+#[derive(Clone, Default)]
+struct Runs(Arc<AtomicUsize>);
+
+impl Runs {
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `/{status}`: answers that status with a body naming the execution;
+/// `?sleep=ms` first sleeps; `?big=n` answers n bytes; `?panic` panics;
+/// `?hop` adds hop-by-hop headers.
+async fn handler(
+    State(runs): State<Runs>,
+    Path(status): Path<u16>,
+    method: Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response<Body> {
+    let n = runs.0.fetch_add(1, Ordering::SeqCst) + 1;
+    let q = uri.query().unwrap_or("");
+    if let Some(ms) = q.strip_prefix("sleep=") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+    }
+    assert!(q != "panic", "handler panicked on purpose");
+    let body = match q.strip_prefix("big=") {
+        Some(n) => Body::from(vec![b'x'; n.parse().unwrap()]),
+        None => Body::from(format!("run {n}: {method} {} bytes", body.len())),
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut().insert("x-run", HeaderValue::from(n));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    if q == "hop" {
+        r.headers_mut()
+            .insert("connection", HeaderValue::from_static("x-secret-hop"));
+        r.headers_mut()
+            .insert("x-secret-hop", HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    }
+    r
+}
+
+struct App {
+    router: Router,
+    runs: Runs,
+    store: Store,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+fn app(config: IdempotencyConfig) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    let store = Store::open(
+        dir.path(),
+        Config::default()
+            .clock(Arc::new(clock.clone()))
+            .key_len(1..=1024),
+    )
+    .unwrap();
+    let runs = Runs::default();
+    let router = Router::new()
+        .route("/{*status}", any(handler_path))
+        .layer(IdempotencyLayer::new(Embedded(store.clone()), config))
+        .with_state(runs.clone());
+    App {
+        router,
+        runs,
+        store,
+        clock,
+        _dir: dir,
+    }
+}
+
+/// Routes `/any/prefix/.../{status}`: the status is the last path segment.
+async fn handler_path(
+    state: State<Runs>,
+    Path(path): Path<String>,
+    method: Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response<Body> {
+    let status = path.rsplit('/').next().unwrap().parse().unwrap_or(200);
+    handler(state, Path(status), method, uri, body).await
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn replayed(&self) -> bool {
+        self.headers.get(REPLAYED).is_some_and(|v| v == "true")
+    }
+    fn problem_type(&self) -> String {
+        assert_eq!(
+            self.headers["content-type"],
+            "application/problem+json",
+            "{}",
+            self.text()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        assert_eq!(v["status"], self.status.as_u16());
+        v["type"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("urn:idemstore:problem:")
+            .to_owned()
+    }
+}
+
+async fn send(app: &App, method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = app
+        .router
+        .clone()
+        .oneshot(b.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+const KEY: (&str, &str) = ("idempotency-key", "key-1");
+
+#[tokio::test]
+async fn uncovered_methods_and_keyless_requests_pass_through_untouched() {
+    let a = app(IdempotencyConfig::default());
+    for _ in 0..2 {
+        let r = send(&a, "GET", "/200", &[KEY], "").await;
+        assert!(!r.replayed());
+        let r = send(&a, "POST", "/201", &[], "{}").await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert!(!r.replayed());
+    }
+    assert_eq!(a.runs.get(), 4);
+}
+
+#[tokio::test]
+async fn a_required_key_that_is_missing_is_400() {
+    let a = app(IdempotencyConfig::default().key_required(true));
+    let r = send(&a, "POST", "/201", &[], "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.problem_type(), "key-missing");
+    assert!(r.text().contains("idempotency-key"));
+    assert_eq!(a.runs.get(), 0);
+}
+
+#[tokio::test]
+async fn malformed_keys_are_400_and_say_why() {
+    let a = app(IdempotencyConfig::default());
+    let long = "k".repeat(256);
+    for (key, why) in [
+        ("has space", "0x20"),
+        (long.as_str(), "256 characters"),
+        ("\"unterminated", "structured-field"),
+        ("\"\"", "0 characters"),
+    ] {
+        let r = send(&a, "POST", "/201", &[("idempotency-key", key)], "{}").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{key}");
+        assert_eq!(r.problem_type(), "key-malformed");
+        assert!(r.text().contains(why), "{key}: {}", r.text());
+    }
+    let r = send(
+        &a,
+        "POST",
+        "/201",
+        &[KEY, ("idempotency-key", "other")],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.problem_type(), "key-malformed");
+    assert_eq!(a.runs.get(), 0);
+}
+
+#[tokio::test]
+async fn the_draft_quoted_form_and_the_plain_form_name_the_same_key() {
+    let a = app(IdempotencyConfig::default());
+    let first = send(
+        &a,
+        "POST",
+        "/201",
+        &[("idempotency-key", "\"abc-1\"")],
+        "{}",
+    )
+    .await;
+    let again = send(&a, "POST", "/201", &[("idempotency-key", "abc-1")], "{}").await;
+    assert!(again.replayed());
+    assert_eq!(again.body, first.body);
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_gets_the_stored_status_headers_and_body_marked_as_replayed() {
+    let a = app(IdempotencyConfig::default());
+    let first = send(&a, "POST", "/201?hop", &[KEY], "{\"a\":1}").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert!(!first.replayed());
+    for _ in 0..3 {
+        let again = send(&a, "POST", "/201?hop", &[KEY], "{\"a\":1}").await;
+        assert_eq!(again.status, StatusCode::CREATED);
+        assert!(again.replayed());
+        assert_eq!(again.body, first.body);
+        assert_eq!(again.headers["x-run"], "1");
+        assert_eq!(again.headers["content-type"], "text/plain");
+        // Hop-by-hop headers (and those Connection names) are not replayed.
+        assert!(again.headers.get("keep-alive").is_none());
+        assert!(again.headers.get("x-secret-hop").is_none());
+        assert!(again.headers.get("connection").is_none());
+    }
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn same_key_different_request_is_422() {
+    let a = app(IdempotencyConfig::default());
+    send(&a, "POST", "/201", &[KEY], "{\"a\":1}").await;
+    for (m, uri, body) in [
+        ("POST", "/201", "{\"a\":2}"),
+        ("POST", "/201?x=1", "{\"a\":1}"),
+        ("PATCH", "/201", "{\"a\":1}"),
+    ] {
+        let r = send(&a, m, uri, &[KEY], body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{m} {uri} {body}"
+        );
+        assert_eq!(r.problem_type(), "request-mismatch");
+    }
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn the_fingerprint_covers_exactly_the_configured_parts() {
+    let spec = FingerprintSpec {
+        method: true,
+        path_and_query: false,
+        body: true,
+        headers: vec![HeaderName::from_static("x-account")],
+    };
+    let a = app(IdempotencyConfig::default().fingerprint(spec));
+    send(&a, "POST", "/201?page=1", &[KEY, ("x-account", "7")], "b").await;
+    // Query not covered: a replay.
+    assert!(
+        send(&a, "POST", "/201?page=2", &[KEY, ("x-account", "7")], "b")
+            .await
+            .replayed()
+    );
+    // A covered header differs: a mismatch.
+    let r = send(&a, "POST", "/201?page=1", &[KEY, ("x-account", "8")], "b").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn same_key_while_the_first_runs_is_409_with_retry_after() {
+    let a = app(IdempotencyConfig::default());
+    let slow = {
+        let router = a.router.clone();
+        tokio::spawn(async move {
+            let req = Request::post("/201?sleep=300")
+                .header(KEY.0, KEY.1)
+                .body(Body::from("{}"))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = send(&a, "POST", "/201?sleep=300", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.problem_type(), "request-in-flight");
+    assert_eq!(
+        r.headers["retry-after"], "60",
+        "the remaining lease, in seconds"
+    );
+    // A different request with the key in flight is a mismatch right away.
+    let r = send(&a, "POST", "/201?sleep=300", &[KEY], "{\"other\":1}").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
+    assert!(
+        send(&a, "POST", "/201?sleep=300", &[KEY], "{}")
+            .await
+            .replayed()
+    );
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn the_wait_option_replays_the_first_response_instead_of_409() {
+    let a =
+        app(IdempotencyConfig::default().in_flight(InFlightPolicy::Wait(Duration::from_secs(5))));
+    let slow = {
+        let router = a.router.clone();
+        tokio::spawn(async move {
+            let req = Request::post("/201?sleep=300")
+                .header(KEY.0, KEY.1)
+                .body(Body::from("{}"))
+                .unwrap();
+            let r = router.oneshot(req).await.unwrap();
+            r.into_body().collect().await.unwrap().to_bytes()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waited = send(&a, "POST", "/201?sleep=300", &[KEY], "{}").await;
+    assert_eq!(waited.status, StatusCode::CREATED);
+    assert!(waited.replayed());
+    assert_eq!(waited.body, slow.await.unwrap());
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn the_wait_option_gives_up_with_409_after_its_timeout() {
+    let a =
+        app(IdempotencyConfig::default()
+            .in_flight(InFlightPolicy::Wait(Duration::from_millis(100))));
+    let router = a.router.clone();
+    let slow = tokio::spawn(async move {
+        let req = Request::post("/201?sleep=600")
+            .header(KEY.0, KEY.1)
+            .body(Body::from("{}"))
+            .unwrap();
+        router.oneshot(req).await.unwrap().status()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = send(&a, "POST", "/201?sleep=600", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    slow.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_same_key_from_another_tenant_is_independent() {
+    let a = app(IdempotencyConfig::default()
+        .tenant(TenantSource::Header(HeaderName::from_static("x-api-key"))));
+    let alice = send(&a, "POST", "/201", &[KEY, ("x-api-key", "alice")], "{}").await;
+    let bob = send(&a, "POST", "/201", &[KEY, ("x-api-key", "bob")], "{}").await;
+    assert!(!bob.replayed());
+    assert_ne!(alice.body, bob.body);
+    assert_eq!(
+        send(&a, "POST", "/201", &[KEY, ("x-api-key", "alice")], "{}")
+            .await
+            .body,
+        alice.body
+    );
+    assert_eq!(
+        send(&a, "POST", "/201", &[KEY, ("x-api-key", "bob")], "{}")
+            .await
+            .body,
+        bob.body
+    );
+    // Without a tenant, a covered request cannot be scoped: 401.
+    let r = send(&a, "POST", "/201", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.problem_type(), "tenant-missing");
+    assert_eq!(a.runs.get(), 2);
+}
+
+#[derive(Clone)]
+struct Account(u64);
+
+#[tokio::test]
+async fn the_tenant_can_come_from_an_auth_layers_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let runs = Runs::default();
+    let cfg = IdempotencyConfig::default().tenant(TenantSource::extension(|a: &Account| {
+        a.0.to_le_bytes().to_vec()
+    }));
+    let router = Router::new()
+        .route("/{*status}", any(handler_path))
+        .layer(IdempotencyLayer::new(Embedded(store), cfg))
+        .layer(axum::middleware::from_fn(
+            |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+                // The "auth layer": the account is derived from a bearer token.
+                let account = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|t| t.len() as u64);
+                if let Some(a) = account {
+                    req.extensions_mut().insert(Account(a));
+                }
+                next.run(req).await
+            },
+        ))
+        .with_state(runs.clone());
+    let a = App {
+        router,
+        runs,
+        store: Store::open(tempfile::tempdir().unwrap().path(), Config::default()).unwrap(),
+        clock: ManualClock::new(Timestamp(0)),
+        _dir: dir,
+    };
+    let one = send(&a, "POST", "/201", &[KEY, ("authorization", "aaa")], "{}").await;
+    let two = send(&a, "POST", "/201", &[KEY, ("authorization", "bbbb")], "{}").await;
+    assert_ne!(one.body, two.body);
+    assert!(
+        send(&a, "POST", "/201", &[KEY, ("authorization", "ccc")], "{}")
+            .await
+            .replayed(),
+        "same account (length 3)"
+    );
+    assert_eq!(
+        send(&a, "POST", "/201", &[KEY], "{}").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(a.runs.get(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_503_and_the_handler_does_not_run() {
+    let a = app(IdempotencyConfig::default());
+    a.store.close().unwrap();
+    let r = send(&a, "POST", "/201", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.problem_type(), "store-unavailable");
+    assert!(
+        !r.text().contains('/'),
+        "no server paths leak to clients: {}",
+        r.text()
+    );
+    assert_eq!(a.runs.get(), 0);
+    // Requests the layer does not cover still work.
+    assert_eq!(
+        send(&a, "GET", "/200", &[], "").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_the_limit_is_413_and_the_handler_does_not_run() {
+    let a = app(IdempotencyConfig::default().max_request_bytes(16));
+    let r = send(&a, "POST", "/201", &[KEY], &"x".repeat(17)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.problem_type(), "request-too-large");
+    assert_eq!(
+        send(&a, "POST", "/201", &[KEY], &"x".repeat(16))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn a_response_over_the_limit_is_sent_whole_and_a_retry_learns_it_ran() {
+    let a = app(IdempotencyConfig::default().max_response_bytes(1000));
+    let first = send(&a, "POST", "/201?big=5000", &[KEY], "{}").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(
+        first.body.len(),
+        5000,
+        "the first client gets the whole response"
+    );
+    let retry = send(&a, "POST", "/201?big=5000", &[KEY], "{}").await;
+    assert_eq!(retry.status, StatusCode::CONFLICT);
+    assert!(retry.replayed());
+    assert_eq!(retry.problem_type(), "response-not-replayable");
+    assert_eq!(a.runs.get(), 1, "the handler never runs twice");
+}
+
+#[tokio::test]
+async fn a_response_over_the_limit_can_free_the_key_instead() {
+    let a = app(IdempotencyConfig::default()
+        .max_response_bytes(1000)
+        .oversize(OversizeResponse::Release));
+    assert_eq!(
+        send(&a, "POST", "/201?big=5000", &[KEY], "{}")
+            .await
+            .body
+            .len(),
+        5000
+    );
+    let retry = send(&a, "POST", "/201?big=5000", &[KEY], "{}").await;
+    assert!(!retry.replayed());
+    assert_eq!(a.runs.get(), 2);
+}
+
+#[tokio::test]
+async fn a_handler_panic_frees_the_key() {
+    let a = app(IdempotencyConfig::default());
+    let router = a.router.clone();
+    let task = tokio::spawn(async move {
+        let req = Request::post("/201?panic")
+            .header(KEY.0, KEY.1)
+            .body(Body::from("{}"))
+            .unwrap();
+        router.oneshot(req).await
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    // The reservation was dropped with the panicking future: a retry runs.
+    let r = send(&a, "POST", "/201", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(!r.replayed());
+    assert_eq!(a.runs.get(), 2);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_frees_the_key() {
+    let a = app(IdempotencyConfig::default());
+    let req = Request::post("/201?sleep=2000")
+        .header(KEY.0, KEY.1)
+        .body(Body::from("{}"))
+        .unwrap();
+    // The server drops the request future when the client disconnects.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), a.router.clone().oneshot(req))
+            .await
+            .is_err()
+    );
+    let r = send(&a, "POST", "/201", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(!r.replayed());
+}
+
+#[tokio::test]
+async fn a_request_body_that_fails_is_400_and_nothing_is_reserved() {
+    let a = app(IdempotencyConfig::default());
+    let failing = Body::new(FailingStream(false));
+    let req = Request::post("/201")
+        .header(KEY.0, KEY.1)
+        .body(failing)
+        .unwrap();
+    let r = a.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(&a, "POST", "/201", &[KEY], "{}").await.status,
+        StatusCode::CREATED
+    );
+}
+
+/// Yields one chunk, then an error.
+struct FailingStream(bool);
+
+impl http_body::Body for FailingStream {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if self.0 {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other("client reset"))));
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"{")))))
+    }
+}
+
+#[tokio::test]
+async fn fifty_simultaneous_duplicates_execute_once() {
+    let a =
+        app(IdempotencyConfig::default().in_flight(InFlightPolicy::Wait(Duration::from_secs(10))));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let router = a.router.clone();
+            tokio::spawn(async move {
+                let req = Request::post("/201?sleep=50")
+                    .header(KEY.0, KEY.1)
+                    .body(Body::from("{}"))
+                    .unwrap();
+                let r = router.oneshot(req).await.unwrap();
+                (
+                    r.status(),
+                    r.into_body().collect().await.unwrap().to_bytes(),
+                )
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED);
+        bodies.push(body);
+    }
+    assert_eq!(a.runs.get(), 1);
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+}
+
+// ---- store policies ----------------------------------------------------
+
+#[tokio::test]
+async fn seed_004_every_response_is_stored_including_500s() {
+    // "storing the resulting status code and header of the first request
+    // ... regardless of whether it succeeded or failed ... including 500
+    // errors"; POST and PATCH; keys up to 255; parameters compared.
+    let a = app(IdempotencyConfig::default().store(StorePolicy::All));
+    let first = send(&a, "POST", "/500", &[KEY], "{}").await;
+    assert_eq!(first.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let again = send(&a, "POST", "/500", &[KEY], "{}").await;
+    assert_eq!(again.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(again.replayed());
+    assert_eq!(
+        send(&a, "PATCH", "/200", &[("idempotency-key", "patch-1")], "{}")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(
+        send(&a, "PATCH", "/200", &[("idempotency-key", "patch-1")], "{}")
+            .await
+            .replayed()
+    );
+    assert_eq!(
+        send(&a, "POST", "/500", &[KEY], "{\"changed\":1}")
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let ok = "k".repeat(255);
+    assert_eq!(
+        send(&a, "POST", "/201", &[("idempotency-key", &ok)], "{}")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    // DELETE and GET are not covered: "no effect".
+    send(&a, "DELETE", "/200", &[KEY], "").await;
+    assert!(!send(&a, "DELETE", "/200", &[KEY], "").await.replayed());
+    assert_eq!(a.runs.get(), 5);
+}
+
+#[tokio::test]
+async fn seed_003_only_successful_responses_are_stored() {
+    // "only the first successful request will have the intended effect.
+    // Subsequent identical requests will return the same response as the
+    // first successful one"; keys up to 255 characters.
+    let a = app(IdempotencyConfig::default().store(StorePolicy::SuccessOnly));
+    assert_eq!(
+        send(&a, "POST", "/500", &[KEY], "{}").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        send(&a, "POST", "/402", &[KEY], "{}").await.status,
+        StatusCode::PAYMENT_REQUIRED
+    );
+    // Neither failure was stored; the retry runs, and this success is kept.
+    let ok = send(&a, "POST", "/201", &[KEY], "{}").await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    let again = send(&a, "POST", "/201", &[KEY], "{}").await;
+    assert!(again.replayed());
+    assert_eq!(again.body, ok.body);
+    assert_eq!(a.runs.get(), 3);
+    let too_long = "k".repeat(256);
+    assert_eq!(
+        send(&a, "POST", "/201", &[("idempotency-key", &too_long)], "{}")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn non_server_errors_policy_stores_4xx_but_not_5xx() {
+    let a = app(IdempotencyConfig::default().store(StorePolicy::NonServerErrors));
+    send(&a, "POST", "/503", &[KEY], "{}").await;
+    assert!(!send(&a, "POST", "/503", &[KEY], "{}").await.replayed());
+    send(&a, "POST", "/404", &[("idempotency-key", "k2")], "{}").await;
+    assert!(
+        send(&a, "POST", "/404", &[("idempotency-key", "k2")], "{}")
+            .await
+            .replayed()
+    );
+    assert_eq!(a.runs.get(), 3);
+}
+
+#[tokio::test]
+async fn seed_002_x_idempotency_key_post_only_10_to_1024_and_replays_as_409() {
+    // "X-Idempotency-Key", "between 10 and 1024 characters", "Only POST",
+    // "return the original response body with a 409", "We match the body".
+    let cfg = IdempotencyConfig::default()
+        .header(HeaderName::from_static("x-idempotency-key"))
+        .methods([Method::POST])
+        .key_len(10..=1024)
+        .replay_status(ReplayStatus::Fixed(StatusCode::CONFLICT));
+    let a = app(cfg);
+    let key = ("x-idempotency-key", "e367c03e-3082-4c8e-b647-d6810761dcd4");
+    let first = send(&a, "POST", "/200", &[key], "test=true").await;
+    assert_eq!(first.status, StatusCode::OK);
+    let again = send(&a, "POST", "/200", &[key], "test=true").await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.body, first.body, "the original response body");
+    assert_eq!(
+        send(&a, "POST", "/200", &[key], "test=false").await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        send(&a, "POST", "/200", &[("x-idempotency-key", "short")], "")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    let max = "k".repeat(1024);
+    assert_eq!(
+        send(&a, "POST", "/200", &[("x-idempotency-key", &max)], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let over = "k".repeat(1025);
+    assert_eq!(
+        send(&a, "POST", "/200", &[("x-idempotency-key", &over)], "")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    // The standard header name means nothing here; PATCH is not covered.
+    send(&a, "POST", "/200", &[KEY], "").await;
+    assert!(!send(&a, "POST", "/200", &[KEY], "").await.replayed());
+    send(&a, "PATCH", "/200", &[key], "").await;
+    assert!(!send(&a, "PATCH", "/200", &[key], "").await.replayed());
+    assert_eq!(a.runs.get(), 6);
+}
+
+#[tokio::test]
+async fn seed_001_post_put_delete_keys_up_to_255_tied_to_the_api_key_errors_replayed() {
+    // "POST, PUT, or DELETE", "up to 255 characters", "return the identical
+    // result, including error responses", "tied to your API key".
+    let cfg = IdempotencyConfig::default()
+        .methods([Method::POST, Method::PUT, Method::DELETE])
+        .key_len(1..=255)
+        .store(StorePolicy::All)
+        .tenant(TenantSource::Header(HeaderName::from_static("x-api-key")));
+    let a = app(cfg);
+    for m in ["POST", "PUT", "DELETE"] {
+        let key = format!("123e4567-e89b-12d3-a456-{m}");
+        let k = ("idempotency-key", key.as_str());
+        let uri = format!("/{m}/422");
+        let first = send(&a, m, &uri, &[k, ("x-api-key", "one")], "{}").await;
+        assert_eq!(first.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let again = send(&a, m, &uri, &[k, ("x-api-key", "one")], "{}").await;
+        assert!(again.replayed(), "{m}");
+        assert_eq!(again.body, first.body);
+        let other_tenant = send(&a, m, &uri, &[k, ("x-api-key", "two")], "{}").await;
+        assert!(
+            !other_tenant.replayed(),
+            "{m}: another API key is another scope"
+        );
+    }
+    assert_eq!(a.runs.get(), 6);
+}
+
+#[tokio::test]
+async fn seed_000_covered_paths_only_and_a_second_resource_after_24_hours() {
+    // "resend the same POST request to /v1/postcards, /v1/letters, or
+    // /v1/checks"; "This key will expire after 24 hours, meaning if you
+    // resend the same request with the same idempotency key after 24 hours,
+    // a second resource will be created."
+    let covered = ["/v1/postcards", "/v1/letters", "/v1/checks"];
+    let cfg = IdempotencyConfig::default()
+        .methods([Method::POST])
+        .paths(move |p| covered.iter().any(|c| p.starts_with(c)));
+    let a = app(cfg);
+    let first = send(&a, "POST", "/v1/letters/201", &[KEY], "{}").await;
+    assert!(
+        send(&a, "POST", "/v1/letters/201", &[KEY], "{}")
+            .await
+            .replayed()
+    );
+    send(&a, "POST", "/v1/other/201", &[KEY], "{}").await;
+    assert!(
+        !send(&a, "POST", "/v1/other/201", &[KEY], "{}")
+            .await
+            .replayed(),
+        "not a covered path"
+    );
+    a.clock.advance(Duration::from_secs(24 * 3600 - 1));
+    assert!(
+        send(&a, "POST", "/v1/letters/201", &[KEY], "{}")
+            .await
+            .replayed()
+    );
+    a.clock.advance(Duration::from_secs(1));
+    let later = send(&a, "POST", "/v1/letters/201", &[KEY], "{}").await;
+    assert!(!later.replayed());
+    assert_ne!(later.body, first.body, "a second resource is created");
+    assert_eq!(a.runs.get(), 4);
+}
+
+#[test]
+fn a_layer_that_accepts_longer_keys_than_the_store_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap(); // keys up to 255
+    let e = IdempotencyLayer::try_new(
+        Embedded(store.clone()),
+        IdempotencyConfig::default().key_len(10..=1024),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("up to 255"), "{e}");
+    assert!(IdempotencyLayer::try_new(Embedded(store), IdempotencyConfig::default()).is_ok());
+}
