@@ -25,7 +25,12 @@ static KEY: AtomicU64 = AtomicU64::new(0);
 fn router() -> Router {
     Router::new().route(
         "/v1/payments",
-        post(|| async { (StatusCode::CREATED, r#"{"id":"pay_1","amount":100,"currency":"EUR"}"#) }),
+        post(|| async {
+            (
+                StatusCode::CREATED,
+                r#"{"id":"pay_1","amount":100,"currency":"EUR"}"#,
+            )
+        }),
     )
 }
 
@@ -73,11 +78,20 @@ fn layer(c: &mut Criterion) {
     let mut dirs = Vec::new();
     let variants: Vec<(&str, Router)> = {
         let mut v = vec![("bare", router())];
-        for (name, d) in [("layer_none", Durability::None), ("layer_sync", Durability::Sync)] {
+        for (name, d) in [
+            ("layer_none", Durability::None),
+            ("layer_sync", Durability::Sync),
+        ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
             dirs.push(dir);
-            v.push((name, router().layer(IdempotencyLayer::new(Embedded(store), IdempotencyConfig::default()))));
+            v.push((
+                name,
+                router().layer(IdempotencyLayer::new(
+                    Embedded(store),
+                    IdempotencyConfig::default(),
+                )),
+            ));
         }
         v
     };
