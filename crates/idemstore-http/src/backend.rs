@@ -74,6 +74,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// How long a reservation holds a key unless renewed, if known; the layer
+    /// renews at least three times per lease.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
     /// Starts a request; see [`idemstore::Store::begin`].
     fn begin(
         &self,
@@ -107,6 +113,10 @@ impl Backend for Embedded {
 
     fn max_key_len(&self) -> Option<usize> {
         Some(self.0.config().max_key_len)
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.0.config().lease)
     }
 
     fn begin(

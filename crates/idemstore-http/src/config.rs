@@ -159,7 +159,7 @@ pub struct IdempotencyConfig {
     /// Where the tenant comes from (default [`TenantSource::Single`]).
     pub tenant: TenantSource,
     /// Renew the reservation's lease this often while the handler runs
-    /// (default 20 s, a third of the store's default 60 s lease).
+    /// (default 20 s; never less often than three times per store lease).
     pub renew_every: Duration,
 }
 

@@ -176,12 +176,16 @@ impl<B: Backend> Idempotency<B> {
     }
 
     /// Step 4a: runs the handler future, renewing the lease every
-    /// `renew_every` while it runs. A failed renewal is not fatal: the handler
+    /// `renew_every` (at most a third of the backend's lease) while it runs. A failed renewal is not fatal: the handler
     /// finishes, and its completion is refused if the key was taken over.
     pub async fn run_renewing<F: Future>(&self, lease: &mut B::Lease, handler: F) -> F::Output {
+        let every = match self.backend.lease() {
+            Some(lease) => self.config.renew_every.min(lease / 3),
+            None => self.config.renew_every,
+        };
         let mut handler = pin!(handler);
         loop {
-            let mut sleep = pin!(tokio::time::sleep(self.config.renew_every));
+            let mut sleep = pin!(tokio::time::sleep(every));
             let renew_due = std::future::poll_fn(|cx| {
                 if let Poll::Ready(out) = handler.as_mut().poll(cx) {
                     return Poll::Ready(Some(out));

@@ -829,3 +829,50 @@ fn a_layer_that_accepts_longer_keys_than_the_store_is_refused_at_startup() {
     assert!(e.to_string().contains("up to 255"), "{e}");
     assert!(IdempotencyLayer::try_new(Embedded(store), IdempotencyConfig::default()).is_ok());
 }
+
+#[tokio::test]
+async fn a_handler_longer_than_the_lease_keeps_its_key() {
+    // Store lease 300 ms; the handler takes 1 s. The layer renews the lease
+    // (every 100 ms), so a duplicate still sees the first in flight at 600 ms.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Config::default().lease(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let runs = Runs::default();
+    let router = Router::new()
+        .route("/{*status}", any(handler_path))
+        .layer(IdempotencyLayer::new(
+            Embedded(store.clone()),
+            IdempotencyConfig::default(),
+        ))
+        .with_state(runs.clone());
+    let a = App {
+        router,
+        runs,
+        store,
+        clock: ManualClock::new(Timestamp(0)),
+        _dir: dir,
+    };
+    let first = {
+        let router = a.router.clone();
+        tokio::spawn(async move {
+            let req = Request::post("/201?sleep=1000")
+                .header(KEY.0, KEY.1)
+                .body(Body::from("{}"))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let dup = send(&a, "POST", "/201?sleep=1000", &[KEY], "{}").await;
+    assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.text());
+    assert_eq!(first.await.unwrap(), StatusCode::CREATED);
+    assert!(
+        send(&a, "POST", "/201?sleep=1000", &[KEY], "{}")
+            .await
+            .replayed()
+    );
+    assert_eq!(a.runs.get(), 1);
+}
