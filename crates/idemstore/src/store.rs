@@ -747,28 +747,33 @@ impl Reservation {
 
     /// Appends this reservation's pending record (sequence number `seq`).
     fn write_pending(&self, seq: u64) -> Result<Commit> {
-        let shared = &self.store.shared;
-        let frame = self.frame(
-            seq,
-            &Body::Pending(Pending {
-                fingerprint: self.fingerprint,
-                started_at: self.started_at,
-                lease_end: self.lease_end,
-            }),
-        );
         let (c, commit) = Completer::new();
-        let bucket = shared.bucket(self.started_at.saturating_add(shared.config.retention));
-        shared.enqueue(
-            &self.store.writer_tx,
-            self.token,
-            Append {
-                bucket,
-                frame,
-                install: None,
-                done: Some(c),
-            },
-        )?;
+        let body = Body::Pending(Pending {
+            fingerprint: self.fingerprint,
+            started_at: self.started_at,
+            lease_end: self.lease_end,
+        });
+        self.enqueue_reservation_record(seq, &body, Some(c))?;
         Ok(commit)
+    }
+
+    /// Queues a reservation record (pending, renewal, abort) for the writer.
+    /// They all go to the bucket of `started_at + retention`, where the
+    /// completion almost always lands too.
+    fn enqueue_reservation_record(
+        &self,
+        seq: u64,
+        body: &Body,
+        done: Option<Completer>,
+    ) -> Result<()> {
+        let shared = &self.store.shared;
+        let append = Append {
+            bucket: shared.bucket(self.started_at.saturating_add(shared.config.retention)),
+            frame: self.frame(seq, body),
+            install: None,
+            done,
+        };
+        shared.enqueue(&self.store.writer_tx, self.token, append)
     }
 
     /// Frames a record of this reservation with sequence number `seq`.
@@ -875,23 +880,10 @@ impl Reservation {
             shared.next_seq()
         };
         self.store.check_usable()?;
-        let frame = self.frame(
-            seq,
-            &Body::Aborted {
-                lease_end: self.lease_end,
-            },
-        );
-        let bucket = shared.bucket(self.started_at.saturating_add(shared.config.retention));
-        shared.enqueue(
-            &self.store.writer_tx,
-            self.token,
-            Append {
-                bucket,
-                frame,
-                install: None,
-                done: None,
-            },
-        )
+        let body = Body::Aborted {
+            lease_end: self.lease_end,
+        };
+        self.enqueue_reservation_record(seq, &body, None)
     }
 }
 
