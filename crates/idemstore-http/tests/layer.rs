@@ -46,6 +46,11 @@ async fn handler(
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
     }
     assert!(q != "panic", "handler panicked on purpose");
+    if q == "failbody" {
+        let mut r = Response::new(Body::new(FailingStream(false)));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        return r;
+    }
     let body = match q.strip_prefix("big=") {
         Some(n) => Body::from(vec![b'x'; n.parse().unwrap()]),
         None => Body::from(format!("run {n}: {method} {} bytes", body.len())),
@@ -875,4 +880,16 @@ async fn a_handler_longer_than_the_lease_keeps_its_key() {
             .replayed()
     );
     assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn a_response_body_that_fails_is_502_and_frees_the_key() {
+    let a = app(IdempotencyConfig::default());
+    let r = send(&a, "POST", "/201?failbody", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.problem_type(), "response-body-failed");
+    // Nothing was stored: the retry runs the handler again.
+    let again = send(&a, "POST", "/201?failbody", &[KEY], "{}").await;
+    assert!(!again.replayed());
+    assert_eq!(a.runs.get(), 2);
 }
