@@ -148,23 +148,27 @@ impl Commit {
         if let Some(r) = self.0.result.get() {
             return r.clone();
         }
-        {
+        // Only a thread that put itself in the wake list may park: the writer
+        // unparks exactly the threads it collected.
+        let listed = {
             let mut w = self.0.waiters.lock();
             if !w.collected {
                 w.threads.push(std::thread::current());
             }
-        }
+            !w.collected
+        };
         loop {
             if let Some(r) = self.0.result.get() {
                 self.0.propagate();
                 return r.clone();
             }
-            if self.0.waiters.lock().collected && !self.is_settled() {
-                // The writer is between collecting and setting: moments away.
+            if listed {
+                std::thread::park();
+            } else {
+                // Collected before we could register: the writer is between
+                // collecting and setting the result, moments away.
                 std::thread::yield_now();
-                continue;
             }
-            std::thread::park();
         }
     }
 

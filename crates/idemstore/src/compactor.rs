@@ -66,12 +66,13 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     };
     // The writer must stop appending to these buckets before they go.
     let (tx, rx) = bounded(1);
-    writer
-        .send(Msg::Retire {
+    shared.submit(
+        writer,
+        Msg::Retire {
             upto: now,
             done: tx,
-        })
-        .map_err(|_| Error::Closed)?;
+        },
+    )?;
     rx.recv().map_err(|_| Error::Closed)?;
 
     let removed = shared.segments.remove(&ids);

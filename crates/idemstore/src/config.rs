@@ -167,8 +167,11 @@ impl Config {
                 self.retention, self.bucket_width
             ));
         }
-        if self.lease.is_zero() {
-            return bad("lease must be longer than zero".into());
+        if self.lease.is_zero() || self.lease >= self.retention {
+            return bad(format!(
+                "lease ({:?}) must be longer than zero and shorter than retention ({:?})",
+                self.lease, self.retention
+            ));
         }
         if let Durability::Periodic(d) = self.durability
             && d.is_zero()

@@ -68,6 +68,10 @@ pub(crate) struct Recovered {
     pub(crate) report: RecoveryReport,
 }
 
+/// No segment this format writes is larger (`max_segment_bytes` is at most
+/// 1 GiB, plus one record); anything larger is not read into memory.
+const MAX_SEGMENT_FILE: u64 = (1 << 30) + crate::format::frame::MAX_PAYLOAD as u64 * 2;
+
 #[derive(Clone, Copy)]
 struct Candidate {
     seq: u64,
@@ -101,6 +105,16 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         let file = storage
             .open(&name)
             .map_err(|e| Error::io("opening", path.clone(), e, advice::OPEN))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io("reading", path.clone(), e, advice::OPEN))?;
+        if len > MAX_SEGMENT_FILE {
+            report.unreadable_segments.push((
+                name,
+                format!("{len} bytes: larger than any segment this format writes"),
+            ));
+            continue;
+        }
         let bytes = read_all(file.as_ref())
             .map_err(|e| Error::io("reading", path.clone(), e, advice::OPEN))?;
         let header = match SegmentHeader::decode(&bytes) {
@@ -132,17 +146,23 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
                 continue;
             }
             Err(e) => {
+                // Not indexed, but its sequence numbers still count: if the
+                // file is repaired later, its records must not outrank newer ones.
+                for item in Scanner::new(
+                    &bytes[segment_header::LEN..],
+                    id,
+                    segment_header::LEN as u64,
+                ) {
+                    if let Scanned::Record { payload, .. } = item
+                        && let Ok(head) = record::decode_head(payload)
+                    {
+                        max_seq = max_seq.max(head.seq);
+                    }
+                }
                 report.unreadable_segments.push((name, e.to_string()));
                 continue;
             }
         };
-        if u32::try_from(bytes.len()).is_err() {
-            report.unreadable_segments.push((
-                name,
-                "file is larger than 4 GiB, which this format never writes".into(),
-            ));
-            continue;
-        }
         if header.bucket_end <= now {
             storage.remove(&name).map_err(|e| {
                 Error::io("removing expired segment", path.clone(), e, advice::OPEN)
@@ -154,7 +174,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         report.segments_read += 1;
         let body = &bytes[segment_header::LEN..];
         let mut valid_len = bytes.len();
-        for item in Scanner::new(body) {
+        for item in Scanner::new(body, id, segment_header::LEN as u64) {
             match item {
                 Scanned::Record { offset, payload } => {
                     let Ok(head) = record::decode_head(payload) else {
@@ -236,7 +256,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
     Ok(Recovered {
         index: Index::from_parts(completed, pending),
         segments,
-        next_seq: max_seq + 1,
+        next_seq: max_seq.saturating_add(1),
         next_segment_id,
         report,
     })
@@ -287,7 +307,10 @@ mod tests {
     fn a_newer_record_version_refuses_to_open_instead_of_skipping() {
         let (st, name) = store_with_one_record();
         let bytes = st.file_bytes(&name).unwrap();
-        let frame::Frame::Valid { payload, total } = frame::read(&bytes[segment_header::LEN..])
+        let id = segment_header::parse_file_name(&name).unwrap().1;
+        let base = segment_header::LEN as u64;
+        let frame::Frame::Valid { payload, total } =
+            frame::read(&bytes[segment_header::LEN..], id, base)
         else {
             panic!("first frame")
         };
@@ -297,6 +320,7 @@ mod tests {
         let s = frame::begin(&mut out);
         out.extend_from_slice(&p);
         frame::finish(&mut out, s);
+        frame::seal(&mut out[s..], id, base);
         out.extend_from_slice(&bytes[segment_header::LEN + total..]);
         st.put_file(&name, out);
         let e = Store::open_with_storage(Arc::new(st), Config::default()).unwrap_err();

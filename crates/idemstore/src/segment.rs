@@ -73,14 +73,15 @@ impl Segment {
             buf.resize(total, 0);
             self.read_at(&mut buf[have..], off + have as u64, dir)?;
         }
-        match frame::read(&buf) {
+        match frame::read(&buf, self.id(), off) {
             Frame::Valid { total, .. } => {
                 buf.truncate(total);
                 buf.drain(..frame::HEADER_LEN);
                 Ok(buf)
             }
             Frame::Incomplete => Err(corrupt("record cut short")),
-            Frame::Invalid(why) => Err(corrupt(why)),
+            Frame::BadPayload { .. } => Err(corrupt("record checksum mismatch")),
+            Frame::BadHeader => Err(corrupt("no valid frame header at this offset")),
         }
     }
 
@@ -172,16 +173,18 @@ mod tests {
             bucket_end: Timestamp(10),
         };
         let seg = create(&st, header).unwrap();
+        let base = seg.len.load(Ordering::SeqCst);
         let mut buf = Vec::new();
         let small_at = buf.len();
         let s = frame::begin(&mut buf);
         buf.extend_from_slice(b"small");
         frame::finish(&mut buf, s);
+        frame::seal(&mut buf[s..], 1, base + s as u64);
         let big_at = buf.len();
         let s = frame::begin(&mut buf);
         buf.extend(std::iter::repeat_n(7u8, 10_000));
         frame::finish(&mut buf, s);
-        let base = seg.len.load(Ordering::SeqCst);
+        frame::seal(&mut buf[s..], 1, base + s as u64);
         seg.file.write_all_at(&buf, base).unwrap();
         seg.len.store(base + buf.len() as u64, Ordering::SeqCst);
         let dir = Path::new("/x");

@@ -1,7 +1,7 @@
 //! The public face of the engine: [`Store`], [`Begin`] and [`Reservation`].
 
 use crate::clock::{Clock, Timestamp, duration_millis};
-use crate::commit::{Commit, Completer};
+use crate::commit::{Commit, Completer, Settlement};
 use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
@@ -14,8 +14,8 @@ use crate::scope::{Fingerprint, IndexKey, TenantDigest};
 use crate::segment::{Segments, bucket_of};
 use crate::storage::{FsStorage, LockOutcome, Storage};
 use crate::writer::{Append, Install, Msg, Queued, Writer};
-use crossbeam_channel::{Sender, bounded};
-use parking_lot::Mutex;
+use crossbeam_channel::{Sender, TrySendError, bounded};
+use parking_lot::{Mutex, RwLock};
 use std::any::Any;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
+    /// Set (under the gate's write side) when the store closes.
+    closed: AtomicBool,
+    /// Senders to the writer hold the read side; see `submit`.
+    gate: RwLock<()>,
     pub(crate) counters: Counters,
     /// Reservation records (pending, renewal, abort) waiting for the writer.
     pub(crate) queue: Mutex<Vec<Queued>>,
@@ -140,33 +144,80 @@ impl Shared {
         }
     }
 
-    fn send(&self, tx: &Sender<Msg>, append: Append) -> Result<()> {
-        tx.send(Msg::Append(append)).map_err(|_| Error::Closed)
+    /// Fails if the store was closed or poisoned.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        self.check_poison()
     }
 
-    /// Puts a reservation record in the writer's side queue; nudges the
-    /// writer if the queue was empty (otherwise a nudge is already on its way
-    /// or the writer is about to drain the queue).
+    /// Hands a message to the writer, unless the store is closed or
+    /// poisoned. Runs under the gate's read side: `close` and a dying writer
+    /// take the write side before they stop taking messages, so no message
+    /// is ever left behind `Shutdown` or in a dead writer's channel, where
+    /// its caller would wait forever. Never blocks on a full channel while
+    /// the store is failing.
+    pub(crate) fn submit(&self, tx: &Sender<Msg>, mut msg: Msg) -> Result<()> {
+        let _gate = self.gate.read();
+        let mut tries = 0u32;
+        loop {
+            self.check_open()?;
+            match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+                Err(TrySendError::Full(m)) => {
+                    msg = m;
+                    tries += 1;
+                    if tries < 64 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(100));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts a reservation record in the writer's side queue (under the same
+    /// gate as `submit`); nudges the writer if the queue was empty (otherwise
+    /// a nudge is already on its way or the writer is about to drain it).
     fn enqueue(&self, tx: &Sender<Msg>, token: u64, append: Append) -> Result<()> {
+        let _gate = self.gate.read();
+        self.check_open()?;
         let was_empty = {
             let mut q = self.queue.lock();
             let was_empty = q.is_empty();
             q.push(Queued { token, append });
             was_empty
         };
-        if was_empty
-            && let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(Msg::Nudge)
-        {
-            // The writer is gone: fail what it will never write.
-            let stranded = std::mem::take(&mut *self.queue.lock());
-            for q in stranded {
-                if let Some(d) = q.append.done {
-                    d.settle(Err(Error::Closed));
-                }
-            }
-            return Err(Error::Closed);
+        if was_empty {
+            // Full: the writer is busy and drains the queue with its next
+            // batch anyway.
+            let _ = tx.try_send(Msg::Nudge);
         }
         Ok(())
+    }
+
+    /// Fails every message still waiting for a writer that will not take it
+    /// (called by the dying writer's guard, under the gate's write side).
+    fn fail_stranded(&self, rx: &crossbeam_channel::Receiver<Msg>, err: &Error) {
+        let mut s = Settlement::default();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Append(Append { done: Some(d), .. }) | Msg::Flush(d) => {
+                    s.add(d, Err(err.clone()))
+                }
+                // A Retire's reply sender is dropped here: its waiter gets an error.
+                _ => {}
+            }
+        }
+        for q in std::mem::take(&mut *self.queue.lock()) {
+            if let Some(d) = q.append.done {
+                s.add(d, Err(err.clone()));
+            }
+        }
+        s.finish();
     }
 }
 
@@ -281,7 +332,6 @@ struct StoreInner {
     shared: Arc<Shared>,
     writer_tx: Sender<Msg>,
     threads: Mutex<Option<Threads>>,
-    closed: AtomicBool,
     lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
     report: RecoveryReport,
 }
@@ -324,6 +374,8 @@ impl fmt::Debug for Store {
 struct PanicGuard {
     shared: Arc<Shared>,
     name: &'static str,
+    /// The writer's channel, to fail what it will never take.
+    rx: Option<crossbeam_channel::Receiver<Msg>>,
 }
 
 impl Drop for PanicGuard {
@@ -331,6 +383,13 @@ impl Drop for PanicGuard {
         if std::thread::panicking() {
             self.shared
                 .poison(format!("the {} thread panicked", self.name));
+            if let Some(rx) = &self.rx {
+                // Senders check the poison flag under the gate's read side:
+                // once we hold the write side, nothing more arrives.
+                let _gate = self.shared.gate.write();
+                let err = self.shared.check_open().err().unwrap_or(Error::Closed);
+                self.shared.fail_stranded(rx, &err);
+            }
         }
     }
 }
@@ -376,6 +435,8 @@ impl Store {
             seq: AtomicU64::new(rec.next_seq),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            gate: RwLock::new(()),
             counters: Counters::default(),
             queue: Mutex::new(Vec::new()),
         });
@@ -390,6 +451,7 @@ impl Store {
                     let _guard = PanicGuard {
                         shared: shared.clone(),
                         name: "writer",
+                        rx: Some(rx.clone()),
                     };
                     Writer::new(shared, rx, next_segment).run();
                 })
@@ -405,6 +467,7 @@ impl Store {
                     let _guard = PanicGuard {
                         shared: shared.clone(),
                         name: "compactor",
+                        rx: None,
                     };
                     compactor::run(shared, tx, stop_rx, compaction_interval);
                 })
@@ -419,7 +482,6 @@ impl Store {
                     compactor,
                     stop_compactor: stop_tx,
                 })),
-                closed: AtomicBool::new(false),
                 lock: Mutex::new(Some(guard)),
                 report: rec.report,
             }),
@@ -469,6 +531,10 @@ impl Store {
                             shard.completed.remove(&ik);
                         }
                         Looked::Collision => return Err(Error::DigestCollision),
+                        // Judged at the previous pass's clock: re-check now.
+                        Looked::Live(stored) if stored.expires_at <= now => {
+                            shard.completed.remove(&ik);
+                        }
                         Looked::Live(stored) => {
                             return Ok(if stored.fingerprint == fingerprint {
                                 Begin::Replay(*stored)
@@ -619,12 +685,10 @@ impl Store {
 
     /// Makes everything written so far durable, whatever the durability mode.
     pub fn flush(&self) -> Result<()> {
-        self.inner.check_usable()?;
         let (c, commit) = Completer::new();
         self.inner
-            .writer_tx
-            .send(Msg::Flush(c))
-            .map_err(|_| Error::Closed)?;
+            .shared
+            .submit(&self.inner.writer_tx, Msg::Flush(c))?;
         commit.wait()
     }
 
@@ -638,17 +702,21 @@ impl Store {
 
 impl StoreInner {
     fn check_usable(&self) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
-        }
-        self.shared.check_poison()
+        self.shared.check_open()
     }
 
     fn shutdown(&self) -> Result<()> {
-        let Some(t) = self.threads.lock().take() else {
+        // Held throughout, so a second `close` returns only once this one
+        // has flushed and joined.
+        let mut threads = self.threads.lock();
+        let Some(t) = threads.take() else {
             return Ok(());
         };
-        self.closed.store(true, Ordering::SeqCst);
+        {
+            // After this no sender can queue anything behind `Shutdown`.
+            let _gate = self.shared.gate.write();
+            self.shared.closed.store(true, Ordering::SeqCst);
+        }
         let _ = t.stop_compactor.send(());
         let compactor_ok = t.compactor.join().is_ok();
         let _ = self.writer_tx.send(Msg::Shutdown);
@@ -758,8 +826,9 @@ impl Reservation {
     }
 
     /// Queues a reservation record (pending, renewal, abort) for the writer.
-    /// They all go to the bucket of `started_at + retention`, where the
-    /// completion almost always lands too.
+    /// They go to the bucket of `started_at + retention`, where the
+    /// completion almost always lands too — or of the lease's end, for a
+    /// reservation renewed past that, so its record lives as long as its lease.
     fn enqueue_reservation_record(
         &self,
         seq: u64,
@@ -768,7 +837,11 @@ impl Reservation {
     ) -> Result<()> {
         let shared = &self.store.shared;
         let append = Append {
-            bucket: shared.bucket(self.started_at.saturating_add(shared.config.retention)),
+            bucket: shared.bucket(
+                self.started_at
+                    .saturating_add(shared.config.retention)
+                    .max(self.lease_end),
+            ),
             frame: self.frame(seq, body),
             install: None,
             done,
@@ -842,9 +915,9 @@ impl Reservation {
             }),
         );
         let (c, commit) = Completer::new();
-        shared.send(
+        shared.submit(
             &self.store.writer_tx,
-            Append {
+            Msg::Append(Append {
                 bucket: shared.bucket(expires_at),
                 frame,
                 install: Some(Install {
@@ -852,7 +925,7 @@ impl Reservation {
                     token: self.token,
                 }),
                 done: Some(c),
-            },
+            }),
         )?;
         Ok(commit)
     }

@@ -29,6 +29,7 @@ use crate::clock::Timestamp;
 use crate::commit::{Completer, Settlement};
 use crate::config::Durability;
 use crate::error::{Error, advice};
+use crate::format::frame;
 use crate::format::segment_header::SegmentHeader;
 use crate::index::Slot;
 use crate::scope::IndexKey;
@@ -323,7 +324,9 @@ impl Writer {
             };
             let (seg, buf) = &mut groups[gi];
             let off = seg.len.load(Ordering::Relaxed) + buf.len() as u64;
+            let at = buf.len();
             buf.extend_from_slice(&a.frame);
+            frame::seal(&mut buf[at..], seg.id(), off);
             let slot = Slot {
                 seg: seg.id(),
                 off: u32::try_from(off).unwrap_or(u32::MAX),

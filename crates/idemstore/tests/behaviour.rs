@@ -787,3 +787,56 @@ fn reservations_completed_within_one_batch_cost_no_disk_record() {
     let s = store.stats();
     assert_eq!((s.records_written, s.records_elided), (10, 10));
 }
+
+#[test]
+fn closing_while_callers_complete_never_leaves_one_waiting() {
+    // Every complete/flush racing a close must return (Ok or Closed), never
+    // hang: nothing may be queued behind the writer's shutdown.
+    for round in 0..20u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for t in 0..8 {
+            let store = store.clone();
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let r = match store.begin("t", format!("{t}-{i}"), fp("a")) {
+                        Ok(Begin::Reserved(r)) => r,
+                        Ok(other) => panic!("fresh key: {other:?}"),
+                        Err(_) => break,
+                    };
+                    let res = if i % 7 == 0 {
+                        store.flush().and(r.complete(response("v")))
+                    } else {
+                        r.complete(response("v"))
+                    };
+                    if res.is_err() {
+                        break;
+                    }
+                }
+                done_tx.send(()).unwrap();
+            });
+        }
+        std::thread::sleep(Duration::from_millis(round % 5));
+        store.close().unwrap();
+        for _ in 0..8 {
+            done_rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("a caller was left waiting after close");
+        }
+    }
+}
+
+#[test]
+fn a_lease_as_long_as_the_retention_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Store::open(
+        dir.path(),
+        Config::default()
+            .retention(Duration::from_secs(3600))
+            .lease(Duration::from_secs(3600)),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+}

@@ -2,20 +2,29 @@
 //!
 //! ```text
 //! offset  size  field
-//! 0       4     magic      0xA7 'I' 'D' 'R'  (u32 LE 0x5244_49A7)
-//! 4       4     len        payload length in bytes, u32 LE, 1..=MAX_PAYLOAD
-//! 8       4     crc        CRC-32 (IEEE) of bytes 4..8 followed by the payload
-//! 12      len   payload    a record (see record.rs), first byte its kind
+//! 0       4     magic        0xA7 'I' 'D' 'R'  (u32 LE 0x5244_49A7)
+//! 4       4     len          payload length in bytes, u32 LE, 1..=MAX_PAYLOAD
+//! 8       4     header crc   CRC-32 (IEEE) of: segment id (u32 LE), this frame's
+//!                            file offset (u64 LE), bytes 0..8, bytes 12..16
+//! 12      4     payload crc  CRC-32 (IEEE) of the payload
+//! 16      len   payload      a record (see record.rs), first byte its kind
 //! ```
 //!
-//! Recovery reads frames front to back. A frame whose magic, length or
-//! checksum is wrong is either a *torn tail* (no valid frame follows it: the
-//! last write was cut short; the file is truncated there) or *corruption* (a
-//! valid frame follows: the damaged bytes are counted, reported and skipped,
-//! and reading resumes at the next valid frame).
+//! The header has its own checksum, salted with where the frame sits, so:
+//! - a frame whose header checks out is trusted for its length: if the file
+//!   ends inside it, that is a *torn tail* (truncated there), and if its
+//!   payload is damaged the whole frame is skipped — recovery never looks for
+//!   frames inside another frame's payload, where a stored response body could
+//!   carry bytes shaped like one;
+//! - only a damaged header makes recovery search forward for the next valid
+//!   header, and a header copied from elsewhere (another offset or file, or
+//!   forged inside a body) does not check out at the wrong place.
+//!
+//! A damaged stretch followed by a valid frame is *corruption*: counted,
+//! reported, skipped. Damage with nothing valid after it is a torn tail.
 
 /// Bytes before the payload.
-pub(crate) const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 16;
 /// First four bytes of every frame.
 pub(crate) const MAGIC: u32 = 0x5244_49A7;
 /// Largest payload a reader accepts, whatever the configuration said when the
@@ -29,23 +38,49 @@ pub(crate) fn begin(out: &mut Vec<u8>) -> usize {
     start
 }
 
-/// Fills in the header of the frame begun at `start`, whose payload is
-/// everything after the header. Returns the frame's total length.
+/// Fills in magic, length and payload checksum of the frame begun at `start`,
+/// whose payload is everything after its header. The header checksum is set
+/// by [`seal`] once the frame's place is known. Returns the frame's length.
 pub(crate) fn finish(out: &mut [u8], start: usize) -> usize {
     let payload_len = out.len() - start - HEADER_LEN;
     let len = u32::try_from(payload_len).unwrap_or(u32::MAX);
     out[start..start + 4].copy_from_slice(&MAGIC.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
-    let crc = checksum(&out[start + 4..start + 8], &out[start + HEADER_LEN..]);
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast::hash(&out[start + HEADER_LEN..]);
+    out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
     out.len() - start
 }
 
-fn checksum(len: &[u8], payload: &[u8]) -> u32 {
+fn header_crc(header: &[u8], segment: u32, offset: u64) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(len);
-    h.update(payload);
+    h.update(&segment.to_le_bytes());
+    h.update(&offset.to_le_bytes());
+    h.update(&header[0..8]);
+    h.update(&header[12..16]);
     h.finalize()
+}
+
+/// Sets the header checksum of a finished frame that will sit at `offset` of
+/// segment `segment`.
+pub(crate) fn seal(frame: &mut [u8], segment: u32, offset: u64) {
+    let crc = header_crc(&frame[..HEADER_LEN], segment, offset);
+    frame[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+/// The payload length a valid header at the start of `buf` declares.
+fn valid_header(buf: &[u8], segment: u32, offset: u64) -> Option<usize> {
+    if buf.len() < HEADER_LEN || word(buf, 0) != MAGIC {
+        return None;
+    }
+    let len = word(buf, 4) as usize;
+    if len == 0 || len > MAX_PAYLOAD || header_crc(buf, segment, offset) != word(buf, 8) {
+        return None;
+    }
+    Some(len)
 }
 
 /// The result of reading one frame at the start of a buffer.
@@ -53,32 +88,27 @@ fn checksum(len: &[u8], payload: &[u8]) -> u32 {
 pub(crate) enum Frame<'a> {
     /// A whole, valid frame of `total` bytes.
     Valid { payload: &'a [u8], total: usize },
-    /// The buffer ends before the frame does (header or payload cut short).
+    /// A valid header whose frame the buffer ends inside.
     Incomplete,
-    /// The bytes are not a valid frame.
-    Invalid(&'static str),
+    /// A valid header, but the payload's checksum fails: skip `total` bytes.
+    BadPayload { total: usize },
+    /// No valid header here (or too few bytes for one).
+    BadHeader,
 }
 
-/// Reads the frame at the start of `buf`.
-pub(crate) fn read(buf: &[u8]) -> Frame<'_> {
-    if buf.len() < HEADER_LEN {
-        return Frame::Incomplete;
-    }
-    let word = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-    if word(0) != MAGIC {
-        return Frame::Invalid("bad frame magic");
-    }
-    let len = word(4) as usize;
-    if len == 0 || len > MAX_PAYLOAD {
-        return Frame::Invalid("frame length out of range");
-    }
+/// Reads the frame at the start of `buf`, which sits at `offset` of segment
+/// `segment`.
+pub(crate) fn read(buf: &[u8], segment: u32, offset: u64) -> Frame<'_> {
+    let Some(len) = valid_header(buf, segment, offset) else {
+        return Frame::BadHeader;
+    };
     let total = HEADER_LEN + len;
     if buf.len() < total {
         return Frame::Incomplete;
     }
     let payload = &buf[HEADER_LEN..total];
-    if checksum(&buf[4..8], payload) != word(8) {
-        return Frame::Invalid("frame checksum mismatch");
+    if crc32fast::hash(payload) != word(buf, 12) {
+        return Frame::BadPayload { total };
     }
     Frame::Valid { payload, total }
 }
@@ -94,33 +124,43 @@ pub(crate) enum Scanned<'a> {
     TornTail { offset: usize },
 }
 
-/// Iterates over the frames of `buf`, resynchronising after damage.
+/// Iterates over the frames of `buf`, the bytes of segment `segment` from
+/// file offset `base` on.
 pub(crate) struct Scanner<'a> {
     buf: &'a [u8],
+    segment: u32,
+    base: u64,
     pos: usize,
     done: bool,
 }
 
 impl<'a> Scanner<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8], segment: u32, base: u64) -> Self {
         Scanner {
             buf,
+            segment,
+            base,
             pos: 0,
             done: false,
         }
     }
 
-    /// The first offset after `from` where a valid frame starts.
-    fn next_valid(&self, from: usize) -> Option<usize> {
+    fn file_offset(&self, pos: usize) -> u64 {
+        self.base + pos as u64
+    }
+
+    /// The first position at or after `from` where a valid header starts.
+    fn next_header(&self, from: usize) -> Option<usize> {
         let magic = MAGIC.to_le_bytes();
-        let mut i = from;
-        while i + HEADER_LEN <= self.buf.len() {
-            if self.buf[i..i + 4] == magic && matches!(read(&self.buf[i..]), Frame::Valid { .. }) {
-                return Some(i);
-            }
-            i += 1;
-        }
-        None
+        (from..self.buf.len().saturating_sub(HEADER_LEN - 1)).find(|&i| {
+            self.buf[i..i + 4] == magic
+                && valid_header(&self.buf[i..], self.segment, self.file_offset(i)).is_some()
+        })
+    }
+
+    fn torn_tail(&mut self, at: usize) -> Option<Scanned<'a>> {
+        self.done = true;
+        Some(Scanned::TornTail { offset: at })
     }
 }
 
@@ -132,7 +172,7 @@ impl<'a> Iterator for Scanner<'a> {
             return None;
         }
         let at = self.pos;
-        match read(&self.buf[at..]) {
+        match read(&self.buf[at..], self.segment, self.file_offset(at)) {
             Frame::Valid { payload, total } => {
                 self.pos += total;
                 Some(Scanned::Record {
@@ -140,7 +180,19 @@ impl<'a> Iterator for Scanner<'a> {
                     payload,
                 })
             }
-            Frame::Incomplete | Frame::Invalid(_) => match self.next_valid(at + 1) {
+            Frame::Incomplete => self.torn_tail(at),
+            Frame::BadPayload { total } => match self.next_header(at + total) {
+                Some(_) => {
+                    self.pos = at + total;
+                    Some(Scanned::Corrupt {
+                        offset: at,
+                        len: total,
+                    })
+                }
+                // Nothing valid after it: the last write did not finish.
+                None => self.torn_tail(at),
+            },
+            Frame::BadHeader => match self.next_header(at + 1) {
                 Some(next) => {
                     self.pos = next;
                     Some(Scanned::Corrupt {
@@ -148,10 +200,7 @@ impl<'a> Iterator for Scanner<'a> {
                         len: next - at,
                     })
                 }
-                None => {
-                    self.done = true;
-                    Some(Scanned::TornTail { offset: at })
-                }
+                None => self.torn_tail(at),
             },
         }
     }
@@ -161,20 +210,28 @@ impl<'a> Iterator for Scanner<'a> {
 mod tests {
     use super::*;
 
-    fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        let s = begin(&mut v);
-        v.extend_from_slice(payload);
-        let n = finish(&mut v, s);
-        assert_eq!(n, v.len());
-        v
+    const SEG: u32 = 7;
+    const BASE: u64 = 40;
+
+    /// Appends a sealed frame with `payload` to `buf` (whose first byte sits
+    /// at file offset BASE).
+    fn push(buf: &mut Vec<u8>, payload: &[u8]) -> usize {
+        let at = buf.len();
+        let mut f = Vec::new();
+        let s = begin(&mut f);
+        f.extend_from_slice(payload);
+        finish(&mut f, s);
+        seal(&mut f, SEG, BASE + at as u64);
+        buf.extend_from_slice(&f);
+        at
     }
 
     #[test]
     fn roundtrip() {
-        let f = frame(b"hello");
+        let mut buf = Vec::new();
+        push(&mut buf, b"hello");
         assert_eq!(
-            read(&f),
+            read(&buf, SEG, BASE),
             Frame::Valid {
                 payload: b"hello",
                 total: HEADER_LEN + 5
@@ -184,38 +241,56 @@ mod tests {
 
     #[test]
     fn detect_corruption_in_every_byte() {
-        let f = frame(b"payload bytes");
-        for i in 0..f.len() {
-            let mut g = f.clone();
+        let mut buf = Vec::new();
+        push(&mut buf, b"payload bytes");
+        for i in 0..buf.len() {
+            let mut g = buf.clone();
             g[i] ^= 0x40;
             assert!(
-                !matches!(read(&g), Frame::Valid { .. }),
+                !matches!(read(&g, SEG, BASE), Frame::Valid { .. }),
                 "flip at byte {i} went unnoticed"
             );
         }
     }
 
     #[test]
-    fn every_truncation_is_incomplete() {
-        let f = frame(b"payload bytes");
-        for cut in 0..f.len() {
-            assert_eq!(read(&f[..cut]), Frame::Incomplete, "cut at {cut}");
+    fn a_frame_is_only_valid_where_it_was_sealed() {
+        let mut buf = Vec::new();
+        push(&mut buf, b"x");
+        assert_eq!(read(&buf, SEG, BASE + 1), Frame::BadHeader);
+        assert_eq!(read(&buf, SEG + 1, BASE), Frame::BadHeader);
+    }
+
+    #[test]
+    fn every_truncation_is_incomplete_or_a_bad_header() {
+        let mut buf = Vec::new();
+        push(&mut buf, b"payload bytes");
+        for cut in 0..buf.len() {
+            let r = read(&buf[..cut], SEG, BASE);
+            let expected = if cut < HEADER_LEN {
+                Frame::BadHeader
+            } else {
+                Frame::Incomplete
+            };
+            assert_eq!(r, expected, "cut at {cut}");
         }
     }
 
     #[test]
     fn scanner_tells_torn_tail_from_corruption() {
-        let mut buf = frame(b"one");
-        let second_at = buf.len();
-        buf.extend(frame(b"two"));
-        let third_at = buf.len();
-        buf.extend(frame(b"three"));
-        buf[second_at + HEADER_LEN] ^= 1; // damage the middle record
-        let torn_at = buf.len();
-        let fourth = frame(b"four");
-        buf.extend_from_slice(&fourth[..fourth.len() - 2]); // torn last write
+        let mut buf = Vec::new();
+        push(&mut buf, b"one");
+        let second = push(&mut buf, b"two");
+        let third = push(&mut buf, b"three");
+        buf[second + HEADER_LEN] ^= 1; // damage the middle record's payload
+        let fourth = push(&mut buf, b"four");
+        let fifth = push(&mut buf, b"five");
+        buf[fourth + 2] ^= 1; // damage the fourth record's header
+        let torn = buf.len();
+        push(&mut buf, b"six");
+        buf.truncate(buf.len() - 2); // torn last write
 
-        let items: Vec<_> = Scanner::new(&buf).collect();
+        let items: Vec<_> = Scanner::new(&buf, SEG, BASE).collect();
         assert_eq!(
             items,
             vec![
@@ -224,14 +299,77 @@ mod tests {
                     payload: b"one"
                 },
                 Scanned::Corrupt {
-                    offset: second_at,
-                    len: third_at - second_at
+                    offset: second,
+                    len: third - second
                 },
                 Scanned::Record {
-                    offset: third_at,
+                    offset: third,
                     payload: b"three"
                 },
-                Scanned::TornTail { offset: torn_at },
+                Scanned::Corrupt {
+                    offset: fourth,
+                    len: fifth - fourth
+                },
+                Scanned::Record {
+                    offset: fifth,
+                    payload: b"five"
+                },
+                Scanned::TornTail { offset: torn },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frame_forged_inside_a_torn_frames_payload_is_never_read() {
+        // A stored body that contains a well-formed frame, sealed for the
+        // very offset it will land at; then the enclosing write is torn.
+        let mut buf = Vec::new();
+        push(&mut buf, b"first");
+        let outer = buf.len();
+        let inner_at = outer + HEADER_LEN + 3;
+        let mut forged = Vec::new();
+        let s = begin(&mut forged);
+        forged.extend_from_slice(b"forged record");
+        finish(&mut forged, s);
+        seal(&mut forged, SEG, BASE + inner_at as u64);
+        let mut body = b"abc".to_vec();
+        body.extend_from_slice(&forged);
+        body.extend_from_slice(&[0u8; 32]);
+        push(&mut buf, &body);
+        buf.truncate(buf.len() - 10); // the enclosing frame is torn
+        let items: Vec<_> = Scanner::new(&buf, SEG, BASE).collect();
+        assert_eq!(
+            items,
+            vec![
+                Scanned::Record {
+                    offset: 0,
+                    payload: b"first"
+                },
+                Scanned::TornTail { offset: outer },
+            ]
+        );
+        // Damaged payload (not torn): skipped whole, the forgery unread.
+        let mut buf2 = Vec::new();
+        push(&mut buf2, b"first");
+        push(&mut buf2, &body);
+        buf2[outer + HEADER_LEN] ^= 1;
+        let last = push(&mut buf2, b"last");
+        let items: Vec<_> = Scanner::new(&buf2, SEG, BASE).collect();
+        assert_eq!(
+            items,
+            vec![
+                Scanned::Record {
+                    offset: 0,
+                    payload: b"first"
+                },
+                Scanned::Corrupt {
+                    offset: outer,
+                    len: last - outer
+                },
+                Scanned::Record {
+                    offset: last,
+                    payload: b"last"
+                },
             ]
         );
     }
@@ -241,11 +379,11 @@ mod tests {
         let garbage: Vec<u8> = (0..4096u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        let items: Vec<_> = Scanner::new(&garbage).collect();
+        let items: Vec<_> = Scanner::new(&garbage, SEG, BASE).collect();
         assert_eq!(items, vec![Scanned::TornTail { offset: 0 }]);
         let zeros = vec![0u8; 100];
         assert_eq!(
-            Scanner::new(&zeros).collect::<Vec<_>>(),
+            Scanner::new(&zeros, SEG, BASE).collect::<Vec<_>>(),
             vec![Scanned::TornTail { offset: 0 }]
         );
     }
