@@ -1,8 +1,11 @@
 //! # idemstore-http
 //!
 //! A tower [`Layer`](tower::Layer) that gives any tower-based HTTP service
-//! (axum, hyper, tonic) the server side of the `Idempotency-Key` header, on
-//! the embedded [`idemstore`] engine or any [`Backend`].
+//! the server side of the `Idempotency-Key` header, on the embedded
+//! [`idemstore`] engine or any [`Backend`]. The wrapped service receives
+//! `http::Request<BoxBody>` and may answer with any `Bytes` body; the tests
+//! run it in an axum router served by hyper. It needs a tokio runtime with
+//! the time driver (for lease renewal and the in-flight wait).
 //!
 //! ```
 //! use axum::{Router, routing::post};
