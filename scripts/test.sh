@@ -25,5 +25,5 @@ awk '/^test result:/ {
          if ($i ~ /^failed/) f += $(i - 1)
        }
      }
-     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
