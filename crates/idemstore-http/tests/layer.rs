@@ -893,3 +893,64 @@ async fn a_response_body_that_fails_is_502_and_frees_the_key() {
     assert!(!again.replayed());
     assert_eq!(a.runs.get(), 2);
 }
+
+#[tokio::test]
+async fn a_full_disk_answers_503_without_running_the_handler_and_recovers() {
+    use idemstore::storage::{ENOSPC, Fault, FaultOn, FaultyStorage, FsStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FaultyStorage::new(Arc::new(FsStorage::new(dir.path()).unwrap()));
+    let faults = disk.faults();
+    let store = Store::open_with_storage(
+        Arc::new(disk),
+        Config::default().write_retry_interval(Duration::from_millis(100)),
+    )
+    .unwrap();
+    let runs = Runs::default();
+    let router = Router::new()
+        .route("/{*status}", any(handler_path))
+        .layer(IdempotencyLayer::new(
+            Embedded(store.clone()),
+            IdempotencyConfig::default(),
+        ))
+        .with_state(runs.clone());
+    let a = App {
+        router,
+        runs,
+        store,
+        clock: ManualClock::new(Timestamp(0)),
+        _dir: dir,
+    };
+    let before = send(&a, "POST", "/201", &[("idempotency-key", "before")], "{}").await;
+    faults.inject(Fault {
+        on: FaultOn::Write,
+        after: 0,
+        errno: ENOSPC,
+    });
+    // The request that finds the disk full: its handler runs (the store only
+    // learns at completion), the client still gets the handler's response.
+    let first = send(&a, "POST", "/201", &[("idempotency-key", "full-1")], "{}").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(a.runs.get(), 2);
+    // From then on: 503 and no handler, until writes succeed again.
+    for k in ["full-2", "full-3", "before"] {
+        let r = send(&a, "POST", "/201", &[("idempotency-key", k)], "{}").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{k}");
+        assert_eq!(r.problem_type(), "store-unavailable");
+    }
+    assert_eq!(a.runs.get(), 2);
+    faults.heal();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let again = send(&a, "POST", "/201", &[("idempotency-key", "before")], "{}").await;
+    assert!(again.replayed());
+    assert_eq!(
+        again.body, before.body,
+        "what was acknowledged before is intact"
+    );
+    assert_eq!(
+        send(&a, "POST", "/201", &[("idempotency-key", "full-2")], "{}")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(a.runs.get(), 3);
+}

@@ -66,6 +66,9 @@ pub struct Config {
     /// than its last fsync took, nor at all when only one caller is
     /// completing. Zero turns the window off.
     pub group_commit_window: Duration,
+    /// After a failed write (a full disk), `begin` refuses new requests with
+    /// that error for this long, then lets them try again (default 1 s).
+    pub write_retry_interval: Duration,
     /// Most records written in one group commit (default 4096).
     pub max_batch: usize,
     /// How often the compactor looks for expired buckets (default 30 s).
@@ -90,6 +93,7 @@ impl Default for Config {
             max_segment_bytes: 64 << 20,
             pending_write_delay: Duration::from_millis(2),
             group_commit_window: Duration::from_millis(2),
+            write_retry_interval: Duration::from_secs(1),
             max_batch: 4096,
             compaction_interval: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
@@ -143,6 +147,11 @@ impl Config {
     /// Sets [`Config::group_commit_window`].
     pub fn group_commit_window(mut self, d: Duration) -> Self {
         self.group_commit_window = d;
+        self
+    }
+    /// Sets [`Config::write_retry_interval`].
+    pub fn write_retry_interval(mut self, d: Duration) -> Self {
+        self.write_retry_interval = d;
         self
     }
     /// Sets [`Config::compaction_interval`].

@@ -142,9 +142,16 @@ pub(crate) fn create(
     let path = storage.location().join(&name);
     let w = |e| Error::io("creating segment", path.clone(), e, advice::WRITE);
     let file = storage.create(&name).map_err(w)?;
-    file.write_all_at(&header.encode(), 0).map_err(w)?;
-    file.sync_data().map_err(w)?;
-    storage.sync_dir().map_err(w)?;
+    let made = file
+        .write_all_at(&header.encode(), 0)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| storage.sync_dir());
+    if let Err(e) = made {
+        // Best effort: a half-made segment holds no record either way
+        // (recovery removes one cut short).
+        let _ = storage.remove(&name);
+        return Err(w(e));
+    }
     Ok(Arc::new(Segment::new(
         header,
         file,

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     poison_cause: Mutex<Option<String>>,
     /// Set (under the gate's write side) when the store closes.
     closed: AtomicBool,
+    /// The last failed write, while writes are failing (a full disk).
+    write_failure: Mutex<Option<(std::time::Instant, Error)>>,
+    has_write_failure: AtomicBool,
     /// Senders to the writer hold the read side; see `submit`.
     gate: RwLock<()>,
     pub(crate) counters: Counters,
@@ -142,6 +145,37 @@ impl Shared {
                 "index points at a record that is not a completion".into(),
             )),
         }
+    }
+
+    pub(crate) fn note_write_failure(&self, e: Error) {
+        *self.write_failure.lock() = Some((std::time::Instant::now(), e));
+        self.has_write_failure.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn clear_write_failure(&self) {
+        if self.has_write_failure.swap(false, Ordering::SeqCst) {
+            *self.write_failure.lock() = None;
+        }
+    }
+
+    /// For `write_retry_interval` after a failed write (a full disk), new
+    /// requests are refused with the write's error instead of running a
+    /// handler whose result cannot be stored. Then they are let through
+    /// again: if the disk is still full, the next write fails and the
+    /// interval starts over; a batch that writes ends it early.
+    fn check_writable(&self) -> Result<()> {
+        if !self.has_write_failure.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut f = self.write_failure.lock();
+        if let Some((at, e)) = &*f
+            && at.elapsed() < self.config.write_retry_interval
+        {
+            return Err(e.clone());
+        }
+        *f = None;
+        self.has_write_failure.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Fails if the store was closed or poisoned.
@@ -436,6 +470,8 @@ impl Store {
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),
+            write_failure: Mutex::new(None),
+            has_write_failure: AtomicBool::new(false),
             gate: RwLock::new(()),
             counters: Counters::default(),
             queue: Mutex::new(Vec::new()),
@@ -502,6 +538,7 @@ impl Store {
     ) -> Result<Begin> {
         self.inner.check_usable()?;
         let shared = &self.inner.shared;
+        shared.check_writable()?;
         let key = key.as_ref();
         self.check_key(key)?;
         let tenant = TenantDigest::of(tenant.as_ref());

@@ -41,6 +41,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// How a batch failed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// A write (or segment creation) failed: nothing acknowledged, retryable.
+    Write,
+    /// An fsync failed: the store is poisoned.
+    Sync,
+}
+
 /// A message to the writer.
 pub(crate) enum Msg {
     Append(Append),
@@ -318,7 +327,7 @@ impl Writer {
             let gi = match self.group_for(&mut groups, a.bucket, a.frame.len()) {
                 Ok(gi) => gi,
                 Err(e) => {
-                    self.fail(placed, Some(a), e);
+                    self.fail(placed, Some(a), e, Failure::Write);
                     return;
                 }
             };
@@ -337,8 +346,11 @@ impl Writer {
         for (seg, buf) in &groups {
             let at = seg.len.load(Ordering::Relaxed);
             if let Err(e) = seg.file.write_all_at(buf, at) {
+                // The segment's length is not advanced: whatever part of the
+                // buffer reached the file is overwritten by the next batch
+                // (or truncated as a torn tail by recovery).
                 let err = self.io_error("writing", seg, e);
-                self.fail(placed, None, err);
+                self.fail(placed, None, err, Failure::Write);
                 return;
             }
             seg.len.store(at + buf.len() as u64, Ordering::Release);
@@ -351,7 +363,7 @@ impl Writer {
             for (seg, _) in &groups {
                 if let Err(e) = seg.file.sync_data() {
                     let err = self.io_error("fsyncing", seg, e);
-                    self.fail(placed, None, err);
+                    self.fail(placed, None, err, Failure::Sync);
                     return;
                 }
                 self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +375,7 @@ impl Writer {
                 self.dirty.insert(seg.id(), seg);
             }
         }
+        self.shared.clear_write_failure();
         let c = &self.shared.counters;
         let written = placed.iter().filter(|(_, s)| s.is_some()).count() as u64;
         if written > 0 {
@@ -412,8 +425,9 @@ impl Writer {
             bucket_start: bucket.0,
             bucket_end: bucket.1,
         };
-        let seg = segment::create(self.shared.storage.as_ref(), header)?;
+        // Never reuse an id, even one whose creation failed.
         self.next_segment_id = self.next_segment_id.wrapping_add(1);
+        let seg = segment::create(self.shared.storage.as_ref(), header)?;
         self.shared.segments.insert(seg.clone());
         self.active.insert(bucket.0.0, seg.clone());
         groups.push((seg, Vec::new()));
@@ -424,18 +438,39 @@ impl Writer {
         Error::io(op, self.shared.dir.join(&seg.name), e, advice::WRITE)
     }
 
-    /// Poisons the store and fails every write of the batch.
-    fn fail(&self, placed: Vec<(Append, Option<Slot>)>, extra: Option<Append>, err: Error) {
-        self.shared.poison(err.to_string());
+    /// Fails every write of the batch.
+    ///
+    /// A failed fsync poisons the store: the kernel may have dropped the
+    /// dirty pages, so nothing written since the last good fsync can be
+    /// trusted (PostgreSQL's lesson). A failed write (a full disk, EIO on
+    /// write) does not: nothing was acknowledged, the segment's length was not
+    /// advanced, and the store works again once writes succeed; meanwhile
+    /// `begin` refuses new requests (see `Shared::check_writable`). The
+    /// completions of the batch free their keys: their responses were not
+    /// stored, so a retry runs again.
+    fn fail(
+        &self,
+        placed: Vec<(Append, Option<Slot>)>,
+        extra: Option<Append>,
+        err: Error,
+        failure: Failure,
+    ) {
+        match failure {
+            Failure::Sync => self.shared.poison(err.to_string()),
+            Failure::Write => self.shared.note_write_failure(err.clone()),
+        }
         let mut s = Settlement::default();
         for a in placed.into_iter().map(|(a, _)| a).chain(extra) {
+            if failure == Failure::Write
+                && let Some(inst) = &a.install
+            {
+                self.shared.publish_completion(inst, None);
+            }
             if let Some(d) = a.done {
                 s.add(d, Err(err.clone()));
             }
         }
         s.finish();
-        // Fail whatever else is queued right now as well; later messages see
-        // the poison flag.
     }
 
     fn retire(&mut self, upto: Timestamp) {

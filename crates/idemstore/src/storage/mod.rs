@@ -9,9 +9,11 @@
 //!   created and removed after a crash;
 //! - nothing else is promised to survive a crash.
 
+mod faulty;
 mod fs;
 mod mem;
 
+pub use faulty::{EIO, ENOSPC, Fault, FaultOn, Faults, FaultyStorage};
 pub use fs::FsStorage;
 pub use mem::MemStorage;
 
