@@ -54,6 +54,8 @@ pub mod body;
 pub mod config;
 pub mod core;
 pub mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod key;
 pub mod problem;
 pub mod replay;

@@ -55,6 +55,8 @@ mod compactor;
 mod config;
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod recovery;
 mod response;
