@@ -206,7 +206,7 @@ pub fn operations(data: &[u8]) {
                         .any(|(k, h)| *k == key && clock.now() < h.lease_end());
                     assert!(!live, "two live reservations for {key}");
                     assert!(
-                        !acked.get(&key).is_some_and(|(_, exp)| clock.now() < *exp),
+                        acked.get(&key).is_none_or(|(_, exp)| clock.now() >= *exp),
                         "{key} reserved again while its completion lives"
                     );
                     held.push((key, r));
