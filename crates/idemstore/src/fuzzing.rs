@@ -254,9 +254,9 @@ pub fn operations(data: &[u8]) {
             }
             _ => {
                 // Restart (clean) or power cut; the store comes back healed.
-                for (_, r) in held.drain(..) {
-                    std::mem::forget(r);
-                }
+                // The holders die with the process: dropped only once the
+                // store is closed, so their reservations stay on disk.
+                let dying = std::mem::take(&mut held);
                 let crash = inp.u8() % 2 == 0;
                 if crash {
                     let image = mem.crash(u64::from(inp.u8()));
@@ -266,6 +266,7 @@ pub fn operations(data: &[u8]) {
                     // A failed flush may lose only what was not acknowledged.
                     mem = mem.crash(0);
                 }
+                drop(dying);
                 disk = FaultyStorage::new(Arc::new(mem.clone()));
                 store = Store::open_with_storage(Arc::new(disk.clone()), config.clone())
                     .unwrap_or_else(|e| panic!("reopen failed: {e}"));
@@ -281,8 +282,6 @@ pub fn operations(data: &[u8]) {
             }
         }
     }
-    for (_, r) in held.drain(..) {
-        std::mem::forget(r);
-    }
     let _ = store.close();
+    drop(held);
 }
