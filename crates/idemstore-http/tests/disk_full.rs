@@ -1,0 +1,174 @@
+//! A real full disk: a 4 MiB tmpfs mounted under a scratch directory (needs
+//! root; skipped with a message otherwise), filled up under the store while
+//! requests run through the HTTP layer.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use http_body_util::BodyExt;
+use idemstore::{Config, Store};
+use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, REPLAYED};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// A mounted tmpfs; unmounted (then its mount point removed) on drop.
+struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs(dir.path().to_path_buf(), dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Writes a filler file until the filesystem is full.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0xEEu8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+async fn post_key(app: &Router, key: &str) -> (StatusCode, bool, bytes::Bytes) {
+    let req = Request::post("/v1/payments")
+        .header("idempotency-key", key)
+        .body(Body::from(r#"{"amount":100}"#))
+        .unwrap();
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let replayed = r.headers().get(REPLAYED).is_some();
+    (
+        status,
+        replayed,
+        r.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_filled_disk_answers_503_without_running_the_handler_and_recovers_when_freed() {
+    let fs = match Tmpfs::mount("4m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED a_filled_disk...: cannot mount a tmpfs here ({why}); run as root");
+            return;
+        }
+    };
+    let data = fs.0.join("store");
+    let config = || {
+        Config::default()
+            .write_retry_interval(Duration::from_millis(100))
+            .max_record_bytes(64 << 10)
+            .max_segment_bytes(256 << 10)
+    };
+    let store = Store::open(&data, config()).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/v1/payments",
+                post(move || {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    // A response body big enough to need fresh segments.
+                    async move {
+                        (
+                            StatusCode::CREATED,
+                            format!("payment {n} {}", "x".repeat(8000)),
+                        )
+                    }
+                }),
+            )
+            .layer(IdempotencyLayer::new(
+                Embedded(store.clone()),
+                IdempotencyConfig::default(),
+            ))
+    };
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let key = format!("before-{i}");
+        let (status, _, body) = post_key(&app, &key).await;
+        assert_eq!(status, StatusCode::CREATED);
+        acked.push((key, body));
+    }
+    let filler = fill(&fs.0);
+    // Requests run until the store hits the full disk; from then on the layer
+    // answers 503 without running the handler.
+    let mut saw_503 = false;
+    for i in 0..200 {
+        let before = runs.load(Ordering::SeqCst);
+        let (status, _, body) = post_key(&app, &format!("during-{i}")).await;
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(
+                    runs.load(Ordering::SeqCst),
+                    before,
+                    "the handler must not run"
+                );
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["type"], "urn:idemstore:problem:store-unavailable");
+                saw_503 = true;
+                break;
+            }
+            StatusCode::CREATED => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(saw_503, "a full disk must be noticed");
+    // Free the space: the store works again, without a restart.
+    std::fs::remove_file(filler).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for i in 0..20 {
+        let key = format!("after-{i}");
+        let (status, _, body) = post_key(&app, &key).await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        acked.push((key, body));
+    }
+    for (key, body) in &acked {
+        let (status, replayed, again) = post_key(&app, key).await;
+        assert_eq!((status, replayed), (StatusCode::CREATED, true), "{key}");
+        assert_eq!(&again, body, "{key}");
+    }
+    store.close().unwrap();
+    drop(app);
+    let store = Store::open(&data, config()).unwrap();
+    assert_eq!(store.recovery_report().unreadable_segments.len(), 0);
+    let app = Router::new()
+        .route(
+            "/v1/payments",
+            post(|| async { (StatusCode::CREATED, "must not run") }),
+        )
+        .layer(IdempotencyLayer::new(
+            Embedded(store.clone()),
+            IdempotencyConfig::default(),
+        ));
+    for (key, body) in &acked {
+        let (_, replayed, again) = post_key(&app, key).await;
+        assert!(replayed, "{key} after reopen");
+        assert_eq!(&again, body);
+    }
+    store.close().unwrap();
+}
