@@ -3,7 +3,11 @@
 # test command and what .ci/run calls after fmt and clippy.
 #
 # Everything the tests need is set up here and torn down at the end; nothing
-# is expected to be installed by hand besides the Rust toolchain.
+# is expected to be installed by hand besides the Rust toolchain:
+# - Redis (for crates/idemstore-redis): redis-server from PATH, installed with
+#   apt-get (Debian's redis-server package) when missing and running as root;
+#   started on a free loopback port, stopped at exit. With no way to get it,
+#   this script fails: the Redis tests never pass silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +16,48 @@ cd "$(dirname "$0")/.."
 export IDEMSTORE_CRASH_KILLS="${IDEMSTORE_CRASH_KILLS:-20}"
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+redis_dir=$(mktemp -d)
+redis_port=""
+cleanup() {
+  if [ -n "$redis_port" ]; then
+    redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+  fi
+  rm -rf "$redis_dir" "$log"
+}
+trap cleanup EXIT
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing redis-server (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; }
+  fi
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "error: redis-server is not installed and cannot be installed here (need root and apt-get);" >&2
+  echo "       install Debian's redis-server package, then run this again" >&2
+  exit 1
+fi
+
+# A free loopback port: the first that nothing answers on.
+for p in $(shuf -i 20000-60000 -n 50); do
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    redis_port=$p
+    break
+  fi
+done
+[ -n "$redis_port" ] || { echo "error: no free loopback port for Redis" >&2; exit 1; }
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" --save '' \
+  --appendonly yes --appendfsync always --daemonize yes \
+  --pidfile "$redis_dir/redis.pid" --logfile "$redis_dir/redis.log"
+for _ in $(seq 1 100); do
+  [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && break
+  sleep 0.1
+done
+[ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] \
+  || { echo "error: redis-server did not start; log:" >&2; cat "$redis_dir/redis.log" >&2; exit 1; }
+export IDEMSTORE_REDIS_URL="redis://127.0.0.1:$redis_port"
+echo "== redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/') on $IDEMSTORE_REDIS_URL"
 
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?

@@ -72,6 +72,6 @@ pub use compactor::CompactionReport;
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
 pub use recovery::RecoveryReport;
-pub use response::{Response, StoredResponse};
+pub use response::{Response, StoredResponse, codec};
 pub use scope::{Fingerprint, IndexHashFn, IndexKey, TenantDigest, default_index_hash};
 pub use store::{Begin, InFlight, KeyState, Mismatch, Reservation, Stats, Store};

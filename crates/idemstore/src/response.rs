@@ -48,3 +48,40 @@ pub struct StoredResponse {
     /// The response itself.
     pub response: Response,
 }
+
+/// The engine's completed-record codec as a standalone value: what a shared
+/// backend (Redis) stores, so that both backends keep the same bytes. Layout:
+/// the record payload of FORMAT.md (kind 2), unframed.
+pub mod codec {
+    use super::StoredResponse;
+    use crate::format::record::{self, Body, Record};
+    use crate::scope::TenantDigest;
+
+    /// Encodes a completed record for (`tenant`, `key`), reservation `token`.
+    pub fn encode(
+        tenant: &TenantDigest,
+        key: &[u8],
+        token: u64,
+        stored: &StoredResponse,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + key.len() + stored.response.body.len());
+        record::encode_parts(
+            &mut out,
+            token,
+            tenant,
+            key,
+            token,
+            &Body::Completed(stored.clone()),
+        );
+        out
+    }
+
+    /// Decodes what [`encode`] wrote: (tenant digest, key, record), or why not.
+    pub fn decode(bytes: &[u8]) -> Result<(TenantDigest, Vec<u8>, StoredResponse), String> {
+        let rec = Record::decode(bytes).map_err(|e| e.to_string())?;
+        match rec.body {
+            Body::Completed(s) => Ok((rec.tenant, rec.key, s)),
+            _ => Err("not a completed record".into()),
+        }
+    }
+}

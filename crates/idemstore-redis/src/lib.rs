@@ -1,0 +1,458 @@
+//! # idemstore-redis
+//!
+//! The idempotency contract of [`idemstore`] on Redis, for a service that runs
+//! on several replicas: every replica's [`IdempotencyLayer`] talks to one
+//! Redis, so a retry that lands on another replica still replays.
+//!
+//! [`IdempotencyLayer`]: idemstore_http::IdempotencyLayer
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use idemstore_redis::{RedisBackend, RedisConfig};
+//! let backend = RedisBackend::connect("redis://127.0.0.1:6379", RedisConfig::default()).await?;
+//! let layer = idemstore_http::IdempotencyLayer::new(backend, idemstore_http::IdempotencyConfig::default());
+//! # Ok(()) }
+//! ```
+//!
+//! ## How it maps
+//!
+//! One Redis hash per (tenant, key), named `{prefix}:{<128-bit index digest in
+//! hex>}` — the braces are a hash tag, so everything an operation touches is
+//! in one cluster slot. Fields: `s` state (`p` pending, `c` completed, `a`
+//! aborted), `g` generation (the fencing token, only ever incremented), `fp`
+//! fingerprint, `le` lease end, `st` start (ms, Redis server time), `td`
+//! tenant digest (never the raw tenant), `k` the key, `r` the completed record
+//! in the engine's codec ([`idemstore::codec`]), so both backends store the
+//! same bytes. begin / complete / abort / renew are each one Lua script: one
+//! atomic step on the server, whichever replica calls it. Times come from the
+//! Redis server's clock, so replicas with skewed clocks agree.
+//!
+//! Expiry is Redis expiry: a completed hash expires `retention` after its
+//! completion; a pending one `retention + lease` after it was reserved (so
+//! its generation outlives any stale holder's lease).
+//!
+//! ## Failure
+//!
+//! Every call is bounded by [`RedisConfig::timeout`]; Redis down, slow or out
+//! of memory gives [`BackendError::Unavailable`] (the layer answers 503 and
+//! does not run the handler). The connection reconnects by itself
+//! (redis-rs's `ConnectionManager`), so service resumes without a restart.
+
+use idemstore::{
+    Fingerprint, Response, StoredResponse, TenantDigest, Timestamp, default_index_hash,
+};
+use idemstore_http::{Backend, BackendError, Lease, Outcome};
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the Redis backend behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// Prefix of every key, so several services can share one Redis
+    /// (default `idem`).
+    pub prefix: String,
+    /// How long a completed response is replayed (default 24 h).
+    pub retention: Duration,
+    /// How long a reservation holds its key unless renewed (default 60 s).
+    pub lease: Duration,
+    /// Longest a single Redis call may take before it fails (default 2 s).
+    pub timeout: Duration,
+    /// Longest key accepted, in bytes (default 255).
+    pub max_key_len: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            prefix: "idem".into(),
+            retention: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+            max_key_len: 255,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Sets the key prefix.
+    pub fn prefix(mut self, p: impl Into<String>) -> Self {
+        self.prefix = p.into();
+        self
+    }
+    /// Sets the retention.
+    pub fn retention(mut self, d: Duration) -> Self {
+        self.retention = d;
+        self
+    }
+    /// Sets the lease.
+    pub fn lease(mut self, d: Duration) -> Self {
+        self.lease = d;
+        self
+    }
+    /// Sets the per-call timeout.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+}
+
+const BEGIN: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local h = redis.call('HMGET', KEYS[1], 's', 'g', 'fp', 'le', 'td', 'k', 'r')
+local s = h[1]
+if s and (h[5] ~= ARGV[1] or h[6] ~= ARGV[2]) then
+  return {'collision'}
+end
+if s == 'c' then
+  if h[3] == ARGV[3] then return {'replay', h[7]} end
+  return {'mismatch'}
+end
+if s == 'p' and now < tonumber(h[4]) then
+  local same = '0'
+  if h[3] == ARGV[3] then same = '1' end
+  return {'inflight', tostring(tonumber(h[4]) - now), same}
+end
+local g = redis.call('HINCRBY', KEYS[1], 'g', 1)
+local le = now + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 's', 'p', 'fp', ARGV[3], 'le', le, 'st', now, 'td', ARGV[1], 'k', ARGV[2])
+redis.call('HDEL', KEYS[1], 'r')
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) + tonumber(ARGV[4]))
+return {'reserved', tostring(g), tostring(now), tostring(le)}
+";
+
+const COMPLETE: &str = r"
+local h = redis.call('HMGET', KEYS[1], 's', 'g')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+";
+
+const ABORT: &str = r"
+local h = redis.call('HMGET', KEYS[1], 's', 'g')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 's', 'a')
+return 1
+";
+
+const RENEW: &str = r"
+local h = redis.call('HMGET', KEYS[1], 's', 'g')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'le', now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[2]))
+return 1
+";
+
+struct Scripts {
+    begin: Script,
+    complete: Script,
+    abort: Script,
+    renew: Script,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    config: RedisConfig,
+    scripts: Scripts,
+}
+
+/// The shared backend. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBackend(Arc<Inner>);
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("prefix", &self.0.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(format!(
+        "redis: {e}; check that Redis is running and reachable (it reconnects by itself)"
+    ))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RedisBackend {
+    /// Connects to `url` (`redis://host:port/db`). Fails if Redis cannot be
+    /// reached within `config.timeout`.
+    pub async fn connect(url: &str, config: RedisConfig) -> Result<RedisBackend, BackendError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let cm = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            config.timeout,
+            ConnectionManager::new_with_config(client, cm),
+        )
+        .await
+        .map_err(|_| unavailable("timed out connecting"))?
+        .map_err(unavailable)?;
+        Ok(RedisBackend(Arc::new(Inner {
+            conn,
+            config,
+            scripts: Scripts {
+                begin: Script::new(BEGIN),
+                complete: Script::new(COMPLETE),
+                abort: Script::new(ABORT),
+                renew: Script::new(RENEW),
+            },
+        })))
+    }
+
+    fn key_of(&self, tenant: &TenantDigest, key: &[u8]) -> String {
+        let ik = default_index_hash(tenant, key);
+        format!("{}:{{{:016x}{:016x}}}", self.0.config.prefix, ik.hi, ik.lo)
+    }
+
+    /// Runs `f` on a connection, bounded by the configured timeout.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.0.config.timeout, f(self.0.conn.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("timed out")),
+        }
+    }
+}
+
+fn num(v: Option<&Vec<u8>>) -> u64 {
+    v.and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Backend for RedisBackend {
+    type Lease = RedisLease;
+
+    fn max_key_len(&self) -> Option<usize> {
+        Some(self.0.config.max_key_len)
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.0.config.lease)
+    }
+
+    fn begin(
+        &self,
+        tenant: &[u8],
+        key: &[u8],
+        fingerprint: Fingerprint,
+    ) -> impl Future<Output = Result<Outcome<RedisLease>, BackendError>> + Send {
+        let td = TenantDigest::of(tenant);
+        let rkey = self.key_of(&td, key);
+        let key = key.to_vec();
+        let this = self.clone();
+        async move {
+            if key.len() > this.0.config.max_key_len || key.is_empty() {
+                return Err(BackendError::InvalidKey(format!(
+                    "the key is {} bytes; send 1..={}",
+                    key.len(),
+                    this.0.config.max_key_len
+                )));
+            }
+            let c = &this.0.config;
+            let reply: Vec<Vec<u8>> = this
+                .call(|mut conn| {
+                    let s = &this.0.scripts.begin;
+                    let mut inv = s.key(&rkey);
+                    inv.arg(&td.0[..])
+                        .arg(&key[..])
+                        .arg(&fingerprint.0[..])
+                        .arg(ms(c.lease))
+                        .arg(ms(c.retention));
+                    async move { inv.invoke_async(&mut conn).await }
+                })
+                .await?;
+            match reply.first().map(Vec::as_slice) {
+                Some(b"reserved") => Ok(Outcome::Reserved(RedisLease {
+                    backend: this.clone(),
+                    rkey,
+                    tenant: td,
+                    key,
+                    fingerprint,
+                    token: num(reply.get(1)),
+                    started_at: Timestamp(num(reply.get(2))),
+                    done: false,
+                })),
+                Some(b"inflight") => Ok(Outcome::InFlight {
+                    retry_after: Duration::from_millis(num(reply.get(1))),
+                    same_request: reply.get(2).is_some_and(|v| v == b"1"),
+                }),
+                Some(b"replay") => {
+                    let bytes = reply.get(1).cloned().unwrap_or_default();
+                    let (rtd, rk, stored) = idemstore::codec::decode(&bytes)
+                        .map_err(|e| unavailable(format!("stored record does not decode: {e}")))?;
+                    // Same check as the engine: never serve another scope's record.
+                    if rtd != td || rk != key {
+                        return Err(BackendError::Collision);
+                    }
+                    Ok(Outcome::Replay(stored))
+                }
+                Some(b"mismatch") => Ok(Outcome::Mismatch),
+                Some(b"collision") => Err(BackendError::Collision),
+                _ => Err(unavailable("unexpected reply from the begin script")),
+            }
+        }
+    }
+}
+
+/// A reservation held in Redis. Dropping it unfinished aborts it (in the
+/// background, on the current tokio runtime); if that cannot run, the lease
+/// simply ends.
+pub struct RedisLease {
+    backend: RedisBackend,
+    rkey: String,
+    tenant: TenantDigest,
+    key: Vec<u8>,
+    fingerprint: Fingerprint,
+    token: u64,
+    started_at: Timestamp,
+    done: bool,
+}
+
+impl std::fmt::Debug for RedisLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLease")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLease {
+    /// The fencing token.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    async fn run_abort(
+        backend: RedisBackend,
+        rkey: String,
+        token: u64,
+    ) -> Result<bool, BackendError> {
+        let n: i64 = backend
+            .call(|mut conn| {
+                let mut inv = backend.0.scripts.abort.key(&rkey);
+                inv.arg(token);
+                async move { inv.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+fn fenced() -> BackendError {
+    BackendError::Fenced(
+        "the lease ended and a later request took the key over; nothing was stored".into(),
+    )
+}
+
+impl Lease for RedisLease {
+    fn renew(&mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let b = self.backend.clone();
+        let rkey = self.rkey.clone();
+        let token = self.token;
+        async move {
+            let c = &b.0.config;
+            let n: i64 = b
+                .call(|mut conn| {
+                    let mut inv = b.0.scripts.renew.key(&rkey);
+                    inv.arg(token).arg(ms(c.lease)).arg(ms(c.retention));
+                    async move { inv.invoke_async(&mut conn).await }
+                })
+                .await?;
+            if n == 1 { Ok(()) } else { Err(fenced()) }
+        }
+    }
+
+    fn complete(
+        mut self,
+        response: Response,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.done = true;
+        let now = Timestamp(
+            u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+        );
+        let retention = self.backend.0.config.retention;
+        let stored = StoredResponse {
+            fingerprint: self.fingerprint,
+            started_at: self.started_at,
+            completed_at: now,
+            expires_at: now.saturating_add(retention),
+            response,
+        };
+        let record = idemstore::codec::encode(&self.tenant, &self.key, self.token, &stored);
+        let b = self.backend.clone();
+        let rkey = std::mem::take(&mut self.rkey);
+        let token = self.token;
+        async move {
+            let n: i64 = b
+                .call(|mut conn| {
+                    let mut inv = b.0.scripts.complete.key(&rkey);
+                    inv.arg(token).arg(&record[..]).arg(ms(retention));
+                    async move { inv.invoke_async(&mut conn).await }
+                })
+                .await?;
+            if n == 1 { Ok(()) } else { Err(fenced()) }
+        }
+    }
+
+    fn abort(mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.done = true;
+        let (b, rkey, token) = (
+            self.backend.clone(),
+            std::mem::take(&mut self.rkey),
+            self.token,
+        );
+        async move {
+            if RedisLease::run_abort(b, rkey, token).await? {
+                Ok(())
+            } else {
+                Err(fenced())
+            }
+        }
+    }
+}
+
+impl Drop for RedisLease {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (b, rkey, token) = (
+                self.backend.clone(),
+                std::mem::take(&mut self.rkey),
+                self.token,
+            );
+            rt.spawn(async move {
+                if let Err(e) = RedisLease::run_abort(b, rkey, token).await {
+                    tracing::warn!(error = %e, "aborting a dropped idempotency lease failed; it ends with its lease");
+                }
+            });
+        }
+    }
+}

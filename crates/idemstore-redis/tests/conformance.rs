@@ -1,0 +1,253 @@
+//! The contract every backend must keep, as one suite run against each:
+//! the embedded engine and Redis. A backend is done when it passes all of it.
+//!
+//! Times are real (Redis judges leases and expiry by its own clock): leases of
+//! 400 ms and a retention of 1.5 s keep the suite quick.
+//!
+//! The Redis half needs `IDEMSTORE_REDIS_URL` (scripts/test.sh starts a
+//! redis-server and sets it); without it these tests fail, loudly.
+
+#![allow(clippy::unwrap_used)]
+
+use idemstore::{Config, Fingerprint, Response, Store};
+use idemstore_http::{Backend, BackendError, Embedded, Lease, Outcome};
+use idemstore_redis::{RedisBackend, RedisConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const LEASE: Duration = Duration::from_millis(400);
+const RETENTION: Duration = Duration::from_millis(1500);
+
+fn fp(s: &str) -> Fingerprint {
+    Fingerprint::of(s.as_bytes())
+}
+
+fn resp(s: &str) -> Response {
+    Response::new(201, s.as_bytes().to_vec()).with_header("content-type", b"text/plain".to_vec())
+}
+
+fn redis_url() -> String {
+    std::env::var("IDEMSTORE_REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "IDEMSTORE_REDIS_URL is not set: run the tests with ./scripts/test.sh, which installs \
+             and starts redis-server, or point it at a Redis you started"
+        )
+    })
+}
+
+static PREFIX: AtomicU64 = AtomicU64::new(0);
+
+/// A Redis backend with a prefix of its own, so tests do not see each other.
+async fn redis() -> RedisBackend {
+    let prefix = format!(
+        "t{}-{}",
+        std::process::id(),
+        PREFIX.fetch_add(1, Ordering::SeqCst)
+    );
+    RedisBackend::connect(
+        &redis_url(),
+        RedisConfig::default()
+            .prefix(prefix)
+            .lease(LEASE)
+            .retention(RETENTION),
+    )
+    .await
+    .unwrap()
+}
+
+fn embedded() -> (Embedded, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::default()
+        .lease(LEASE)
+        .retention(RETENTION)
+        .bucket_width(Duration::from_secs(1));
+    (Embedded(Store::open(dir.path(), cfg).unwrap()), dir)
+}
+
+async fn reserve<B: Backend>(b: &B, tenant: &str, key: &str, f: &str) -> B::Lease {
+    match b
+        .begin(tenant.as_bytes(), key.as_bytes(), fp(f))
+        .await
+        .unwrap()
+    {
+        Outcome::Reserved(l) => l,
+        other => panic!(
+            "expected a reservation for {tenant}/{key}, got {}",
+            describe(&other)
+        ),
+    }
+}
+
+fn describe<L>(o: &Outcome<L>) -> String {
+    match o {
+        Outcome::Reserved(_) => "reserved".into(),
+        Outcome::InFlight {
+            retry_after,
+            same_request,
+        } => format!("in flight ({retry_after:?}, same: {same_request})"),
+        Outcome::Replay(s) => format!("replay of {}", String::from_utf8_lossy(&s.response.body)),
+        Outcome::Mismatch => "mismatch".into(),
+    }
+}
+
+async fn state<B: Backend>(b: &B, tenant: &str, key: &str, f: &str) -> String {
+    match b.begin(tenant.as_bytes(), key.as_bytes(), fp(f)).await {
+        Ok(Outcome::Reserved(l)) => {
+            drop(l);
+            "reserved".into()
+        }
+        Ok(o) => describe(&o),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+async fn reserve_replay_mismatch<B: Backend>(b: B) {
+    let l = reserve(&b, "t", "k", "a").await;
+    assert!(
+        state(&b, "t", "k", "a").await.starts_with("in flight"),
+        "duplicate while running"
+    );
+    assert!(state(&b, "t", "k", "b").await.contains("same: false"));
+    l.complete(resp("first")).await.unwrap();
+    match b.begin(b"t", b"k", fp("a")).await.unwrap() {
+        Outcome::Replay(s) => {
+            assert_eq!(s.response, resp("first"), "byte for byte");
+        }
+        other => panic!("{}", describe(&other)),
+    }
+    assert_eq!(state(&b, "t", "k", "b").await, "mismatch");
+}
+
+async fn tenants_are_independent<B: Backend>(b: B) {
+    let a = reserve(&b, "alice", "k", "x").await;
+    let o = reserve(&b, "bob", "k", "x").await;
+    a.complete(resp("alice")).await.unwrap();
+    o.complete(resp("bob")).await.unwrap();
+    assert_eq!(state(&b, "alice", "k", "x").await, "replay of alice");
+    assert_eq!(state(&b, "bob", "k", "x").await, "replay of bob");
+}
+
+async fn abort_and_drop_free_the_key<B: Backend>(b: B) {
+    reserve(&b, "t", "k", "a").await.abort().await.unwrap();
+    let l = reserve(&b, "t", "k", "a").await;
+    drop(l); // the handler panicked
+    // A dropped lease may be released in the background: allow a moment.
+    let mut freed = false;
+    for _ in 0..50 {
+        if state(&b, "t", "k", "a").await == "reserved" {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a dropped lease must free its key");
+}
+
+async fn takeover_fences_the_old_holder<B: Backend>(b: B) {
+    let old = reserve(&b, "t", "k", "a").await;
+    tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
+    let new = reserve(&b, "t", "k", "a").await;
+    let e = old.complete(resp("stale")).await.unwrap_err();
+    assert!(matches!(e, BackendError::Fenced(_)), "{e}");
+    new.complete(resp("fresh")).await.unwrap();
+    assert_eq!(state(&b, "t", "k", "a").await, "replay of fresh");
+}
+
+async fn late_completion_without_takeover_is_kept<B: Backend>(b: B) {
+    let l = reserve(&b, "t", "k", "a").await;
+    tokio::time::sleep(LEASE + Duration::from_millis(50)).await;
+    l.complete(resp("late")).await.unwrap();
+    assert_eq!(state(&b, "t", "k", "a").await, "replay of late");
+}
+
+async fn renew_extends_the_lease<B: Backend>(b: B) {
+    let mut l = reserve(&b, "t", "k", "a").await;
+    for _ in 0..3 {
+        tokio::time::sleep(LEASE / 2).await;
+        l.renew().await.unwrap();
+    }
+    assert!(
+        state(&b, "t", "k", "a").await.starts_with("in flight"),
+        "renewed past its first lease"
+    );
+    l.complete(resp("ok")).await.unwrap();
+}
+
+async fn completed_keys_expire_after_the_retention<B: Backend>(b: B) {
+    reserve(&b, "t", "k", "a")
+        .await
+        .complete(resp("v"))
+        .await
+        .unwrap();
+    assert_eq!(state(&b, "t", "k", "a").await, "replay of v");
+    tokio::time::sleep(RETENTION + Duration::from_millis(200)).await;
+    assert_eq!(
+        state(&b, "t", "k", "b").await,
+        "reserved",
+        "expired: a new request runs"
+    );
+}
+
+async fn racing_begins_get_one_reservation_per_key<B: Backend + Clone>(b: B) {
+    let wins = Arc::new(std::sync::Mutex::new(vec![0u32; 20]));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let b = b.clone();
+            let wins = wins.clone();
+            tokio::spawn(async move {
+                for k in 0..20 {
+                    if let Ok(Outcome::Reserved(l)) =
+                        b.begin(b"t", format!("k{k}").as_bytes(), fp("a")).await
+                    {
+                        wins.lock().unwrap()[k] += 1;
+                        l.complete(resp("x")).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        wins.lock().unwrap().iter().all(|&w| w == 1),
+        "{:?}",
+        wins.lock().unwrap()
+    );
+}
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod embedded_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (b, _dir) = embedded();
+                    super::$case(b).await;
+                }
+            )*
+        }
+        mod redis_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    reserve_replay_mismatch,
+    tenants_are_independent,
+    abort_and_drop_free_the_key,
+    takeover_fences_the_old_holder,
+    late_completion_without_takeover_is_kept,
+    renew_extends_the_lease,
+    completed_keys_expire_after_the_retention,
+    racing_begins_get_one_reservation_per_key,
+);
