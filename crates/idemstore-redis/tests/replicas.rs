@@ -1,0 +1,244 @@
+//! What only a shared backend has: several replicas on one Redis, and Redis
+//! going away and coming back. These tests start a redis-server of their own
+//! (from PATH; scripts/test.sh installs it) so they can stop and restart it.
+
+#![allow(clippy::unwrap_used)]
+
+use idemstore::{Fingerprint, Response};
+use idemstore_http::{Backend, BackendError, Lease, Outcome};
+use idemstore_redis::{RedisBackend, RedisConfig};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.up();
+        r
+    }
+
+    /// Starts (or restarts) the server, with an append-only file so a
+    /// restart keeps what was acknowledged.
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server must be installed (scripts/test.sh does it): {e}")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn config() -> RedisConfig {
+    RedisConfig::default()
+        .lease(Duration::from_secs(5))
+        .timeout(Duration::from_millis(500))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_racing_on_the_same_keys_execute_each_once() {
+    let redis = Redis::start();
+    let a = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    let b = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for replica in [a, b] {
+        for _ in 0..8 {
+            let replica = replica.clone();
+            let executions = executions.clone();
+            tasks.push(tokio::spawn(async move {
+                for k in 0..50 {
+                    let key = format!("order-{k}");
+                    loop {
+                        match replica
+                            .begin(b"tenant", key.as_bytes(), Fingerprint::of(b"r"))
+                            .await
+                            .unwrap()
+                        {
+                            Outcome::Reserved(l) => {
+                                executions.fetch_add(1, Ordering::SeqCst);
+                                l.complete(Response::new(201, key.clone())).await.unwrap();
+                                break;
+                            }
+                            Outcome::Replay(s) => {
+                                assert_eq!(s.response.body, key.as_bytes());
+                                break;
+                            }
+                            Outcome::InFlight { .. } => tokio::task::yield_now().await,
+                            Outcome::Mismatch => panic!("same request"),
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        executions.load(Ordering::SeqCst),
+        50,
+        "each key ran exactly once across both replicas"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_fast_and_service_resumes_when_it_returns() {
+    let mut redis = Redis::start();
+    let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    let l = match backend
+        .begin(b"t", b"kept", Fingerprint::of(b"r"))
+        .await
+        .unwrap()
+    {
+        Outcome::Reserved(l) => l,
+        _ => panic!("fresh"),
+    };
+    l.complete(Response::new(201, "kept")).await.unwrap();
+
+    redis.down();
+    let started = Instant::now();
+    let e = match backend.begin(b"t", b"new", Fingerprint::of(b"r")).await {
+        Err(e) => e,
+        Ok(_) => panic!("Redis is down"),
+    };
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+    assert!(e.to_string().contains("check that Redis is running"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by the timeout: {:?}",
+        started.elapsed()
+    );
+
+    // Restarted (appendfsync always): what was acknowledged is still there,
+    // and the same backend works again without being recreated.
+    redis.up();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match backend.begin(b"t", b"kept", Fingerprint::of(b"r")).await {
+            Ok(Outcome::Replay(s)) => {
+                assert_eq!(s.response.body, b"kept");
+                break;
+            }
+            Ok(other) => panic!(
+                "acknowledged completion lost across a Redis restart: {}",
+                matches!(other, Outcome::Reserved(_))
+            ),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("did not reconnect: {e}"),
+        }
+    }
+    assert!(matches!(
+        backend
+            .begin(b"t", b"new", Fingerprint::of(b"r"))
+            .await
+            .unwrap(),
+        Outcome::Reserved(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_answers_503_while_redis_is_down_and_the_handler_does_not_run() {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use tower::ServiceExt;
+    let mut redis = Redis::start();
+    let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/pay",
+                post(move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    async { (StatusCode::CREATED, "paid") }
+                }),
+            )
+            .layer(idemstore_http::IdempotencyLayer::new(
+                backend,
+                idemstore_http::IdempotencyConfig::default(),
+            ))
+    };
+    let call = |key: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::post("/pay")
+                .header("idempotency-key", key)
+                .body(Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }
+    };
+    assert_eq!(call("a").await, StatusCode::CREATED);
+    redis.down();
+    assert_eq!(call("b").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    redis.up();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call("b").await != StatusCode::CREATED {
+        assert!(Instant::now() < deadline, "service did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
