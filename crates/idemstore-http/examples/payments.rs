@@ -4,6 +4,8 @@
 //!
 //! ```sh
 //! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3000 --data ./payments-data
+//! # or, with several replicas sharing one Redis:
+//! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3001 --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! - every request needs `X-Api-Key` (the tenant); 401 problem+json without;
@@ -23,7 +25,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use idemstore::{Config, Store};
-use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, TenantSource};
+use idemstore_http::{Backend, Embedded, IdempotencyConfig, IdempotencyLayer, TenantSource};
+use idemstore_redis::{RedisBackend, RedisConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,12 +41,14 @@ const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 struct Args {
     listen: SocketAddr,
     data: PathBuf,
+    redis: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
         data: PathBuf::from("./payments-data"),
+        redis: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,9 +60,10 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--listen {value}: {e}"))?
             }
             "--data" => args.data = PathBuf::from(value),
+            "--redis" => args.redis = Some(value),
             other => {
                 return Err(format!(
-                    "unknown flag {other}; use --listen ADDR --data DIR"
+                    "unknown flag {other}; use --listen ADDR and --data DIR or --redis URL"
                 ));
             }
         }
@@ -237,38 +243,55 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args().map_err(|e| format!("payments: {e}"))?;
-    let store = Store::open(&args.data, Config::default())?;
-    let report = store.recovery_report();
-    eprintln!(
-        "store {}: {} completed and {} in-flight keys recovered",
-        args.data.display(),
-        report.completed_live,
-        report.pending_live
-    );
+/// The service, on whichever idempotency backend.
+fn app<B: Backend>(backend: B) -> Router {
     let state = Arc::new(AppState {
+        // Distinguishes ids across restarts and replicas.
         boot: SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         ..AppState::default()
     });
     let idempotency = IdempotencyLayer::new(
-        Embedded(store.clone()),
+        backend,
         IdempotencyConfig::default().tenant(TenantSource::Header(API_KEY)),
     );
-    let app = Router::new()
+    Router::new()
         .route("/v1/payments", post(create).get(list))
         .layer(idempotency)
         .layer(middleware::from_fn(require_api_key))
-        .with_state(state);
+        .with_state(state)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args().map_err(|e| format!("payments: {e}"))?;
+    let (app, store) = match &args.redis {
+        Some(url) => {
+            let backend = RedisBackend::connect(url, RedisConfig::default()).await?;
+            eprintln!("idempotency keys in Redis at {url}");
+            (app(backend), None)
+        }
+        None => {
+            let store = Store::open(&args.data, Config::default())?;
+            let report = store.recovery_report();
+            eprintln!(
+                "store {}: {} completed and {} in-flight keys recovered",
+                args.data.display(),
+                report.completed_live,
+                report.pending_live
+            );
+            (app(Embedded(store.clone())), Some(store))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    store.close()?;
+    if let Some(store) = store {
+        store.close()?;
+    }
     eprintln!("payments: stopped cleanly");
     Ok(())
 }

@@ -33,9 +33,18 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::spawn(&["--data".as_ref(), data.as_os_str()])
+    }
+
+    /// A replica keeping its idempotency keys in Redis.
+    fn start_redis(url: &str) -> Server {
+        Server::spawn(&["--redis".as_ref(), url.as_ref()])
+    }
+
+    fn spawn(args: &[&std::ffi::OsStr]) -> Server {
         let mut child = Command::new(example_binary())
-            .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -269,4 +278,67 @@ async fn a_restarted_server_replays_what_it_acknowledged() {
     let list = call(s.addr, "GET", &[ALICE], "").await.json();
     assert_eq!(list.as_array().unwrap().len(), 0);
     s.stop();
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_execute_duplicates_once() {
+    let url = std::env::var("IDEMSTORE_REDIS_URL").unwrap_or_else(|_| {
+        panic!("IDEMSTORE_REDIS_URL is not set: run ./scripts/test.sh, which starts Redis")
+    });
+    let a = Server::start_redis(&url);
+    let b = Server::start_redis(&url);
+    // A tenant of this run only: the shared Redis outlives it.
+    let tenant = format!("replicas-{}", std::process::id());
+    let body = r#"{"amount":42,"currency":"USD","delay_ms":200}"#;
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                call(
+                    addr,
+                    "POST",
+                    &[("x-api-key", &tenant), ("idempotency-key", "dup-across")],
+                    body,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::CREATED => {
+                ids.insert(r.json()["id"].as_str().unwrap().to_owned());
+            }
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every 201 is the same payment: {ids:?}");
+    let on_a = call(a.addr, "GET", &[("x-api-key", &tenant)], "")
+        .await
+        .json();
+    let on_b = call(b.addr, "GET", &[("x-api-key", &tenant)], "")
+        .await
+        .json();
+    let total = on_a.as_array().unwrap().len() + on_b.as_array().unwrap().len();
+    assert_eq!(
+        total, 1,
+        "exactly one execution across both replicas: {on_a} {on_b}"
+    );
+    // A retry to either replica replays it.
+    for s in [&a, &b] {
+        let r = call(
+            s.addr,
+            "POST",
+            &[("x-api-key", &tenant), ("idempotency-key", "dup-across")],
+            body,
+        )
+        .await;
+        assert!(r.replayed());
+    }
+    a.stop();
+    b.stop();
 }
