@@ -47,6 +47,7 @@ impl Redis {
                 "",
             ])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -241,4 +242,40 @@ async fn the_layer_answers_503_while_redis_is_down_and_the_handler_does_not_run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_fails_within_the_timeout() {
+    let redis = Redis::start();
+    let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    // Block the server for 2 s (as a long-running command or a stall would).
+    let port = redis.port.to_string();
+    let sleeper = std::thread::spawn(move || {
+        Command::new("redis-cli")
+            .args(["-p", &port, "DEBUG", "SLEEP", "2"])
+            .output()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let r = backend.begin(b"t", b"k", Fingerprint::of(b"r")).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(r, Err(BackendError::Unavailable(_))),
+        "a stalled Redis must fail the call"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "bounded by the 500 ms timeout: {took:?}"
+    );
+    sleeper.join().unwrap().unwrap();
+    // Once it answers again, so do we.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend
+        .begin(b"t", b"k2", Fingerprint::of(b"r"))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "did not recover after the stall");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
