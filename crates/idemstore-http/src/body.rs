@@ -145,9 +145,13 @@ impl<B: Body<Data = Bytes>> Body for Prefixed<B> {
         let p = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
         // Raise the upper bound first: SizeHint asserts lower <= upper.
         if let Some(u) = h.upper() {
-            h.set_upper(u + p);
+            h.set_upper(u.saturating_add(p));
         }
-        h.set_lower(h.lower() + p);
+        h.set_lower(
+            h.lower()
+                .saturating_add(p)
+                .min(h.upper().unwrap_or(u64::MAX)),
+        );
         h
     }
 }

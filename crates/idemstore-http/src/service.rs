@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower::{Layer, Service};
 
 /// Applies idempotency to every request of the wrapped service.
@@ -62,8 +63,14 @@ impl<B: Backend> IdempotencyLayer<B> {
                 config.key_len
             )));
         }
-        if config.renew_every.is_zero() {
-            return Err(ConfigError("renew_every must be longer than zero".into()));
+        if config.renew_every.is_zero()
+            || backend
+                .lease()
+                .is_some_and(|l| l < Duration::from_millis(3))
+        {
+            return Err(ConfigError(
+                "renew_every and the backend's lease must be longer than zero".into(),
+            ));
         }
         Ok(IdempotencyLayer {
             core: Idempotency::new(backend, config),
@@ -160,37 +167,48 @@ where
             // panic, client gone) aborts the reservation.
             let request = Request::from_parts(parts, boxed(Full::new(bytes)));
             let response = core.run_renewing(&mut lease, inner.call(request)).await?;
-            let (rparts, rbody) = response.into_parts();
-            let max = core.config().max_response_bytes;
-            match collect_limited(rbody, max).await {
-                Collected::Whole(b) => {
-                    core.finish(
-                        lease,
-                        rparts.status,
-                        &rparts.headers,
-                        ResponseBody::Whole(&b),
-                    )
-                    .await;
-                    Ok(Response::from_parts(rparts, full(b)))
+            // The handler has run: reading its response and storing it happen
+            // in a task of their own, so a client that goes away now cannot
+            // cancel the storing (a retry would run the handler again).
+            let finishing = tokio::spawn(async move {
+                let (rparts, rbody) = response.into_parts();
+                let max = core.config().max_response_bytes;
+                // A slow response body keeps the lease renewed, too.
+                match core
+                    .run_renewing(&mut lease, collect_limited(rbody, max))
+                    .await
+                {
+                    Collected::Whole(b) => {
+                        core.finish(
+                            lease,
+                            rparts.status,
+                            &rparts.headers,
+                            ResponseBody::Whole(&b),
+                        )
+                        .await;
+                        Response::from_parts(rparts, full(b))
+                    }
+                    Collected::TooLarge { prefix, rest } => {
+                        core.finish(
+                            lease,
+                            rparts.status,
+                            &rparts.headers,
+                            ResponseBody::TooLarge,
+                        )
+                        .await;
+                        Response::from_parts(rparts, boxed(Prefixed::new(prefix, rest)))
+                    }
+                    Collected::Failed(e) => {
+                        tracing::warn!(error = %e, "handler response body failed; key freed");
+                        drop(lease);
+                        problem_response(&Problem::ResponseBodyFailed)
+                    }
                 }
-                Collected::TooLarge { prefix, rest } => {
-                    core.finish(
-                        lease,
-                        rparts.status,
-                        &rparts.headers,
-                        ResponseBody::TooLarge,
-                    )
-                    .await;
-                    Ok(Response::from_parts(
-                        rparts,
-                        boxed(Prefixed::new(prefix, rest)),
-                    ))
-                }
-                Collected::Failed(e) => {
-                    tracing::warn!(error = %e, "handler response body failed; key freed");
-                    drop(lease);
-                    Ok(problem_response(&Problem::ResponseBodyFailed))
-                }
+            });
+            match finishing.await {
+                Ok(response) => Ok(response),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Ok(problem_response(&Problem::ResponseBodyFailed)),
             }
         })
     }

@@ -954,3 +954,79 @@ async fn a_full_disk_answers_503_without_running_the_handler_and_recovers() {
     );
     assert_eq!(a.runs.get(), 3);
 }
+
+/// Yields "slow" after `ms`, then ends.
+struct SlowBody(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+impl http_body::Body for SlowBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        let Some(sleep) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(()) => {
+                self.0 = None;
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                    b"slow",
+                )))))
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_gone_after_the_handler_ran_still_gets_its_response_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let runs = runs.clone();
+        Router::new()
+            .route(
+                "/pay",
+                axum::routing::post(move || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        let body = SlowBody(Some(Box::pin(tokio::time::sleep(
+                            Duration::from_millis(300),
+                        ))));
+                        (StatusCode::CREATED, Body::new(body))
+                    }
+                }),
+            )
+            .layer(IdempotencyLayer::new(
+                Embedded(store),
+                IdempotencyConfig::default(),
+            ))
+    };
+    let req = || {
+        Request::post("/pay")
+            .header(KEY.0, KEY.1)
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    // The client gives up while the response body is still being produced.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), router.clone().oneshot(req()))
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        r.headers().contains_key(REPLAYED),
+        "the handler ran: its response was stored"
+    );
+    assert_eq!(
+        r.into_body().collect().await.unwrap().to_bytes().as_ref(),
+        b"slow"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

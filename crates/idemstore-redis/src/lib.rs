@@ -119,34 +119,38 @@ if s == 'p' and now < tonumber(h[4]) then
 end
 local g = redis.call('HINCRBY', KEYS[1], 'g', 1)
 local le = now + tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 's', 'p', 'fp', ARGV[3], 'le', le, 'st', now, 'td', ARGV[1], 'k', ARGV[2])
+redis.call('HSET', KEYS[1], 's', 'p', 'n', ARGV[6], 'fp', ARGV[3], 'le', le, 'st', now, 'td', ARGV[1], 'k', ARGV[2])
 redis.call('HDEL', KEYS[1], 'r')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) + tonumber(ARGV[4]))
 return {'reserved', tostring(g), tostring(now), tostring(le)}
 ";
 
+// The holder proves itself with the generation *and* a random nonce chosen at
+// begin: if the hash ever disappears (expiry of a long-stalled holder,
+// eviction, a failover) and generations restart, a stale holder's token may
+// repeat, but its nonce will not.
 const COMPLETE: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 'g')
-if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+local h = redis.call('HMGET', KEYS[1], 's', 'g', 'n')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 ";
 
 const ABORT: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 'g')
-if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+local h = redis.call('HMGET', KEYS[1], 's', 'g', 'n')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'a')
 return 1
 ";
 
 const RENEW: &str = r"
-local h = redis.call('HMGET', KEYS[1], 's', 'g')
-if h[1] ~= 'p' or h[2] ~= ARGV[1] then return 0 end
+local h = redis.call('HMGET', KEYS[1], 's', 'g', 'n')
+if h[1] ~= 'p' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'le', now + tonumber(ARGV[2]))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'le', now + tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[3]))
 return 1
 ";
 
@@ -181,8 +185,21 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
     ))
 }
 
+/// Milliseconds for Redis, at most about 100 years (Lua turns larger
+/// integers into floats that PEXPIRE refuses).
 fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(100 * 365 * 24 * 3_600_000)
+}
+
+/// A random 64-bit value (std's randomly keyed hasher, seeded from the OS),
+/// to tell reservations apart if generations ever restart.
+fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
 }
 
 impl RedisBackend {
@@ -269,6 +286,7 @@ impl Backend for RedisBackend {
                 )));
             }
             let c = &this.0.config;
+            let nonce = random_nonce();
             let reply: Vec<Vec<u8>> = this
                 .call(|mut conn| {
                     let s = &this.0.scripts.begin;
@@ -277,7 +295,8 @@ impl Backend for RedisBackend {
                         .arg(&key[..])
                         .arg(&fingerprint.0[..])
                         .arg(ms(c.lease))
-                        .arg(ms(c.retention));
+                        .arg(ms(c.retention))
+                        .arg(nonce);
                     async move { inv.invoke_async(&mut conn).await }
                 })
                 .await?;
@@ -289,6 +308,7 @@ impl Backend for RedisBackend {
                     key,
                     fingerprint,
                     token: num(reply.get(1)),
+                    nonce,
                     started_at: Timestamp(num(reply.get(2))),
                     done: false,
                 })),
@@ -324,6 +344,7 @@ pub struct RedisLease {
     key: Vec<u8>,
     fingerprint: Fingerprint,
     token: u64,
+    nonce: u64,
     started_at: Timestamp,
     done: bool,
 }
@@ -346,11 +367,12 @@ impl RedisLease {
         backend: RedisBackend,
         rkey: String,
         token: u64,
+        nonce: u64,
     ) -> Result<bool, BackendError> {
         let n: i64 = backend
             .call(|mut conn| {
                 let mut inv = backend.0.scripts.abort.key(&rkey);
-                inv.arg(token);
+                inv.arg(token).arg(nonce);
                 async move { inv.invoke_async(&mut conn).await }
             })
             .await?;
@@ -368,13 +390,16 @@ impl Lease for RedisLease {
     fn renew(&mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
         let b = self.backend.clone();
         let rkey = self.rkey.clone();
-        let token = self.token;
+        let (token, nonce) = (self.token, self.nonce);
         async move {
             let c = &b.0.config;
             let n: i64 = b
                 .call(|mut conn| {
                     let mut inv = b.0.scripts.renew.key(&rkey);
-                    inv.arg(token).arg(ms(c.lease)).arg(ms(c.retention));
+                    inv.arg(token)
+                        .arg(nonce)
+                        .arg(ms(c.lease))
+                        .arg(ms(c.retention));
                     async move { inv.invoke_async(&mut conn).await }
                 })
                 .await?;
@@ -407,12 +432,23 @@ impl Lease for RedisLease {
         let record = idemstore::codec::encode(&self.tenant, &self.key, self.token, &stored);
         let b = self.backend.clone();
         let rkey = std::mem::take(&mut self.rkey);
-        let token = self.token;
+        let (token, nonce) = (self.token, self.nonce);
         async move {
+            let record = match record {
+                Ok(r) => r,
+                Err(why) => {
+                    // Cannot be stored: free the key rather than leave it held.
+                    let _ = RedisLease::run_abort(b, rkey, token, nonce).await;
+                    return Err(BackendError::TooLarge(why));
+                }
+            };
             let n: i64 = b
                 .call(|mut conn| {
                     let mut inv = b.0.scripts.complete.key(&rkey);
-                    inv.arg(token).arg(&record[..]).arg(ms(retention));
+                    inv.arg(token)
+                        .arg(nonce)
+                        .arg(&record[..])
+                        .arg(ms(retention));
                     async move { inv.invoke_async(&mut conn).await }
                 })
                 .await?;
@@ -422,13 +458,10 @@ impl Lease for RedisLease {
 
     fn abort(mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
         self.done = true;
-        let (b, rkey, token) = (
-            self.backend.clone(),
-            std::mem::take(&mut self.rkey),
-            self.token,
-        );
+        let (b, rkey) = (self.backend.clone(), std::mem::take(&mut self.rkey));
+        let (token, nonce) = (self.token, self.nonce);
         async move {
-            if RedisLease::run_abort(b, rkey, token).await? {
+            if RedisLease::run_abort(b, rkey, token, nonce).await? {
                 Ok(())
             } else {
                 Err(fenced())
@@ -443,13 +476,10 @@ impl Drop for RedisLease {
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (b, rkey, token) = (
-                self.backend.clone(),
-                std::mem::take(&mut self.rkey),
-                self.token,
-            );
+            let (b, rkey) = (self.backend.clone(), std::mem::take(&mut self.rkey));
+            let (token, nonce) = (self.token, self.nonce);
             rt.spawn(async move {
-                if let Err(e) = RedisLease::run_abort(b, rkey, token).await {
+                if let Err(e) = RedisLease::run_abort(b, rkey, token, nonce).await {
                     tracing::warn!(error = %e, "aborting a dropped idempotency lease failed; it ends with its lease");
                 }
             });

@@ -279,3 +279,59 @@ async fn a_slow_redis_fails_within_the_timeout() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_holder_stays_fenced_even_if_the_key_vanished_and_generations_restart() {
+    let redis = Redis::start();
+    let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    let Outcome::Reserved(stale) = backend
+        .begin(b"t", b"k", Fingerprint::of(b"r"))
+        .await
+        .unwrap()
+    else {
+        panic!("fresh")
+    };
+    // The hash disappears (eviction, expiry of a long stall, a failover).
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--scan",
+            "--pattern",
+            "idem:*",
+        ])
+        .output()
+        .unwrap();
+    for key in String::from_utf8_lossy(&out.stdout).lines() {
+        Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "DEL", key])
+            .output()
+            .unwrap();
+    }
+    let Outcome::Reserved(fresh) = backend
+        .begin(b"t", b"k", Fingerprint::of(b"r"))
+        .await
+        .unwrap()
+    else {
+        panic!("the key is free again")
+    };
+    assert_eq!(
+        stale.token(),
+        fresh.token(),
+        "generations restarted: the tokens collide"
+    );
+    let e = stale
+        .complete(Response::new(200, "stale"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackendError::Fenced(_)), "{e}");
+    fresh.complete(Response::new(201, "fresh")).await.unwrap();
+    match backend
+        .begin(b"t", b"k", Fingerprint::of(b"r"))
+        .await
+        .unwrap()
+    {
+        Outcome::Replay(s) => assert_eq!(s.response.body, b"fresh"),
+        _ => panic!("expected the fresh holder's response"),
+    }
+}

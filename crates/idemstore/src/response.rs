@@ -57,23 +57,25 @@ pub mod codec {
     use crate::format::record::{self, Body, Record};
     use crate::scope::TenantDigest;
 
-    /// Encodes a completed record for (`tenant`, `key`), reservation `token`.
+    /// Encodes a completed record for (`tenant`, `key`), reservation
+    /// `token`, or says why the format cannot hold it (a key over 65535
+    /// bytes, too many or too long headers, a body over 4 GiB).
     pub fn encode(
         tenant: &TenantDigest,
         key: &[u8],
         token: u64,
         stored: &StoredResponse,
-    ) -> Vec<u8> {
+    ) -> Result<Vec<u8>, String> {
+        if key.len() > usize::from(u16::MAX) {
+            return Err(format!("a key of {} bytes (at most 65535)", key.len()));
+        }
+        if let Some(why) = record::unencodable(&stored.response) {
+            return Err(why);
+        }
         let mut out = Vec::with_capacity(128 + key.len() + stored.response.body.len());
-        record::encode_parts(
-            &mut out,
-            token,
-            tenant,
-            key,
-            token,
-            &Body::Completed(stored.clone()),
-        );
-        out
+        let body = Body::Completed(stored.clone());
+        record::encode_parts(&mut out, token, tenant, key, token, &body);
+        Ok(out)
     }
 
     /// Decodes what [`encode`] wrote: (tenant digest, key, record), or why not.
