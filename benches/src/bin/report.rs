@@ -1,0 +1,279 @@
+//! A quick side-by-side report: the durable begin→complete cycle (W1, 512 B
+//! body, fresh keys) at 1, 8 and 64 concurrent callers on idemstore and its
+//! peers, in one run, printed as a markdown table with ratios.
+//!
+//! `cargo run --release -p idemstore-benches --bin report -- [SECONDS_PER_CELL]`
+//!
+//! Peers, each written the way a competent user would build an idempotency
+//! store on it:
+//! - raw limit: append the same bytes a batch of `callers` completions writes,
+//!   then fdatasync, in a loop (the disk's ceiling);
+//! - sled 0.34: compare-and-swap to reserve, insert on completion, `flush`
+//!   after each for durability;
+//! - redb: one write transaction per operation (reserve, complete), each
+//!   committed with its default immediate durability;
+//! - Redis 7 on loopback (started here when `redis-server` is installed):
+//!   this project's Redis backend (one Lua script per operation), with
+//!   `appendfsync always` and `everysec`.
+//!
+//! Not yet: W2-W6 of the performance issue (replay latency percentiles, the
+//! mixed workload, open time at 10M keys, memory at 10M keys, HTTP).
+
+use idemstore::{Config, Durability, Fingerprint, Response, Store};
+use idemstore_benches::durable_cycles;
+use idemstore_http::{Backend, Lease, Outcome};
+use redb::ReadableTable;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const CALLERS: [usize; 3] = [1, 8, 64];
+const BODY: usize = 512;
+
+/// Runs `op(thread, i)` from `callers` threads for about `secs`; returns ops/s.
+fn threads(callers: usize, secs: f64, op: impl Fn(usize, u64) + Send + Sync + 'static) -> f64 {
+    let op = Arc::new(op);
+    let barrier = Arc::new(Barrier::new(callers + 1));
+    let deadline = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let handles: Vec<_> = (0..callers)
+        .map(|t| {
+            let (op, barrier, deadline) = (op.clone(), barrier.clone(), deadline.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let end = *deadline.get().expect("set before release");
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    op(t, n);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let _ = deadline.set(start + Duration::from_secs_f64(secs));
+    barrier.wait();
+    let total: u64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn idemstore(d: Durability, callers: usize, secs: f64) -> f64 {
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut run = 0;
+    while start.elapsed().as_secs_f64() < secs {
+        let chunk = (callers as u64 * 50).max(500);
+        durable_cycles(&store, callers, chunk, run, BODY);
+        done += chunk.div_ceil(callers as u64) * callers as u64;
+        run += 1;
+    }
+    let r = done as f64 / start.elapsed().as_secs_f64();
+    store.close().expect("close");
+    r
+}
+
+fn raw(callers: usize, secs: f64) -> f64 {
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let f = std::fs::File::create(dir.path().join("raw")).expect("create");
+    let buf = vec![0x5au8; 640 * callers];
+    let (mut off, mut n) = (0u64, 0u64);
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        f.write_all_at(&buf, off).expect("write");
+        f.sync_data().expect("fdatasync");
+        off += buf.len() as u64;
+        n += callers as u64;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn sled(callers: usize, secs: f64) -> f64 {
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let db = sled::open(dir.path()).expect("sled");
+    let body = vec![b'x'; BODY];
+    threads(callers, secs, move |t, i| {
+        let key = format!("t{t}-{i}");
+        let reserved = db
+            .compare_and_swap(&key, None as Option<&[u8]>, Some(&b"pending"[..]))
+            .expect("cas");
+        assert!(reserved.is_ok(), "fresh key");
+        db.flush().expect("flush");
+        db.insert(&key, &body[..]).expect("insert");
+        db.flush().expect("flush");
+    })
+}
+
+const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("idem");
+
+fn redb(callers: usize, secs: f64) -> f64 {
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let db = Arc::new(redb::Database::create(dir.path().join("db")).expect("redb"));
+    let body = vec![b'x'; BODY];
+    threads(callers, secs, move |t, i| {
+        let key = format!("t{t}-{i}");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            assert!(table.get(key.as_str()).expect("get").is_none(), "fresh key");
+            table.insert(key.as_str(), &b"pending"[..]).expect("insert");
+        }
+        txn.commit().expect("commit");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            table.insert(key.as_str(), &body[..]).expect("insert");
+        }
+        txn.commit().expect("commit");
+    })
+}
+
+/// A redis-server of our own on a free loopback port.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start(appendfsync: &str) -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = tempfile::tempdir_in(".").ok()?;
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", appendfsync])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(RedisServer {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis(server: &RedisServer, callers: usize, secs: f64) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let backend =
+            idemstore_redis::RedisBackend::connect(&url, idemstore_redis::RedisConfig::default())
+                .await
+                .expect("connect");
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|t| {
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let key = format!("c{callers}-t{t}-{n}");
+                        match backend
+                            .begin(b"bench", key.as_bytes(), Fingerprint::of(b"r"))
+                            .await
+                        {
+                            Ok(Outcome::Reserved(l)) => l
+                                .complete(Response::new(201, vec![b'x'; BODY]))
+                                .await
+                                .expect("complete"),
+                            _ => panic!("fresh key"),
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2.0);
+    let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut row = |name: &str, f: &dyn Fn(usize) -> f64| {
+        let cells: Vec<f64> = CALLERS.iter().map(|&c| f(c)).collect();
+        eprintln!("{name}: {cells:?}");
+        rows.push((name.to_owned(), cells));
+    };
+    row("idemstore Sync", &|c| idemstore(Durability::Sync, c, secs));
+    row("idemstore None", &|c| idemstore(Durability::None, c, secs));
+    row("raw limit (append + fdatasync, batch = callers)", &|c| {
+        raw(c, secs)
+    });
+    row("sled 0.34 (CAS, insert, flush)", &|c| sled(c, secs));
+    row("redb (a write txn per op)", &|c| redb(c, secs));
+    for mode in ["always", "everysec"] {
+        match RedisServer::start(mode) {
+            Some(server) => row(&format!("Redis 7, appendfsync {mode}"), &|c| {
+                redis(&server, c, secs)
+            }),
+            None => eprintln!(
+                "Redis {mode}: skipped: redis-server is not installed (scripts/test.sh installs it)"
+            ),
+        }
+    }
+    let ours = rows[0].1.clone();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "W1 durable begin→complete, {BODY} B body, cycles/s ({secs} s per cell)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| store | 1 caller | 8 callers | 64 callers | idemstore Sync ÷ this, at 64 |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    for (name, cells) in &rows {
+        let c: Vec<String> = cells.iter().map(|v| format!("{v:.0}")).collect();
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {:.2}× |",
+            c[0],
+            c[1],
+            c[2],
+            ours[2] / cells[2]
+        );
+    }
+}
