@@ -16,8 +16,10 @@
 //!   this project's Redis backend (one Lua script per operation), with
 //!   `appendfsync always` and `everysec`.
 //!
-//! Not yet: W2-W6 of the performance issue (replay latency percentiles, the
-//! mixed workload, open time at 10M keys, memory at 10M keys, HTTP).
+//! W2: replay latency (p50/p99) in-process, beside a Redis GET on loopback.
+//!
+//! Not yet: W3-W6 of the performance issue (the mixed workload, open time and
+//! memory at 10M keys, HTTP with peers).
 
 use idemstore::{Config, Durability, Fingerprint, Response, Store};
 use idemstore_benches::durable_cycles;
@@ -226,6 +228,62 @@ fn redis(server: &RedisServer, callers: usize, secs: f64) -> f64 {
     })
 }
 
+/// p50 and p99 of `n` timed calls of `f`, in µs.
+fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
+    let mut t: Vec<Duration> = (0..n)
+        .map(|i| {
+            let s = Instant::now();
+            f(i);
+            s.elapsed()
+        })
+        .collect();
+    t.sort_unstable();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    (us(t[n / 2]), us(t[n * 99 / 100]))
+}
+
+/// W2: `begin` on completed keys (1 KB bodies), one caller, in-process; and a
+/// plain Redis GET of a 1 KB value over loopback for scale.
+fn replay(redis: Option<&RedisServer>) -> Vec<(String, f64, f64)> {
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let store =
+        Store::open(dir.path(), Config::default().durability(Durability::None)).expect("open");
+    let keys = 10_000;
+    let fp = Fingerprint::of(b"r");
+    for i in 0..keys {
+        let Ok(idemstore::Begin::Reserved(r)) = store.begin("t", format!("k{i}"), fp) else {
+            panic!("fresh key")
+        };
+        r.complete(Response::new(201, vec![b'x'; 1024]))
+            .expect("complete");
+    }
+    let mut out = Vec::new();
+    let (p50, p99) = percentiles(100_000, |i| {
+        let k = format!("k{}", (i * 7919) % keys);
+        assert!(matches!(
+            store.begin("t", k, fp),
+            Ok(idemstore::Begin::Replay(_))
+        ));
+    });
+    out.push(("idemstore replay (in-process begin)".to_owned(), p50, p99));
+    if let Some(server) = redis {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).expect("url");
+        let mut conn = client.get_connection().expect("connect");
+        let _: () = redis::cmd("SET")
+            .arg("v")
+            .arg(vec![b'x'; 1024])
+            .query(&mut conn)
+            .expect("set");
+        let (p50, p99) = percentiles(20_000, |_| {
+            let v: Vec<u8> = redis::cmd("GET").arg("v").query(&mut conn).expect("get");
+            assert_eq!(v.len(), 1024);
+        });
+        out.push(("Redis GET over loopback (1 KB)".to_owned(), p50, p99));
+    }
+    out
+}
+
 fn main() {
     let secs: f64 = std::env::args()
         .nth(1)
@@ -244,16 +302,20 @@ fn main() {
     });
     row("sled 0.34 (CAS, insert, flush)", &|c| sled(c, secs));
     row("redb (a write txn per op)", &|c| redb(c, secs));
+    let mut servers = Vec::new();
     for mode in ["always", "everysec"] {
-        match RedisServer::start(mode) {
-            Some(server) => row(&format!("Redis 7, appendfsync {mode}"), &|c| {
-                redis(&server, c, secs)
-            }),
-            None => eprintln!(
+        let Some(server) = RedisServer::start(mode) else {
+            eprintln!(
                 "Redis {mode}: skipped: redis-server is not installed (scripts/test.sh installs it)"
-            ),
-        }
+            );
+            continue;
+        };
+        row(&format!("Redis 7, appendfsync {mode}"), &|c| {
+            redis(&server, c, secs)
+        });
+        servers.push(server);
     }
+    let w2 = replay(servers.first());
     let ours = rows[0].1.clone();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -275,5 +337,11 @@ fn main() {
             c[2],
             ours[2] / cells[2]
         );
+    }
+    let _ = writeln!(out, "\nW2 replay, one caller, 1 KB body\n");
+    let _ = writeln!(out, "| lookup | p50 µs | p99 µs |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for (name, p50, p99) in &w2 {
+        let _ = writeln!(out, "| {name} | {p50:.2} | {p99:.2} |");
     }
 }
