@@ -163,3 +163,17 @@ impl idemstore::storage::Storage for SlowSync {
         self.inner.sync_dir()
     }
 }
+
+/// Runs `chunk(run, n)` — a batch of `n` cycles with distinct keys per `run` —
+/// until `secs` have passed; returns cycles per second.
+pub fn cycles_for(secs: f64, callers: usize, mut chunk: impl FnMut(u64, u64)) -> f64 {
+    let per_chunk = (callers as u64 * 50).max(2_000);
+    let start = Instant::now();
+    let (mut done, mut run) = (0u64, 0u64);
+    while start.elapsed().as_secs_f64() < secs {
+        chunk(run, per_chunk);
+        done += per_chunk.div_ceil(callers as u64) * callers as u64;
+        run += 1;
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}

@@ -7,8 +7,8 @@
 //! `SLOW_FSYNC_US=1000` adds 1 ms to every fdatasync, to model a slower disk.
 
 use idemstore::{Config, Durability, Store};
-use idemstore_benches::{SlowSync, durable_cycles, durable_cycles_async};
-use std::time::{Duration, Instant};
+use idemstore_benches::{SlowSync, cycles_for, durable_cycles, durable_cycles_async};
+use std::time::Duration;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -44,25 +44,18 @@ fn main() {
         None => Store::open(dir.path(), config),
     }
     .expect("open");
-    let start = Instant::now();
-    let mut done = 0u64;
-    let mut run = 0;
-    while start.elapsed() < Duration::from_secs(secs) {
-        let chunk = 2_000u64.max(callers as u64 * 50);
+    let rate = cycles_for(secs as f64, callers, |run, n| {
         if tasks {
-            durable_cycles_async(&rt, &store, callers, chunk, run, 512);
+            durable_cycles_async(&rt, &store, callers, n, run, 512);
         } else {
-            durable_cycles(&store, callers, chunk, run, 512);
+            durable_cycles(&store, callers, n, run, 512);
         }
-        done += chunk.div_ceil(callers as u64) * callers as u64;
-        run += 1;
-    }
-    let el = start.elapsed().as_secs_f64();
+    });
     let s = store.stats();
     println!(
         "{callers} {} {durability:?}: {:.0} cycles/s; {:.1} records/batch; {} fsyncs",
         if tasks { "async tasks" } else { "threads" },
-        done as f64 / el,
+        rate,
         s.records_written as f64 / s.batches.max(1) as f64,
         s.fsyncs
     );

@@ -22,7 +22,7 @@
 //! memory at 10M keys, HTTP with peers).
 
 use idemstore::{Config, Durability, Fingerprint, Response, Store};
-use idemstore_benches::durable_cycles;
+use idemstore_benches::{cycles_for, durable_cycles};
 use idemstore_http::{Backend, Lease, Outcome};
 use redb::ReadableTable;
 use std::io::Write;
@@ -63,16 +63,9 @@ fn threads(callers: usize, secs: f64, op: impl Fn(usize, u64) + Send + Sync + 's
 fn idemstore(d: Durability, callers: usize, secs: f64) -> f64 {
     let dir = tempfile::tempdir_in(".").expect("tempdir");
     let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
-    let start = Instant::now();
-    let mut done = 0u64;
-    let mut run = 0;
-    while start.elapsed().as_secs_f64() < secs {
-        let chunk = (callers as u64 * 50).max(500);
-        durable_cycles(&store, callers, chunk, run, BODY);
-        done += chunk.div_ceil(callers as u64) * callers as u64;
-        run += 1;
-    }
-    let r = done as f64 / start.elapsed().as_secs_f64();
+    let r = cycles_for(secs, callers, |run, n| {
+        durable_cycles(&store, callers, n, run, BODY);
+    });
     store.close().expect("close");
     r
 }

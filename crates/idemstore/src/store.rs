@@ -536,7 +536,7 @@ impl Store {
         key: impl AsRef<[u8]>,
         fingerprint: Fingerprint,
     ) -> Result<Begin> {
-        self.inner.check_usable()?;
+        self.inner.shared.check_open()?;
         let shared = &self.inner.shared;
         shared.check_writable()?;
         let key = key.as_ref();
@@ -627,7 +627,7 @@ impl Store {
     /// What the store holds for a key, without reserving it. Expired records
     /// and lapsed reservations are `None`.
     pub fn get(&self, tenant: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
-        self.inner.check_usable()?;
+        self.inner.shared.check_open()?;
         let shared = &self.inner.shared;
         let key = key.as_ref();
         self.check_key(key)?;
@@ -716,7 +716,7 @@ impl Store {
     /// Runs one compaction pass now (the compactor thread also runs one every
     /// `compaction_interval`).
     pub fn compact_now(&self) -> Result<CompactionReport> {
-        self.inner.check_usable()?;
+        self.inner.shared.check_open()?;
         compactor::compact_once(&self.inner.shared, &self.inner.writer_tx)
     }
 
@@ -738,10 +738,6 @@ impl Store {
 }
 
 impl StoreInner {
-    fn check_usable(&self) -> Result<()> {
-        self.shared.check_open()
-    }
-
     fn shutdown(&self) -> Result<()> {
         // Held throughout, so a second `close` returns only once this one
         // has flushed and joined.
@@ -828,7 +824,7 @@ impl Reservation {
     /// Extends the lease to `now + lease`. Fails with [`Error::Fenced`] if the
     /// key was already taken over.
     pub fn renew(&mut self) -> Result<Timestamp> {
-        self.store.check_usable()?;
+        self.store.shared.check_open()?;
         let shared = &self.store.shared;
         let lease_end = shared.clock().now().saturating_add(shared.config.lease);
         let seq = {
@@ -917,7 +913,7 @@ impl Reservation {
     fn submit_completion(&mut self, response: Response) -> Result<Commit> {
         // Refuse what cannot be stored before touching the index; dropping
         // `self` on the error path aborts the reservation and frees the key.
-        self.store.check_usable()?;
+        self.store.shared.check_open()?;
         let shared = &self.store.shared;
         let max = shared.config.max_record_bytes;
         let size = record::completed_payload_len(self.key.len(), &response);
@@ -989,7 +985,7 @@ impl Reservation {
             }
             shared.next_seq()
         };
-        self.store.check_usable()?;
+        self.store.shared.check_open()?;
         let body = Body::Aborted {
             lease_end: self.lease_end,
         };
