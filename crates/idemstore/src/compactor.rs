@@ -7,14 +7,17 @@
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, advice};
+use crate::format::hint;
+use crate::hints;
 use crate::index::Holder;
+use crate::segment::Segment;
 use crate::store::Shared;
 use crate::writer::Msg;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the compactor should do.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,6 +88,22 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     let mut first_error = None;
     for seg in &removed {
         report.bytes_freed += seg.len.load(Ordering::Relaxed);
+        // The hint goes first: a hint never outlives its segment.
+        if let Some(h) = hint::name_for(&seg.name) {
+            match shared.storage.remove(&h) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    first_error.get_or_insert(Error::io(
+                        "deleting the hint of an expired segment",
+                        shared.dir.join(&h),
+                        e,
+                        advice::WRITE,
+                    ));
+                    continue;
+                }
+            }
+        }
         match shared.storage.remove(&seg.name) {
             Ok(()) => report.segments_dropped += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -113,16 +132,42 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     }
 }
 
-/// The compactor thread's loop: a pass every `interval` until told to stop.
+/// Writes the hint file of a segment the writer sealed, unless the segment
+/// was deleted meanwhile (its hint would outlive it). Runs on the compactor
+/// thread, or on the writer's at shutdown once the compactor has stopped, so
+/// never while a pass deletes segments.
+pub(crate) fn write_hint(shared: &Shared, seg: &Segment) {
+    if shared.segments.get(seg.id()).is_none() {
+        return;
+    }
+    let c = &shared.counters;
+    match hints::write_for_sealed(shared.storage.as_ref(), seg, shared.config.index_hash) {
+        Ok(()) => c.hints_written.fetch_add(1, Ordering::Relaxed),
+        Err(_) => c.hint_errors.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+/// The compactor thread's loop: a pass every `interval`, and the hint file
+/// of every segment the writer seals, until told to stop.
 pub(crate) fn run(
     shared: Arc<Shared>,
     writer: Sender<Msg>,
     stop: Receiver<()>,
+    mut sealed: Receiver<Arc<Segment>>,
     interval: Duration,
 ) {
+    let mut next_pass = Instant::now() + interval;
     loop {
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => {
+        let wait = next_pass.saturating_duration_since(Instant::now());
+        crossbeam_channel::select! {
+            recv(stop) -> _ => return,
+            recv(sealed) -> seg => match seg {
+                Ok(seg) => write_hint(&shared, &seg),
+                // The writer is gone: stop listening (else this spins).
+                Err(_) => sealed = crossbeam_channel::never(),
+            },
+            default(wait) => {
+                next_pass = Instant::now() + interval;
                 if let Err(e) = compact_once(&shared, &writer) {
                     if matches!(e, Error::Closed) {
                         return;
@@ -133,8 +178,6 @@ pub(crate) fn run(
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // Told to stop, or the store is gone.
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }

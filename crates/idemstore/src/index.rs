@@ -21,7 +21,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Number of shards; a power of two.
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
+
+/// The shard of a key: its top six bits.
+pub(crate) fn shard_of(key: &IndexKey) -> usize {
+    usize::try_from(key.hi >> 58).unwrap_or(0) & (SHARDS - 1)
+}
 
 /// Where a record is: segment id and byte offset of its frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +88,7 @@ impl Hasher for PassThrough {
     }
 }
 
-type Build = BuildHasherDefault<PassThrough>;
+pub(crate) type Build = BuildHasherDefault<PassThrough>;
 
 /// One shard's maps.
 #[derive(Default)]
@@ -98,31 +103,26 @@ pub(crate) struct Index {
 }
 
 impl Index {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Index {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 
-    /// Builds an index from recovered maps, distributing them over shards.
-    pub(crate) fn from_parts(
-        completed: impl IntoIterator<Item = (IndexKey, Slot)>,
-        pending: impl IntoIterator<Item = (IndexKey, PendingEntry)>,
-    ) -> Self {
-        let idx = Index::new();
-        for (k, s) in completed {
-            idx.lock(&k).completed.insert(k, s);
+    /// Builds an index from recovered shards: `shards[i]` must hold exactly
+    /// the keys with `shard_of(key) == i`. Missing shards are empty.
+    pub(crate) fn from_shards(shards: Vec<Shard>) -> Self {
+        let mut shards: Vec<Mutex<Shard>> = shards.into_iter().map(Mutex::new).collect();
+        shards.resize_with(SHARDS, || Mutex::new(Shard::default()));
+        Index {
+            shards: shards.into_boxed_slice(),
         }
-        for (k, p) in pending {
-            idx.lock(&k).pending.insert(k, p);
-        }
-        idx
     }
 
     pub(crate) fn lock(&self, key: &IndexKey) -> MutexGuard<'_, Shard> {
         // High bits pick the shard; the map hashes the low word.
-        let i = usize::try_from(key.hi >> 58).unwrap_or(0) & (SHARDS - 1);
-        self.shards[i].lock()
+        self.shards[shard_of(key)].lock()
     }
 
     /// Runs `f` on every shard in turn, one lock at a time.

@@ -57,6 +57,7 @@ mod error;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hints;
 mod index;
 mod recovery;
 mod response;

@@ -14,13 +14,15 @@
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
-use crate::format::frame::{Scanned, Scanner};
+use crate::format::hint;
 use crate::format::record::{self, Body, Kind, Record};
 use crate::format::segment_header::{self, SegmentHeader};
-use crate::index::{Holder, Index, PendingEntry, Slot};
+use crate::hints;
+use crate::index::{self, Holder, Index, PendingEntry, Shard, Slot};
 use crate::scope::IndexKey;
 use crate::segment::{Segment, Segments};
 use crate::storage::{Storage, read_all};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,12 @@ pub struct RecoveryReport {
     pub corrupt_bytes: u64,
     /// Records whose checksum held but whose content did not decode.
     pub undecodable_records: u64,
+    /// Segments whose index entries came from their hint file (the segment
+    /// itself was not read).
+    pub segments_from_hints: u64,
+    /// Hint files written for segments that had to be scanned, so that the
+    /// next open need not scan them.
+    pub hints_written: u64,
     /// Segments whose bucket had ended, removed unread.
     pub expired_segments_removed: u64,
     /// Segment files cut short before their header was complete (a crash
@@ -80,34 +88,71 @@ struct Candidate {
     live_until: Timestamp,
 }
 
+/// Every record's candidacy, by index shard.
+type Candidates = Vec<Vec<(IndexKey, Candidate)>>;
+
+fn push(cands: &mut Candidates, seg: u32, e: &hint::Entry) {
+    cands[index::shard_of(&e.key)].push((
+        e.key,
+        Candidate {
+            seq: e.seq,
+            slot: Slot { seg, off: e.offset },
+            kind: e.kind,
+            live_until: e.live_until,
+        },
+    ));
+}
+
 pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) -> Result<Recovered> {
     let started = Instant::now();
     let dir = storage.location();
     let mut report = RecoveryReport::default();
     let io = |op, e| Error::io(op, dir.clone(), e, advice::OPEN);
 
-    let mut names: Vec<(u32, String)> = storage
-        .list()
-        .map_err(|e| io("listing", e))?
-        .into_iter()
-        .filter_map(|n| segment_header::parse_file_name(&n).map(|(_, id)| (id, n)))
+    let listing = storage.list().map_err(|e| io("listing", e))?;
+    let mut names: Vec<(u32, String)> = listing
+        .iter()
+        .filter_map(|n| segment_header::parse_file_name(n).map(|(_, id)| (id, n.clone())))
         .collect();
     names.sort();
-    let next_segment_id = names.last().map_or(1, |(id, _)| id.wrapping_add(1)).max(1);
+    let hint_files: Vec<(u32, &String)> = listing
+        .iter()
+        .filter_map(|n| {
+            let seg = hint::segment_name_for(n)?;
+            segment_header::parse_file_name(&seg).map(|(_, id)| (id, n))
+        })
+        .collect();
+    // No id of any file seen is reused, hint files included.
+    let next_segment_id = names
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(hint_files.iter().map(|(id, _)| *id))
+        .max()
+        .map_or(1, |id| id.wrapping_add(1))
+        .max(1);
+    let mut removed_any = false;
+    for (_, h) in &hint_files {
+        let has_segment =
+            hint::segment_name_for(h).is_some_and(|s| names.iter().any(|(_, n)| *n == s));
+        if !has_segment {
+            // Its segment is gone: it must not outlive it (see hints.rs).
+            remove_if_present(storage, h)
+                .map_err(|e| Error::io("removing orphaned hint", dir.join(h), e, advice::OPEN))?;
+            removed_any = true;
+        }
+    }
 
     let segments = Segments::default();
-    let mut best: HashMap<IndexKey, Candidate> = HashMap::new();
+    let mut cands: Candidates = (0..index::SHARDS).map(|_| Vec::new()).collect();
     let mut max_seq = 0u64;
-    let mut removed_any = false;
 
     for (id, name) in names {
         let path = dir.join(&name);
         let file = storage
             .open(&name)
             .map_err(|e| Error::io("opening", path.clone(), e, advice::OPEN))?;
-        let len = file
-            .len()
-            .map_err(|e| Error::io("reading", path.clone(), e, advice::OPEN))?;
+        let read_err = |e| Error::io("reading", path.clone(), e, advice::OPEN);
+        let len = file.len().map_err(read_err)?;
         if len > MAX_SEGMENT_FILE {
             report.unreadable_segments.push((
                 name,
@@ -115,9 +160,9 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
             ));
             continue;
         }
-        let bytes = read_all(file.as_ref())
-            .map_err(|e| Error::io("reading", path.clone(), e, advice::OPEN))?;
-        let header = match SegmentHeader::decode(&bytes) {
+        let mut head = vec![0u8; usize::try_from(len).unwrap_or(0).min(segment_header::LEN)];
+        file.read_exact_at(&mut head, 0).map_err(read_err)?;
+        let header = match SegmentHeader::decode(&head) {
             Ok(h) if h.id == id => h,
             Ok(h) => {
                 report.unreadable_segments.push((
@@ -127,44 +172,42 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
                 continue;
             }
             Err(_)
-                if segment_header::claimed_version(&bytes)
+                if segment_header::claimed_version(&head)
                     .is_some_and(|v| v > segment_header::FORMAT_VERSION) =>
             {
                 return Err(Error::UnsupportedVersion {
                     path,
                     what: "segment format",
-                    found: segment_header::claimed_version(&bytes).unwrap_or_default(),
+                    found: segment_header::claimed_version(&head).unwrap_or_default(),
                     supported: segment_header::FORMAT_VERSION,
                 });
             }
-            Err(_) if bytes.len() < segment_header::LEN || bytes.iter().all(|&b| b == 0) => {
-                storage.remove(&name).map_err(|e| {
-                    Error::io("removing empty segment", path.clone(), e, advice::OPEN)
-                })?;
-                report.empty_segments_removed += 1;
-                removed_any = true;
-                continue;
-            }
             Err(e) => {
+                let bytes = read_all(file.as_ref()).map_err(read_err)?;
+                if bytes.len() < segment_header::LEN || bytes.iter().all(|&b| b == 0) {
+                    remove_if_present(storage, &name).map_err(|e| {
+                        Error::io("removing empty segment", path.clone(), e, advice::OPEN)
+                    })?;
+                    report.empty_segments_removed += 1;
+                    removed_any = true;
+                    continue;
+                }
                 // Not indexed, but its sequence numbers still count: if the
                 // file is repaired later, its records must not outrank newer ones.
-                for item in Scanner::new(
-                    &bytes[segment_header::LEN..],
-                    id,
-                    segment_header::LEN as u64,
-                ) {
-                    if let Scanned::Record { payload, .. } = item
-                        && let Ok(head) = record::decode_head(payload)
-                    {
-                        max_seq = max_seq.max(head.seq);
-                    }
-                }
+                let base = segment_header::LEN as u64;
+                let s = hints::scan(&bytes[segment_header::LEN..], id, base, config.index_hash);
+                max_seq = max_seq.max(s.max_seq);
                 report.unreadable_segments.push((name, e.to_string()));
                 continue;
             }
         };
         if header.bucket_end <= now {
-            storage.remove(&name).map_err(|e| {
+            if let Some(h) = hint::name_for(&name) {
+                remove_if_present(storage, &h).map_err(|e| {
+                    Error::io("removing expired hint", dir.join(&h), e, advice::OPEN)
+                })?;
+            }
+            remove_if_present(storage, &name).map_err(|e| {
                 Error::io("removing expired segment", path.clone(), e, advice::OPEN)
             })?;
             report.expired_segments_removed += 1;
@@ -172,94 +215,214 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
             continue;
         }
         report.segments_read += 1;
-        let body = &bytes[segment_header::LEN..];
-        let mut valid_len = bytes.len();
-        for item in Scanner::new(body, id, segment_header::LEN as u64) {
-            match item {
-                Scanned::Record { offset, payload } => {
-                    let Ok(head) = record::decode_head(payload) else {
-                        if payload.len() > 1 && payload[1] > record::VERSION {
-                            return Err(Error::UnsupportedVersion {
-                                path,
-                                what: "record",
-                                found: u16::from(payload[1]),
-                                supported: u16::from(record::VERSION),
-                            });
-                        }
-                        report.undecodable_records += 1;
-                        continue;
-                    };
-                    report.records_read += 1;
-                    max_seq = max_seq.max(head.seq);
-                    let key = (config.index_hash)(&head.tenant, head.key);
-                    let cand = Candidate {
-                        seq: head.seq,
-                        slot: Slot {
-                            seg: id,
-                            // The file is under 4 GiB (checked above).
-                            off: u32::try_from(segment_header::LEN + offset).unwrap_or(u32::MAX),
-                        },
-                        kind: head.kind,
-                        live_until: head.live_until,
-                    };
-                    best.entry(key)
-                        .and_modify(|c| {
-                            if cand.seq > c.seq {
-                                *c = cand;
-                            }
-                        })
-                        .or_insert(cand);
-                }
-                Scanned::Corrupt { len, .. } => {
-                    report.corrupt_regions += 1;
-                    report.corrupt_bytes += len as u64;
-                }
-                Scanned::TornTail { offset } => {
-                    valid_len = segment_header::LEN + offset;
+        if let Some(h) = hints::load(storage, &name, &header, len, config.index_hash) {
+            let mut bad = false;
+            for e in h.entries() {
+                match e {
+                    Ok(e) => push(&mut cands, id, &e),
+                    Err(_) => bad = true,
                 }
             }
+            if !bad {
+                report.segments_from_hints += 1;
+                report.records_read += h.header.records;
+                max_seq = max_seq.max(h.header.max_seq);
+                segments.insert(Arc::new(Segment::new(header, file, len)));
+                continue;
+            }
+            // Unreachable for a hint whose checksum held; scan to be sure.
+            for c in &mut cands {
+                c.retain(|(_, c)| c.slot.seg != id);
+            }
         }
-        if valid_len < bytes.len() {
-            let w = |e| Error::io("truncating torn tail of", path.clone(), e, advice::OPEN);
-            file.set_len(valid_len as u64).map_err(w)?;
-            file.sync_data().map_err(w)?;
+        let bytes = read_all(file.as_ref()).map_err(read_err)?;
+        let base = segment_header::LEN as u64;
+        let s = hints::scan(&bytes[segment_header::LEN..], id, base, config.index_hash);
+        if let Some((_, found)) = s.newer_record {
+            return Err(Error::UnsupportedVersion {
+                path,
+                what: "record",
+                found: u16::from(found),
+                supported: u16::from(record::VERSION),
+            });
+        }
+        report.records_read += s.records;
+        report.corrupt_regions += s.corrupt_regions;
+        report.corrupt_bytes += s.corrupt_bytes;
+        report.undecodable_records += s.undecodable;
+        max_seq = max_seq.max(s.max_seq);
+        for e in &s.entries {
+            push(&mut cands, id, e);
+        }
+        let w = |e| Error::io("truncating torn tail of", path.clone(), e, advice::OPEN);
+        if s.valid_end < len {
+            file.set_len(s.valid_end).map_err(w)?;
             report.torn_tails += 1;
-            report.bytes_truncated += (bytes.len() - valid_len) as u64;
+            report.bytes_truncated += len - s.valid_end;
         }
-        segments.insert(Arc::new(Segment::new(header, file, valid_len as u64)));
+        // The hint may only describe durable bytes (a crash of the process
+        // that wrote them leaves them in the page cache only).
+        file.sync_data().map_err(w)?;
+        let h = hint::Header {
+            segment_id: id,
+            segment_crc: hints::segment_crc(&header),
+            covered: s.valid_end,
+            max_seq: s.max_seq,
+            records: s.records,
+            probe: hints::probe(config.index_hash),
+        };
+        // Best effort: without a hint the next open scans again.
+        if hints::write(storage, &name, &h, &s.entries).is_ok() {
+            report.hints_written += 1;
+        }
+        segments.insert(Arc::new(Segment::new(header, file, s.valid_end)));
     }
     if removed_any {
         storage.sync_dir().map_err(|e| io("syncing", e))?;
     }
 
-    let mut completed = Vec::new();
-    let mut pending = Vec::new();
-    for (key, c) in best {
-        if c.live_until <= now {
-            continue;
-        }
-        match c.kind {
-            Kind::Completed => completed.push((key, c.slot)),
-            Kind::Pending => {
-                let Some(entry) = read_pending(&segments, c.slot, &dir) else {
-                    report.undecodable_records += 1;
-                    continue;
-                };
-                pending.push((key, entry));
-            }
-            Kind::Aborted => {}
-        }
+    let shards = build_shards(cands, now, &segments, &dir);
+    let mut index_shards = Vec::with_capacity(shards.len());
+    for b in shards {
+        report.completed_live += b.completed_live;
+        report.pending_live += b.pending_live;
+        report.undecodable_records += b.undecodable;
+        index_shards.push(b.shard);
     }
-    report.completed_live = completed.len() as u64;
-    report.pending_live = pending.len() as u64;
     report.duration = started.elapsed();
     Ok(Recovered {
-        index: Index::from_parts(completed, pending),
+        index: Index::from_shards(index_shards),
         segments,
         next_seq: max_seq.saturating_add(1),
         next_segment_id,
         report,
     })
+}
+
+fn remove_if_present(storage: &dyn Storage, name: &str) -> std::io::Result<()> {
+    match storage.remove(name) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+struct BuiltShard {
+    number: usize,
+    shard: Shard,
+    completed_live: u64,
+    pending_live: u64,
+    undecodable: u64,
+}
+
+/// One thread's share of the shards: `(shard number, candidates)`.
+type Chunk = Vec<(usize, Vec<(IndexKey, Candidate)>)>;
+
+/// Picks each key's winner (highest seq) and builds the index shards, on
+/// up to four threads (shards are independent). Returns them in order.
+fn build_shards(
+    cands: Candidates,
+    now: Timestamp,
+    segments: &Segments,
+    dir: &std::path::Path,
+) -> Vec<BuiltShard> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, 4);
+    let mut chunks: Vec<Chunk> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, c) in cands.into_iter().enumerate() {
+        chunks[i % threads].push((i, c));
+    }
+    let slots: Vec<Mutex<Option<Chunk>>> =
+        chunks.into_iter().map(|c| Mutex::new(Some(c))).collect();
+    // Whoever takes a chunk first builds it: a thread that could not be
+    // started leaves its chunk to this one.
+    let run = |slot: &Mutex<Option<Chunk>>| -> Vec<BuiltShard> {
+        let chunk = slot.lock().take().unwrap_or_default();
+        chunk
+            .into_iter()
+            .map(|(number, c)| build_shard(number, c, now, segments, dir))
+            .collect()
+    };
+    let mut out = std::thread::scope(|sc| {
+        let handles: Vec<_> = slots[1..]
+            .iter()
+            .filter_map(|slot| {
+                std::thread::Builder::new()
+                    .name("idemstore-open".into())
+                    .spawn_scoped(sc, || run(slot))
+                    .ok()
+            })
+            .collect();
+        let mut out = Vec::new();
+        for slot in &slots {
+            out.extend(run(slot));
+        }
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    });
+    out.sort_unstable_by_key(|b| b.number);
+    out
+}
+
+/// The winners of one shard: per key the highest seq; a completed winner
+/// still live becomes a slot, a pending one still leased an abandoned
+/// reservation, anything else leaves the key free.
+fn build_shard(
+    number: usize,
+    cands: Vec<(IndexKey, Candidate)>,
+    now: Timestamp,
+    segments: &Segments,
+    dir: &std::path::Path,
+) -> BuiltShard {
+    let mut best: HashMap<IndexKey, Candidate, index::Build> =
+        HashMap::with_capacity_and_hasher(cands.len(), index::Build::default());
+    for (key, cand) in cands {
+        best.entry(key)
+            .and_modify(|c| {
+                if cand.seq > c.seq {
+                    *c = cand;
+                }
+            })
+            .or_insert(cand);
+    }
+    let live = |c: &Candidate| c.live_until > now;
+    let n_completed = best
+        .values()
+        .filter(|c| c.kind == Kind::Completed && live(c))
+        .count();
+    let mut b = BuiltShard {
+        number,
+        shard: Shard::default(),
+        completed_live: 0,
+        pending_live: 0,
+        undecodable: 0,
+    };
+    b.shard.completed.reserve(n_completed);
+    for (key, c) in best {
+        if !live(&c) {
+            continue;
+        }
+        match c.kind {
+            Kind::Completed => {
+                b.shard.completed.insert(key, c.slot);
+                b.completed_live += 1;
+            }
+            Kind::Pending => match read_pending(segments, c.slot, dir) {
+                Some(entry) => {
+                    b.shard.pending.insert(key, entry);
+                    b.pending_live += 1;
+                }
+                None => b.undecodable += 1,
+            },
+            Kind::Aborted => {}
+        }
+    }
+    b
 }
 
 fn read_pending(segments: &Segments, slot: Slot, dir: &std::path::Path) -> Option<PendingEntry> {
@@ -294,6 +457,13 @@ mod tests {
         };
         r.complete(Response::new(200, "v")).unwrap();
         s.close().unwrap();
+        // These tests damage the segment behind the store's back: drop the
+        // hint written at close so that open reads the segment.
+        for n in st.list().unwrap() {
+            if n.ends_with(hint::SUFFIX) {
+                st.remove(&n).unwrap();
+            }
+        }
         let name = st
             .list()
             .unwrap()

@@ -37,6 +37,8 @@ pub(crate) struct Counters {
     pub(crate) compaction_errors: AtomicU64,
     pub(crate) takeovers: AtomicU64,
     pub(crate) records_elided: AtomicU64,
+    pub(crate) hints_written: AtomicU64,
+    pub(crate) hint_errors: AtomicU64,
 }
 
 /// State shared by callers, the writer and the compactor.
@@ -354,6 +356,11 @@ pub struct Stats {
     /// Reservation records never written because a newer record of the same
     /// reservation (usually its completion) was in the same group commit.
     pub records_elided: u64,
+    /// Hint files written for sealed segments (see FORMAT.md, "Hint files").
+    pub hints_written: u64,
+    /// Hint files that could not be written (the next open scans those
+    /// segments instead; nothing is lost).
+    pub hint_errors: u64,
 }
 
 struct Threads {
@@ -477,10 +484,13 @@ impl Store {
             queue: Mutex::new(Vec::new()),
         });
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
+        // Sealed segments, writer -> compactor (for their hint files).
+        let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
         let spawn_err = |e| Error::io("starting a thread for", dir.clone(), e, advice::OPEN);
         let writer = {
             let shared = shared.clone();
             let next_segment = rec.next_segment_id;
+            let sealed = (sealed_tx, sealed_rx.clone());
             std::thread::Builder::new()
                 .name("idemstore-writer".into())
                 .spawn(move || {
@@ -489,7 +499,7 @@ impl Store {
                         name: "writer",
                         rx: Some(rx.clone()),
                     };
-                    Writer::new(shared, rx, next_segment).run();
+                    Writer::new(shared, rx, next_segment, sealed).run();
                 })
                 .map_err(spawn_err)?
         };
@@ -505,7 +515,7 @@ impl Store {
                         name: "compactor",
                         rx: None,
                     };
-                    compactor::run(shared, tx, stop_rx, compaction_interval);
+                    compactor::run(shared, tx, stop_rx, sealed_rx, compaction_interval);
                 })
                 .map_err(spawn_err)?
         };
@@ -694,6 +704,8 @@ impl Store {
             compaction_errors: get(&c.compaction_errors),
             takeovers: get(&c.takeovers),
             records_elided: get(&c.records_elided),
+            hints_written: get(&c.hints_written),
+            hint_errors: get(&c.hint_errors),
         }
     }
 

@@ -112,10 +112,22 @@ pub(crate) struct Writer {
     last_completions: usize,
     /// Messages waiting in the channel when the last fsync returned.
     backlog_after_fsync: usize,
+    /// Segments the writer stopped appending to (rolled over), to be made
+    /// durable and handed to the compactor for their hint files.
+    sealing: Vec<Arc<Segment>>,
+    sealed_tx: Sender<Arc<Segment>>,
+    /// The compactor's end of `sealed_tx`: at shutdown the writer writes the
+    /// hints the compactor did not get to.
+    sealed_rx: Receiver<Arc<Segment>>,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Msg>, next_segment_id: u32) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<Msg>,
+        next_segment_id: u32,
+        sealed: (Sender<Arc<Segment>>, Receiver<Arc<Segment>>),
+    ) -> Self {
         Writer {
             shared,
             rx,
@@ -130,6 +142,9 @@ impl Writer {
             last_fsync: Duration::ZERO,
             last_completions: 0,
             backlog_after_fsync: 0,
+            sealing: Vec::new(),
+            sealed_tx: sealed.0,
+            sealed_rx: sealed.1,
         }
     }
 
@@ -142,7 +157,7 @@ impl Writer {
             let Some(first) = self.next_message() else {
                 // Every sender is gone: the store was dropped.
                 self.write_batch(&mut batch);
-                let _ = self.sync_all();
+                self.finish();
                 return;
             };
             let mut control = None;
@@ -179,7 +194,7 @@ impl Writer {
                     c.settle(r);
                 }
                 Some(Msg::Shutdown) => {
-                    let _ = self.sync_all();
+                    self.finish();
                     return;
                 }
             }
@@ -376,6 +391,9 @@ impl Writer {
             }
         }
         self.shared.clear_write_failure();
+        if !self.sealing.is_empty() {
+            self.hand_over_sealed();
+        }
         let c = &self.shared.counters;
         let written = placed.iter().filter(|(_, s)| s.is_some()).count() as u64;
         if written > 0 {
@@ -429,7 +447,9 @@ impl Writer {
         self.next_segment_id = self.next_segment_id.wrapping_add(1);
         let seg = segment::create(self.shared.storage.as_ref(), header)?;
         self.shared.segments.insert(seg.clone());
-        self.active.insert(bucket.0.0, seg.clone());
+        if let Some(old) = self.active.insert(bucket.0.0, seg.clone()) {
+            self.sealing.push(old);
+        }
         groups.push((seg, Vec::new()));
         Ok(groups.len() - 1)
     }
@@ -478,6 +498,37 @@ impl Writer {
         let upto = self.retired_upto;
         self.active.retain(|_, s| s.header.bucket_end > upto);
         self.dirty.retain(|_, s| s.header.bucket_end > upto);
+    }
+
+    /// Makes the segments the writer stopped appending to durable and hands
+    /// them to the compactor, which writes their hint files.
+    fn hand_over_sealed(&mut self) {
+        for seg in std::mem::take(&mut self.sealing) {
+            if self.dirty.remove(&seg.id()).is_some() {
+                if let Err(e) = seg.file.sync_data() {
+                    let err = self.io_error("fsyncing", &seg, e);
+                    self.shared.poison(err.to_string());
+                    return;
+                }
+                self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = self.sealed_tx.send(seg);
+        }
+    }
+
+    /// At shutdown: syncs everything, then writes the hint files of every
+    /// segment still open for appends or waiting for the compactor, so that
+    /// the next open reads no segment. Skipped if the store is poisoned.
+    fn finish(&mut self) {
+        if self.sync_all().is_err() {
+            return;
+        }
+        let mut todo: Vec<Arc<Segment>> = self.sealing.drain(..).collect();
+        todo.extend(self.active.drain().map(|(_, s)| s));
+        todo.extend(self.sealed_rx.try_iter());
+        for seg in todo {
+            crate::compactor::write_hint(&self.shared, &seg);
+        }
     }
 
     /// fsyncs every segment written since the last sync.

@@ -378,8 +378,23 @@ fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
     let at = bytes.windows(2).position(|w| w == b"v1").unwrap();
     bytes[at] ^= 0xff;
     st.put_file(&name, bytes);
+
+    // With the segment's hint file (written at close) open does not read the
+    // segment, so it cannot see the damage; the read of k1 does, and says so.
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    assert_eq!(store.recovery_report().segments_from_hints, 1);
+    assert_eq!(replay(&store, "t", "k0", fp("a")).body, b"v0");
+    let e = store.begin("t", "k1", fp("a")).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("checksum"), "{e}");
+    store.close().unwrap();
+
+    // Without it, open scans the segment, skips the damage and counts it.
+    let hint = name.replace(".seg", ".hint");
+    st.remove(&hint).unwrap();
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
     let rep = store.recovery_report();
+    assert_eq!((rep.segments_from_hints, rep.hints_written), (0, 1));
     assert_eq!(rep.corrupt_regions, 1);
     assert_eq!(rep.torn_tails, 0);
     assert_eq!(replay(&store, "t", "k0", fp("a")).body, b"v0");
@@ -837,4 +852,176 @@ fn a_lease_as_long_as_the_retention_is_refused() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+}
+
+/// Every key's state, as `get` sees it.
+fn snapshot(store: &Store, keys: &[String]) -> Vec<Option<String>> {
+    keys.iter()
+        .map(|k| store.get("t", k).unwrap().map(|s| format!("{s:?}")))
+        .collect()
+}
+
+fn remove_hints(st: &MemStorage) -> usize {
+    let hints: Vec<String> = st
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".hint"))
+        .collect();
+    for h in &hints {
+        st.remove(h).unwrap();
+    }
+    hints.len()
+}
+
+/// Completions, aborts, renewals and held reservations over several buckets
+/// and many small segments. Returns the store, the keys and the reservations
+/// still held.
+fn hint_workload(
+    st: &MemStorage,
+    c: &ManualClock,
+) -> (Store, Vec<String>, Vec<idemstore::Reservation>) {
+    let store = Store::open_with_storage(Arc::new(st.clone()), hint_config(c)).unwrap();
+    let mut keys = Vec::new();
+    let mut held = Vec::new();
+    for i in 0..300u32 {
+        let k = format!("k{i}");
+        keys.push(k.clone());
+        let mut r = reserve(&store, "t", &k, fp("a"));
+        match i % 5 {
+            0 | 1 => r.complete(response(&format!("body {i}"))).unwrap(),
+            2 => r.abort().unwrap(),
+            3 => {
+                r.renew().unwrap();
+                r.persisted().wait().unwrap();
+                held.push(r);
+            }
+            _ => {
+                r.persisted().wait().unwrap();
+                r.complete(response(&format!("late {i}"))).unwrap();
+            }
+        }
+        if i % 60 == 59 && i < 299 {
+            // Spread the records over several buckets (the last 60 keep
+            // their leases running).
+            c.advance(Duration::from_secs(1800));
+        }
+    }
+    assert!(store.stats().hints_written > 0, "segments rolled over");
+    (store, keys, held)
+}
+
+fn hint_config(c: &ManualClock) -> Config {
+    config(c).max_record_bytes(1024).max_segment_bytes(4096)
+}
+
+#[test]
+fn opening_from_hint_files_gives_the_same_store_as_scanning_the_segments() {
+    for what in ["clean close", "crash"] {
+        let c = clock();
+        let st = MemStorage::new();
+        let (store, keys, held) = hint_workload(&st, &c);
+        let image = if what == "crash" {
+            // Sealed segments have hints, the active ones do not.
+            let image = st.crash(7);
+            drop(held);
+            let _ = store.close();
+            image
+        } else {
+            // Leave the held reservations unfinished on disk, as a crash would.
+            held.into_iter().for_each(std::mem::forget);
+            store.close().unwrap();
+            st
+        };
+        let a = Store::open_with_storage(Arc::new(image.clone()), hint_config(&c)).unwrap();
+        let rep = a.recovery_report().clone();
+        assert!(rep.segments_from_hints > 0, "{what}: {rep:?}");
+        if what == "clean close" {
+            assert_eq!(rep.segments_from_hints, rep.segments_read, "{rep:?}");
+        } else {
+            assert!(rep.hints_written > 0, "{what}: {rep:?}");
+        }
+        let from_hints = snapshot(&a, &keys);
+        a.close().unwrap();
+        assert!(remove_hints(&image) > 0);
+        let b = Store::open_with_storage(Arc::new(image.clone()), hint_config(&c)).unwrap();
+        let rep_b = b.recovery_report().clone();
+        assert_eq!(rep_b.segments_from_hints, 0);
+        assert_eq!(rep_b.hints_written, rep_b.segments_read);
+        assert_eq!(
+            (rep.completed_live, rep.pending_live, rep.records_read),
+            (rep_b.completed_live, rep_b.pending_live, rep_b.records_read),
+            "{what}"
+        );
+        assert_eq!(snapshot(&b, &keys), from_hints, "{what}");
+        let has = |s: &str| from_hints.iter().flatten().any(|x| x.contains(s));
+        assert!(has("Pending") && has("Completed"), "{what}: {rep:?}");
+        b.close().unwrap();
+    }
+}
+
+#[test]
+fn a_hint_that_does_not_match_its_segment_is_ignored() {
+    let c = clock();
+    let st = MemStorage::new();
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    for i in 0..10 {
+        reserve(&store, "t", &format!("k{i}"), fp("a"))
+            .complete(response(&format!("v{i}")))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let hint = st
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".hint"))
+        .unwrap();
+    let good = st.file_bytes(&hint).unwrap();
+    let damaged: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        good[..good.len() - 1].to_vec(),
+        {
+            let mut b = good.clone();
+            b[80] ^= 1; // an entry
+            b
+        },
+        {
+            let mut b = good.clone();
+            b[16] ^= 1; // the segment id (header checksum catches it)
+            b
+        },
+    ];
+    for bytes in damaged {
+        st.put_file(&hint, bytes);
+        let s = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+        let rep = s.recovery_report();
+        assert_eq!(
+            (rep.segments_from_hints, rep.hints_written),
+            (0, 1),
+            "{rep:?}"
+        );
+        assert_eq!(rep.completed_live, 10);
+        assert_eq!(replay(&s, "t", "k3", fp("a")).body, b"v3");
+        s.close().unwrap();
+        // The rewritten hint is good again.
+        assert_eq!(st.file_bytes(&hint).unwrap(), good);
+    }
+    // A hint whose segment is gone is deleted at open, before any new
+    // segment could take its id.
+    let seg = hint.replace(".hint", ".seg");
+    st.remove(&seg).unwrap();
+    let s = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    assert!(st.file_bytes(&hint).is_none());
+    let r = reserve(&s, "t", "new", fp("a"));
+    r.complete(response("n")).unwrap();
+    s.close().unwrap();
+    assert!(
+        st.list()
+            .unwrap()
+            .iter()
+            .all(|n| !n.contains("-0000000001.")),
+        "id 1 was not reused: {:?}",
+        st.list().unwrap()
+    );
 }

@@ -3,5 +3,6 @@
 
 pub(crate) mod codec;
 pub(crate) mod frame;
+pub(crate) mod hint;
 pub(crate) mod record;
 pub(crate) mod segment_header;
