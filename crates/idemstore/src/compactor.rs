@@ -81,9 +81,7 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     let removed = shared.segments.remove(&ids);
     let gone: HashSet<u32> = removed.iter().map(|s| s.id()).collect();
     shared.index.for_each_shard(|s| {
-        let before = s.completed.len();
-        s.completed.retain(|_, slot| !gone.contains(&slot.seg));
-        report.index_entries_dropped += (before - s.completed.len()) as u64;
+        report.index_entries_dropped += s.drop_completed(|slot| gone.contains(&slot.seg)) as u64;
     });
     let mut first_error = None;
     for seg in &removed {

@@ -379,21 +379,22 @@ fn build_shard(
     segments: &Segments,
     dir: &std::path::Path,
 ) -> BuiltShard {
-    let mut best: HashMap<IndexKey, Candidate, index::Build> =
+    // Keyed like the index (by slot key): one winner per slot, as at run time.
+    let mut best: HashMap<index::SlotKey, (IndexKey, Candidate), index::Build> =
         HashMap::with_capacity_and_hasher(cands.len(), index::Build::default());
     for (key, cand) in cands {
-        best.entry(key)
-            .and_modify(|c| {
+        best.entry(index::SlotKey::from(&key))
+            .and_modify(|(k, c)| {
                 if cand.seq > c.seq {
-                    *c = cand;
+                    (*k, *c) = (key, cand);
                 }
             })
-            .or_insert(cand);
+            .or_insert((key, cand));
     }
     let live = |c: &Candidate| c.live_until > now;
     let n_completed = best
         .values()
-        .filter(|c| c.kind == Kind::Completed && live(c))
+        .filter(|(_, c)| c.kind == Kind::Completed && live(c))
         .count();
     let mut b = BuiltShard {
         number,
@@ -402,19 +403,19 @@ fn build_shard(
         pending_live: 0,
         undecodable: 0,
     };
-    b.shard.completed.reserve(n_completed);
-    for (key, c) in best {
+    b.shard.reserve_completed(n_completed);
+    for (slot_key, (key, c)) in best {
         if !live(&c) {
             continue;
         }
         match c.kind {
             Kind::Completed => {
-                b.shard.completed.insert(key, c.slot);
+                b.shard.set_completed(&key, c.slot);
                 b.completed_live += 1;
             }
             Kind::Pending => match read_pending(segments, c.slot, dir) {
                 Some(entry) => {
-                    b.shard.pending.insert(key, entry);
+                    b.shard.pending.insert(slot_key, entry);
                     b.pending_live += 1;
                 }
                 None => b.undecodable += 1,

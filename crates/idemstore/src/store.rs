@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, advice};
 use crate::format::frame;
 use crate::format::record::{self, Body, Pending, Record};
-use crate::index::{Holder, Index, PendingEntry, Slot};
+use crate::index::{Holder, Index, PendingEntry, Slot, SlotKey};
 use crate::recovery::{self, RecoveryReport};
 use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, IndexKey, TenantDigest};
@@ -105,12 +105,12 @@ impl Shared {
         let mut shard = self.index.lock(&inst.key);
         if shard
             .pending
-            .get(&inst.key)
+            .get(&SlotKey::from(&inst.key))
             .is_some_and(|p| p.token == inst.token)
         {
-            shard.pending.remove(&inst.key);
+            shard.pending.remove(&SlotKey::from(&inst.key));
             if let Some(slot) = slot {
-                shard.completed.insert(inst.key, slot);
+                shard.set_completed(&inst.key, slot);
             }
         }
     }
@@ -558,7 +558,7 @@ impl Store {
             let now = shared.clock().now();
             let mut shard = shared.index.lock(&ik);
             let mut taking_over = false;
-            if let Some(p) = shard.pending.get(&ik) {
+            if let Some(p) = shard.pending.get(&SlotKey::from(&ik)) {
                 if !p.is_for(&tenant, key) {
                     return Err(Error::DigestCollision);
                 }
@@ -571,16 +571,16 @@ impl Store {
                 }
                 taking_over = true;
             }
-            if let Some(slot) = shard.completed.get(&ik).copied() {
+            if let Some(slot) = shard.completed(&ik) {
                 match known.take() {
                     Some((s, looked)) if s == slot => match looked {
                         Looked::Gone => {
-                            shard.completed.remove(&ik);
+                            shard.remove_completed(&ik);
                         }
                         Looked::Collision => return Err(Error::DigestCollision),
                         // Judged at the previous pass's clock: re-check now.
                         Looked::Live(stored) if stored.expires_at <= now => {
-                            shard.completed.remove(&ik);
+                            shard.remove_completed(&ik);
                         }
                         Looked::Live(stored) => {
                             return Ok(if stored.fingerprint == fingerprint {
@@ -615,7 +615,7 @@ impl Store {
                 lease_end,
                 holder: Holder::Held,
             };
-            shard.pending.insert(ik, entry);
+            shard.pending.insert(SlotKey::from(&ik), entry);
             drop(shard);
             let mut r = Reservation {
                 store: self.inner.clone(),
@@ -646,7 +646,7 @@ impl Store {
         let now = shared.clock().now();
         let slot = {
             let shard = shared.index.lock(&ik);
-            if let Some(p) = shard.pending.get(&ik) {
+            if let Some(p) = shard.pending.get(&SlotKey::from(&ik)) {
                 if !p.is_for(&tenant, key) {
                     return Err(Error::DigestCollision);
                 }
@@ -659,7 +659,7 @@ impl Store {
                     }));
                 }
             }
-            shard.completed.get(&ik).copied()
+            shard.completed(&ik)
         };
         let Some(slot) = slot else { return Ok(None) };
         match shared.look(slot, &tenant, key, now)? {
@@ -841,7 +841,7 @@ impl Reservation {
         let lease_end = shared.clock().now().saturating_add(shared.config.lease);
         let seq = {
             let mut shard = shared.index.lock(&self.index_key);
-            match shard.pending.get_mut(&self.index_key) {
+            match shard.pending.get_mut(&SlotKey::from(&self.index_key)) {
                 Some(p) if p.token == self.token && p.holder == Holder::Held => {
                     p.lease_end = lease_end;
                 }
@@ -934,7 +934,7 @@ impl Reservation {
         }
         {
             let mut shard = shared.index.lock(&self.index_key);
-            match shard.pending.get_mut(&self.index_key) {
+            match shard.pending.get_mut(&SlotKey::from(&self.index_key)) {
                 Some(p) if p.token == self.token && p.holder == Holder::Held => {
                     p.holder = Holder::Completing;
                 }
@@ -985,9 +985,9 @@ impl Reservation {
         let shared = &self.store.shared;
         let seq = {
             let mut shard = shared.index.lock(&self.index_key);
-            match shard.pending.get(&self.index_key) {
+            match shard.pending.get(&SlotKey::from(&self.index_key)) {
                 Some(p) if p.token == self.token && p.holder == Holder::Held => {
-                    shard.pending.remove(&self.index_key);
+                    shard.pending.remove(&SlotKey::from(&self.index_key));
                 }
                 _ => {
                     return Err(Error::Fenced {

@@ -1025,3 +1025,39 @@ fn a_hint_that_does_not_match_its_segment_is_ignored() {
         st.list().unwrap()
     );
 }
+
+/// Keys that differ only in the 26 index-key bits the in-memory index does
+/// not keep (bits 32..58 of `hi`): the index sees one slot.
+fn slot_colliding_hash(tenant: &TenantDigest, key: &[u8]) -> IndexKey {
+    let real = idemstore::default_index_hash(tenant, key);
+    IndexKey {
+        hi: (real.hi & (0x3ff_ffff << 32)) | 0x1234_5678,
+        lo: 42,
+    }
+}
+
+#[test]
+fn keys_sharing_an_index_slot_but_not_an_index_key_are_refused_not_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let mut cfg = config(&c);
+    cfg.index_hash = slot_colliding_hash;
+    let store = Store::open(dir.path(), cfg.clone()).unwrap();
+    let held = reserve(&store, "alice", "k", fp("same"));
+    assert!(matches!(
+        store.begin("bob", "k", fp("same")),
+        Err(Error::DigestCollision)
+    ));
+    held.complete(response("alice's")).unwrap();
+    assert!(matches!(
+        store.begin("bob", "k", fp("same")),
+        Err(Error::DigestCollision)
+    ));
+    store.close().unwrap();
+    let store = Store::open(dir.path(), cfg).unwrap();
+    assert_eq!(replay(&store, "alice", "k", fp("same")).body, b"alice's");
+    assert!(matches!(
+        store.begin("bob", "k", fp("same")),
+        Err(Error::DigestCollision)
+    ));
+}
