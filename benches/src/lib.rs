@@ -1,6 +1,11 @@
 //! Shared helpers for the idemstore benches: workloads that more than one
 //! bench or report binary runs.
 
+pub mod alloc;
+pub mod http;
+pub mod mixed;
+pub mod open;
+
 use idemstore::{Begin, Fingerprint, Response, Store};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};

@@ -1,83 +1,65 @@
-//! Index bytes per key: fills a store with N completed keys (default 1M),
-//! reopens it, and measures the heap the reopened store holds, with a
-//! counting allocator (and the store's own estimate beside it).
+//! W4 and W5 for one store size: fills a store with N keys (default 1M, 64 B
+//! bodies), then measures open time (from hint files and from segments),
+//! the heap the opened store holds (with a counting allocator), disk bytes
+//! against record bytes, and the space freed once the TTL passes.
 //!
-//! `cargo run --release -p idemstore-benches --bin index_memory -- [N]`
+//! `cargo run --release -p idemstore-benches --bin index_memory -- [N] [BODY]`
+//!
+//! The last line is `figures: key=value ...` for the report binary.
 
-use idemstore::{Config, Durability, Store};
-use idemstore_benches::durable_cycles;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
-
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged and only
-// counts the sizes; see ARCHITECTURE.md ("unsafe").
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: `p` was allocated by `System` with layout `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+use idemstore_benches::alloc::Counting;
+use idemstore_benches::open;
 
 #[global_allocator]
 static A: Counting = Counting;
 
 fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = || Config::default().durability(Durability::None);
-    let t = Instant::now();
-    {
-        let store = Store::open(dir.path(), cfg()).expect("open");
-        durable_cycles(&store, 8, n, 0, 64);
-        store.close().expect("close");
-    }
-    let fill = t.elapsed();
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let t = Instant::now();
-    let store = Store::open(dir.path(), cfg()).expect("reopen");
-    let open = t.elapsed();
-    let held = LIVE.load(Ordering::Relaxed) - before;
-    let peak = PEAK.load(Ordering::Relaxed) - before;
-    let stats = store.stats();
-    let n = stats.live_keys;
-    println!("keys: {n}");
+    let arg = |i: usize, d: u64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = arg(1, 1_000_000);
+    let body = usize::try_from(arg(2, 64)).unwrap_or(64);
+    let f = open::measure(n, body);
+    let k = f.keys.max(1) as f64;
+    println!("keys: {} ({body} B bodies)", f.keys);
+    println!("fill (Durability::None, 8 threads): {:.1} s", f.fill_secs);
+    println!("open from hint files: {:.2} s", f.open_hints_secs);
     println!(
-        "fill (Durability::None, 8 threads, 64 B bodies): {:.2} s",
-        fill.as_secs_f64()
+        "open from segments (hints deleted): {:.2} s",
+        f.open_scan_secs
     );
     println!(
-        "open (rebuild index from segments): {:.2} s",
-        open.as_secs_f64()
+        "heap held by the opened store: {:.1} B/key (index estimate {:.1}); peak extra during open {:.1} B/key",
+        f.heap_per_key, f.index_estimate_per_key, f.open_peak_per_key
     );
     println!(
-        "heap held by the open store: {held} B = {:.1} B/key (store's index estimate: {:.1} B/key)",
-        held as f64 / n as f64,
-        stats.index_bytes as f64 / n as f64
+        "disk: segments {:.1} + hints {:.1} = {:.1} B/key; records {:.1} B/key; ratio {:.3}",
+        f.segment_bytes as f64 / k,
+        f.hint_bytes as f64 / k,
+        (f.segment_bytes + f.hint_bytes) as f64 / k,
+        f.record_bytes as f64 / k,
+        (f.segment_bytes + f.hint_bytes) as f64 / f.record_bytes as f64
     );
     println!(
-        "peak extra heap during open: {:.1} B/key",
-        peak as f64 / n as f64
+        "after the TTL: {} B freed by the compactor, {} B left",
+        f.freed_bytes, f.left_bytes
     );
     println!(
-        "disk: {} B = {:.1} B/key",
-        stats.disk_bytes,
-        stats.disk_bytes as f64 / n as f64
+        "figures: keys={} fill={:.3} open_hints={:.3} open_scan={:.3} heap={:.2} estimate={:.2} peak={:.2} records={} segments={} hints={} freed={} left={}",
+        f.keys,
+        f.fill_secs,
+        f.open_hints_secs,
+        f.open_scan_secs,
+        f.heap_per_key,
+        f.index_estimate_per_key,
+        f.open_peak_per_key,
+        f.record_bytes,
+        f.segment_bytes,
+        f.hint_bytes,
+        f.freed_bytes,
+        f.left_bytes
     );
 }

@@ -2,7 +2,7 @@
 //! body, fresh keys) at 1, 8 and 64 concurrent callers on idemstore and its
 //! peers, in one run, printed as a markdown table with ratios.
 //!
-//! `cargo run --release -p idemstore-benches --bin report -- [SECONDS_PER_CELL]`
+//! `cargo run --release -p idemstore-benches --bin report -- [SECONDS_PER_CELL] [KEYS]`
 //!
 //! Peers, each written the way a competent user would build an idempotency
 //! store on it:
@@ -18,8 +18,12 @@
 //!
 //! W2: replay latency (p50/p99) in-process, beside a Redis GET on loopback.
 //!
-//! Not yet: W3-W6 of the performance issue (the mixed workload, open time and
-//! memory at 10M keys, HTTP with peers).
+//! W3: the mixed workload on the `Backend` trait (embedded and Redis).
+//! W4/W5: open time, heap and disk for KEYS live keys (the `index_memory`
+//! binary, run as a child process). W6: HTTP over loopback, bare vs layer.
+//! Last, the performance issue's targets with what was measured.
+//!
+//! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
 
 use idemstore::{Config, Durability, Fingerprint, Response, Store};
 use idemstore_benches::{cycles_for, durable_cycles};
@@ -277,11 +281,55 @@ fn replay(redis: Option<&RedisServer>) -> Vec<(String, f64, f64)> {
     out
 }
 
+/// W4/W5 from the `index_memory` binary beside this one (it installs a
+/// counting allocator, which would tax every other workload here).
+fn open_figures(keys: u64, body: usize) -> Option<Vec<(String, f64)>> {
+    let exe = std::env::current_exe().ok()?.with_file_name("index_memory");
+    let out = std::process::Command::new(&exe)
+        .args([keys.to_string(), body.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            eprintln!(
+                "W4/W5: skipped: {} did not run (build it: cargo build --release -p idemstore-benches --bins)",
+                exe.display()
+            );
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("figures: "))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn get(f: &[(String, f64)], k: &str) -> f64 {
+    f.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v)
+}
+
 fn main() {
-    let secs: f64 = std::env::args()
-        .nth(1)
+    let arg = |i: usize, d: f64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(d)
+    };
+    let secs = arg(1, 2.0);
+    let keys: u64 = std::env::args()
+        .nth(2)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(2.0);
+        .unwrap_or(1_000_000);
+    let mut out = std::io::stdout().lock();
+
+    // W1.
     let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
     let mut row = |name: &str, f: &dyn Fn(usize) -> f64| {
         let cells: Vec<f64> = CALLERS.iter().map(|&c| f(c)).collect();
@@ -289,6 +337,9 @@ fn main() {
         rows.push((name.to_owned(), cells));
     };
     row("idemstore Sync", &|c| idemstore(Durability::Sync, c, secs));
+    row("idemstore Periodic(100 ms)", &|c| {
+        idemstore(Durability::Periodic(Duration::from_millis(100)), c, secs)
+    });
     row("idemstore None", &|c| idemstore(Durability::None, c, secs));
     row("raw limit (append + fdatasync, batch = callers)", &|c| {
         raw(c, secs)
@@ -308,12 +359,10 @@ fn main() {
         });
         servers.push(server);
     }
-    let w2 = replay(servers.first());
     let ours = rows[0].1.clone();
-    let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "W1 durable begin→complete, {BODY} B body, cycles/s ({secs} s per cell)\n"
+        "W1 durable begin→complete, {BODY} B body, fresh keys, cycles/s ({secs} s per cell)\n"
     );
     let _ = writeln!(
         out,
@@ -331,10 +380,212 @@ fn main() {
             ours[2] / cells[2]
         );
     }
+
+    // W2.
+    let w2 = replay(servers.first());
     let _ = writeln!(out, "\nW2 replay, one caller, 1 KB body\n");
     let _ = writeln!(out, "| lookup | p50 µs | p99 µs |");
     let _ = writeln!(out, "| --- | --- | --- |");
     for (name, p50, p99) in &w2 {
         let _ = writeln!(out, "| {name} | {p50:.2} | {p99:.2} |");
     }
+
+    // W3.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut w3: Vec<(String, f64)> = Vec::new();
+    for (name, d) in [
+        ("idemstore Sync", Durability::Sync),
+        ("idemstore None", Durability::None),
+    ] {
+        let dir = tempfile::tempdir_in(".").expect("tempdir");
+        let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
+        let r =
+            idemstore_benches::mixed::run(&rt, idemstore_http::Embedded(store.clone()), 64, secs);
+        store.close().expect("close");
+        eprintln!("W3 {name}: {r:.0}");
+        w3.push((name.to_owned(), r));
+    }
+    for (server, mode) in servers.iter().zip(["always", "everysec"]) {
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let backend = rt
+            .block_on(idemstore_redis::RedisBackend::connect(
+                &url,
+                idemstore_redis::RedisConfig::default(),
+            ))
+            .expect("connect");
+        let r = idemstore_benches::mixed::run(&rt, backend, 64, secs);
+        eprintln!("W3 Redis {mode}: {r:.0}");
+        w3.push((format!("Redis 7, appendfsync {mode}"), r));
+    }
+    let _ = writeln!(
+        out,
+        "\nW3 mixed (80% new, 15% replay, 5% conflicting duplicate), 64 tasks on the `Backend` trait, ops/s\n"
+    );
+    let _ = writeln!(out, "| store | ops/s | idemstore Sync ÷ this |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for (name, r) in &w3 {
+        let _ = writeln!(out, "| {name} | {r:.0} | {:.2}× |", w3[0].1 / r);
+    }
+
+    // W6.
+    let mut w6: Vec<(String, f64)> = vec![(
+        "bare handler".to_owned(),
+        idemstore_benches::http::run(&rt, idemstore_benches::http::router(), 64, secs),
+    )];
+    for (name, d) in [
+        ("behind the layer, Sync", Durability::Sync),
+        ("behind the layer, None", Durability::None),
+    ] {
+        let dir = tempfile::tempdir_in(".").expect("tempdir");
+        let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
+        let app = idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
+            idemstore_http::Embedded(store.clone()),
+            idemstore_http::IdempotencyConfig::default(),
+        ));
+        let r = idemstore_benches::http::run(&rt, app, 64, secs);
+        store.close().expect("close");
+        w6.push((name.to_owned(), r));
+    }
+    eprintln!("W6: {w6:?}");
+    let _ = writeln!(
+        out,
+        "\nW6 HTTP over loopback, POST /v1/payments, 64 keep-alive connections, fresh keys, requests/s\n"
+    );
+    let _ = writeln!(out, "| server | req/s | ÷ bare |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for (name, r) in &w6 {
+        let _ = writeln!(out, "| {name} | {r:.0} | {:.2} |", r / w6[0].1);
+    }
+
+    // W4, W5.
+    let f = open_figures(keys, BODY);
+    if let Some(f) = &f {
+        let k = get(f, "keys");
+        let disk = get(f, "segments") + get(f, "hints");
+        let _ = writeln!(
+            out,
+            "\nW4/W5 a store of {k:.0} live keys ({BODY} B bodies; filled in {:.0} s)\n",
+            get(f, "fill")
+        );
+        let _ = writeln!(out, "| figure | value |");
+        let _ = writeln!(out, "| --- | --- |");
+        let _ = writeln!(
+            out,
+            "| open from hint files | {:.2} s |",
+            get(f, "open_hints")
+        );
+        let _ = writeln!(
+            out,
+            "| open from segments (hints deleted) | {:.2} s |",
+            get(f, "open_scan")
+        );
+        let _ = writeln!(
+            out,
+            "| heap held by the open store | {:.1} B/key |",
+            get(f, "heap")
+        );
+        let _ = writeln!(
+            out,
+            "| peak extra heap while opening | {:.1} B/key |",
+            get(f, "peak")
+        );
+        let _ = writeln!(
+            out,
+            "| disk: segments + hints | {:.1} + {:.1} B/key |",
+            get(f, "segments") / k,
+            get(f, "hints") / k
+        );
+        let _ = writeln!(
+            out,
+            "| disk ÷ record bytes | {:.3} |",
+            disk / get(f, "records")
+        );
+        let _ = writeln!(
+            out,
+            "| after the TTL: freed / left | {:.0} MB / {:.0} B |",
+            get(f, "freed") / 1e6,
+            get(f, "left")
+        );
+    }
+
+    // Targets.
+    let at64 = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n.starts_with(name))
+            .map_or(f64::NAN, |(_, c)| c[2])
+    };
+    let _ = writeln!(out, "\nTargets (performance issue)\n");
+    let _ = writeln!(out, "| target | measured | met |");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    let mut target = |what: &str, v: f64, ok: bool, fmt: String| {
+        let _ = writeln!(
+            out,
+            "| {what} | {fmt} | {} |",
+            if v.is_nan() {
+                "n/a"
+            } else if ok {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    };
+    let r = ours[2] / at64("raw limit");
+    target(
+        "W1 Sync @64 ≥ 0.5 × raw limit",
+        r,
+        r >= 0.5,
+        format!("{r:.2}×"),
+    );
+    let r = ours[2] / at64("sled");
+    target("W1 Sync @64 ≥ 30 × sled", r, r >= 30.0, format!("{r:.1}×"));
+    let r = ours[2] / at64("redb");
+    target("W1 Sync @64 ≥ 20 × redb", r, r >= 20.0, format!("{r:.1}×"));
+    let r = ours[2] / at64("Redis 7, appendfsync always");
+    target(
+        "W1 Sync @64 ≥ 2 × Redis always",
+        r,
+        r >= 2.0,
+        format!("{r:.1}×"),
+    );
+    let (p50, p99) = (w2[0].1, w2[0].2);
+    target("W2 p50 ≤ 2 µs", p50, p50 <= 2.0, format!("{p50:.2} µs"));
+    target("W2 p99 ≤ 20 µs", p99, p99 <= 20.0, format!("{p99:.2} µs"));
+    let r = w2.get(1).map_or(f64::NAN, |g| g.1 / p50);
+    target(
+        "W2 ≥ 10 × Redis GET (p50)",
+        r,
+        r >= 10.0,
+        format!("{r:.1}×"),
+    );
+    if let Some(f) = &f {
+        let k = get(f, "keys");
+        let t = get(f, "open_hints");
+        target(
+            &format!("W4 open ({k:.0} keys; target is 10M in ≤ 3 s)"),
+            t,
+            t * 1e7 / k <= 3.0,
+            format!("{t:.2} s"),
+        );
+        let h = get(f, "heap");
+        target("W5 index ≤ 48 B/key", h, h <= 48.0, format!("{h:.1} B/key"));
+        let d = (get(f, "segments") + get(f, "hints")) / get(f, "records");
+        target(
+            "W5 disk ≤ 1.15 × record bytes",
+            d,
+            d <= 1.15,
+            format!("{d:.3}×"),
+        );
+    }
+    let r = w6[1].1 / w6[0].1;
+    target(
+        "W6 layer (Sync) ≥ 0.5 × bare @64",
+        r,
+        r >= 0.5,
+        format!("{r:.2}×"),
+    );
 }
