@@ -137,6 +137,9 @@ impl idemstore::storage::StorageFile for SlowFile {
         std::thread::sleep(self.extra);
         self.inner.sync_data()
     }
+    fn map(&self, len: u64) -> Option<idemstore::storage::Mapping> {
+        self.inner.map(len)
+    }
 }
 
 impl idemstore::storage::Storage for SlowSync {

@@ -13,7 +13,10 @@ fn main() {
     let cfg = || Config::default().durability(Durability::None);
     match (args.get(1).map(String::as_str), args.get(2)) {
         (Some("fill"), Some(dir)) => {
-            let n = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+            let n = args
+                .get(3)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1_000_000);
             let store = Store::open(dir, cfg()).expect("open");
             durable_cycles(&store, 8, n, 0, 64);
             store.close().expect("close");

@@ -74,6 +74,23 @@ fn idemstore(d: Durability, callers: usize, secs: f64) -> f64 {
     r
 }
 
+/// W1 with the callers as async tasks on a 2-worker tokio runtime awaiting
+/// `complete_async`, as a service behind an async HTTP server calls it.
+fn idemstore_async(d: Durability, callers: usize, secs: f64) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
+    let r = cycles_for(secs, callers, |run, n| {
+        idemstore_benches::durable_cycles_async(&rt, &store, callers, n, run, BODY);
+    });
+    store.close().expect("close");
+    r
+}
+
 fn raw(callers: usize, secs: f64) -> f64 {
     let dir = tempfile::tempdir_in(".").expect("tempdir");
     let f = std::fs::File::create(dir.path().join("raw")).expect("create");
@@ -329,14 +346,25 @@ fn main() {
         .unwrap_or(1_000_000);
     let mut out = std::io::stdout().lock();
 
+    // REPORT_ONLY=w1,w2,w3,w45,w6 runs only those sections.
+    let only = std::env::var("REPORT_ONLY").ok();
+    let want = |w: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == w));
+
     // W1.
     let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
+    let w1 = want("w1");
     let mut row = |name: &str, f: &dyn Fn(usize) -> f64| {
+        if !w1 {
+            return;
+        }
         let cells: Vec<f64> = CALLERS.iter().map(|&c| f(c)).collect();
         eprintln!("{name}: {cells:?}");
         rows.push((name.to_owned(), cells));
     };
     row("idemstore Sync", &|c| idemstore(Durability::Sync, c, secs));
+    row("idemstore Sync, async tasks (2 tokio workers)", &|c| {
+        idemstore_async(Durability::Sync, c, secs)
+    });
     row("idemstore Periodic(100 ms)", &|c| {
         idemstore(Durability::Periodic(Duration::from_millis(100)), c, secs)
     });
@@ -359,33 +387,43 @@ fn main() {
         });
         servers.push(server);
     }
-    let ours = rows[0].1.clone();
-    let _ = writeln!(
-        out,
-        "W1 durable begin→complete, {BODY} B body, fresh keys, cycles/s ({secs} s per cell)\n"
-    );
-    let _ = writeln!(
-        out,
-        "| store | 1 caller | 8 callers | 64 callers | idemstore Sync ÷ this, at 64 |"
-    );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
-    for (name, cells) in &rows {
-        let c: Vec<String> = cells.iter().map(|v| format!("{v:.0}")).collect();
+    let ours = rows
+        .first()
+        .map_or_else(|| vec![f64::NAN; 3], |r| r.1.clone());
+    if w1 {
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {:.2}× |",
-            c[0],
-            c[1],
-            c[2],
-            ours[2] / cells[2]
+            "W1 durable begin→complete, {BODY} B body, fresh keys, cycles/s ({secs} s per cell)\n"
         );
+        let _ = writeln!(
+            out,
+            "| store | 1 caller | 8 callers | 64 callers | idemstore Sync ÷ this, at 64 |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+        for (name, cells) in &rows {
+            let c: Vec<String> = cells.iter().map(|v| format!("{v:.0}")).collect();
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {:.2}× |",
+                c[0],
+                c[1],
+                c[2],
+                ours[2] / cells[2]
+            );
+        }
     }
 
     // W2.
-    let w2 = replay(servers.first());
-    let _ = writeln!(out, "\nW2 replay, one caller, 1 KB body\n");
-    let _ = writeln!(out, "| lookup | p50 µs | p99 µs |");
-    let _ = writeln!(out, "| --- | --- | --- |");
+    let w2 = if want("w2") {
+        replay(servers.first())
+    } else {
+        Vec::new()
+    };
+    if !w2.is_empty() {
+        let _ = writeln!(out, "\nW2 replay, one caller, 1 KB body\n");
+        let _ = writeln!(out, "| lookup | p50 µs | p99 µs |");
+        let _ = writeln!(out, "| --- | --- | --- |");
+    }
     for (name, p50, p99) in &w2 {
         let _ = writeln!(out, "| {name} | {p50:.2} | {p99:.2} |");
     }
@@ -397,10 +435,14 @@ fn main() {
         .build()
         .expect("runtime");
     let mut w3: Vec<(String, f64)> = Vec::new();
+    let w3_on = want("w3");
     for (name, d) in [
         ("idemstore Sync", Durability::Sync),
         ("idemstore None", Durability::None),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| w3_on)
+    {
         let dir = tempfile::tempdir_in(".").expect("tempdir");
         let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
         let r =
@@ -409,7 +451,7 @@ fn main() {
         eprintln!("W3 {name}: {r:.0}");
         w3.push((name.to_owned(), r));
     }
-    for (server, mode) in servers.iter().zip(["always", "everysec"]) {
+    for (server, mode) in servers.iter().zip(["always", "everysec"]).filter(|_| w3_on) {
         let url = format!("redis://127.0.0.1:{}", server.port);
         let backend = rt
             .block_on(idemstore_redis::RedisBackend::connect(
@@ -421,25 +463,34 @@ fn main() {
         eprintln!("W3 Redis {mode}: {r:.0}");
         w3.push((format!("Redis 7, appendfsync {mode}"), r));
     }
-    let _ = writeln!(
-        out,
-        "\nW3 mixed (80% new, 15% replay, 5% conflicting duplicate), 64 tasks on the `Backend` trait, ops/s\n"
-    );
-    let _ = writeln!(out, "| store | ops/s | idemstore Sync ÷ this |");
-    let _ = writeln!(out, "| --- | --- | --- |");
-    for (name, r) in &w3 {
-        let _ = writeln!(out, "| {name} | {r:.0} | {:.2}× |", w3[0].1 / r);
+    if w3_on {
+        let _ = writeln!(
+            out,
+            "\nW3 mixed (80% new, 15% replay, 5% conflicting duplicate), 64 tasks on the `Backend` trait, ops/s\n"
+        );
+        let _ = writeln!(out, "| store | ops/s | idemstore Sync ÷ this |");
+        let _ = writeln!(out, "| --- | --- | --- |");
+        for (name, r) in &w3 {
+            let _ = writeln!(out, "| {name} | {r:.0} | {:.2}× |", w3[0].1 / r);
+        }
     }
 
     // W6.
-    let mut w6: Vec<(String, f64)> = vec![(
-        "bare handler".to_owned(),
-        idemstore_benches::http::run(&rt, idemstore_benches::http::router(), 64, secs),
-    )];
+    let w6_on = want("w6");
+    let mut w6: Vec<(String, f64)> = Vec::new();
+    if w6_on {
+        w6.push((
+            "bare handler".to_owned(),
+            idemstore_benches::http::run(&rt, idemstore_benches::http::router(), 64, secs),
+        ));
+    }
     for (name, d) in [
         ("behind the layer, Sync", Durability::Sync),
         ("behind the layer, None", Durability::None),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| w6_on)
+    {
         let dir = tempfile::tempdir_in(".").expect("tempdir");
         let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
         let app = idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
@@ -450,19 +501,25 @@ fn main() {
         store.close().expect("close");
         w6.push((name.to_owned(), r));
     }
-    eprintln!("W6: {w6:?}");
-    let _ = writeln!(
-        out,
-        "\nW6 HTTP over loopback, POST /v1/payments, 64 keep-alive connections, fresh keys, requests/s\n"
-    );
-    let _ = writeln!(out, "| server | req/s | ÷ bare |");
-    let _ = writeln!(out, "| --- | --- | --- |");
-    for (name, r) in &w6 {
-        let _ = writeln!(out, "| {name} | {r:.0} | {:.2} |", r / w6[0].1);
+    if w6_on {
+        eprintln!("W6: {w6:?}");
+        let _ = writeln!(
+            out,
+            "\nW6 HTTP over loopback, POST /v1/payments, 64 keep-alive connections, fresh keys, requests/s\n"
+        );
+        let _ = writeln!(out, "| server | req/s | ÷ bare |");
+        let _ = writeln!(out, "| --- | --- | --- |");
+        for (name, r) in &w6 {
+            let _ = writeln!(out, "| {name} | {r:.0} | {:.2} |", r / w6[0].1);
+        }
     }
 
     // W4, W5.
-    let f = open_figures(keys, BODY);
+    let f = if want("w45") {
+        open_figures(keys, BODY)
+    } else {
+        None
+    };
     if let Some(f) = &f {
         let k = get(f, "keys");
         let disk = get(f, "segments") + get(f, "hints");
@@ -552,7 +609,7 @@ fn main() {
         r >= 2.0,
         format!("{r:.1}×"),
     );
-    let (p50, p99) = (w2[0].1, w2[0].2);
+    let (p50, p99) = w2.first().map_or((f64::NAN, f64::NAN), |r| (r.1, r.2));
     target("W2 p50 ≤ 2 µs", p50, p50 <= 2.0, format!("{p50:.2} µs"));
     target("W2 p99 ≤ 20 µs", p99, p99 <= 20.0, format!("{p99:.2} µs"));
     let r = w2.get(1).map_or(f64::NAN, |g| g.1 / p50);
@@ -581,7 +638,11 @@ fn main() {
             format!("{d:.3}×"),
         );
     }
-    let r = w6[1].1 / w6[0].1;
+    let r = if w6.len() > 1 {
+        w6[1].1 / w6[0].1
+    } else {
+        f64::NAN
+    };
     target(
         "W6 layer (Sync) ≥ 0.5 × bare @64",
         r,

@@ -227,7 +227,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
                 report.segments_from_hints += 1;
                 report.records_read += h.header.records;
                 max_seq = max_seq.max(h.header.max_seq);
-                segments.insert(Arc::new(Segment::new(header, file, len)));
+                segments.insert(Arc::new(Segment::new(header, file, len, len)));
                 continue;
             }
             // Unreachable for a hint whose checksum held; scan to be sure.
@@ -275,7 +275,12 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         if hints::write(storage, &name, &h, &s.entries).is_ok() {
             report.hints_written += 1;
         }
-        segments.insert(Arc::new(Segment::new(header, file, s.valid_end)));
+        segments.insert(Arc::new(Segment::new(
+            header,
+            file,
+            s.valid_end,
+            s.valid_end,
+        )));
     }
     if removed_any {
         storage.sync_dir().map_err(|e| io("syncing", e))?;

@@ -10,7 +10,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result, advice};
 use crate::format::frame::{self, Frame};
 use crate::format::segment_header::{self, SegmentHeader};
-use crate::storage::StorageFile;
+use crate::storage::{Mapping, StorageFile};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,6 +31,8 @@ pub(crate) struct Segment {
     pub(crate) file: Arc<dyn StorageFile>,
     /// Bytes in the file that hold whole frames (the writer appends here).
     pub(crate) len: AtomicU64,
+    /// A read-only map of the file, when the storage offers one.
+    map: Option<Mapping>,
 }
 
 /// Bytes read speculatively with a record's header, so that most records need
@@ -38,10 +40,19 @@ pub(crate) struct Segment {
 const FIRST_READ: usize = 4096;
 
 impl Segment {
-    pub(crate) fn new(header: SegmentHeader, file: Arc<dyn StorageFile>, len: u64) -> Self {
+    /// A segment of `len` valid bytes, mapped (if the storage can) up to
+    /// `map_len` bytes: its length now for a recovered segment, the most it
+    /// can grow to for a new one.
+    pub(crate) fn new(
+        header: SegmentHeader,
+        file: Arc<dyn StorageFile>,
+        len: u64,
+        map_len: u64,
+    ) -> Self {
         Segment {
             name: header.file_name(),
             header,
+            map: file.map(map_len),
             file,
             len: AtomicU64::new(len),
         }
@@ -63,6 +74,14 @@ impl Segment {
         if off + frame::HEADER_LEN as u64 > len {
             return Err(corrupt("index points past the end of the segment"));
         }
+        if let Some(bytes) = self.mapped(off, len) {
+            return match frame::read(bytes, self.id(), off) {
+                Frame::Valid { payload, .. } => Ok(payload.to_vec()),
+                Frame::Incomplete => Err(corrupt("record cut short")),
+                Frame::BadPayload { .. } => Err(corrupt("record checksum mismatch")),
+                Frame::BadHeader => Err(corrupt("no valid frame header at this offset")),
+            };
+        }
         let avail = usize::try_from(len - off).unwrap_or(usize::MAX);
         let mut buf = vec![0u8; avail.min(FIRST_READ)];
         self.read_at(&mut buf, off, dir)?;
@@ -83,6 +102,13 @@ impl Segment {
             Frame::BadPayload { .. } => Err(corrupt("record checksum mismatch")),
             Frame::BadHeader => Err(corrupt("no valid frame header at this offset")),
         }
+    }
+
+    /// The mapped bytes `[off, len)`, if mapped that far.
+    fn mapped(&self, off: u64, len: u64) -> Option<&[u8]> {
+        let bytes = self.map.as_ref()?.bytes();
+        let end = usize::try_from(len).ok()?;
+        bytes.get(usize::try_from(off).ok()?..end)
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64, dir: &Path) -> Result<()> {
@@ -137,6 +163,7 @@ impl Segments {
 pub(crate) fn create(
     storage: &dyn crate::storage::Storage,
     header: SegmentHeader,
+    max_len: u64,
 ) -> Result<Arc<Segment>> {
     let name = header.file_name();
     let path = storage.location().join(&name);
@@ -156,6 +183,7 @@ pub(crate) fn create(
         header,
         file,
         segment_header::LEN as u64,
+        max_len,
     )))
 }
 
@@ -179,7 +207,7 @@ mod tests {
             bucket_start: Timestamp(0),
             bucket_end: Timestamp(10),
         };
-        let seg = create(&st, header).unwrap();
+        let seg = create(&st, header, 1 << 20).unwrap();
         let base = seg.len.load(Ordering::SeqCst);
         let mut buf = Vec::new();
         let small_at = buf.len();

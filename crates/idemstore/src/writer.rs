@@ -445,7 +445,8 @@ impl Writer {
         };
         // Never reuse an id, even one whose creation failed.
         self.next_segment_id = self.next_segment_id.wrapping_add(1);
-        let seg = segment::create(self.shared.storage.as_ref(), header)?;
+        // Mapped at the most it will hold (reads past a map use pread).
+        let seg = segment::create(self.shared.storage.as_ref(), header, max)?;
         self.shared.segments.insert(seg.clone());
         if let Some(old) = self.active.insert(bucket.0.0, seg.clone()) {
             self.sealing.push(old);

@@ -114,6 +114,9 @@ impl StorageFile for FaultyFile {
         self.faults.check(FaultOn::Sync)?;
         self.inner.sync_data()
     }
+    fn map(&self, len: u64) -> Option<super::Mapping> {
+        self.inner.map(len)
+    }
 }
 
 impl Storage for FaultyStorage {

@@ -130,4 +130,8 @@ impl StorageFile for FsFile {
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
+
+    fn map(&self, len: u64) -> Option<super::Mapping> {
+        super::map::map(&self.0, len)
+    }
 }

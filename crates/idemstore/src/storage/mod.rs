@@ -11,10 +11,12 @@
 
 mod faulty;
 mod fs;
+mod map;
 mod mem;
 
 pub use faulty::{EIO, ENOSPC, Fault, FaultOn, Faults, FaultyStorage};
 pub use fs::FsStorage;
+pub use map::Mapping;
 pub use mem::MemStorage;
 
 use std::any::Any;
@@ -68,6 +70,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 
     /// Makes the bytes written so far durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+
+    /// A read-only memory map of the first `len` bytes, if this storage
+    /// offers one (the file may be shorter yet; only written bytes are
+    /// read). The default, `None`, makes readers use `read_exact_at`.
+    fn map(&self, len: u64) -> Option<Mapping> {
+        let _ = len;
+        None
+    }
 }
 
 /// The answer of [`Storage::lock`].
