@@ -477,11 +477,16 @@ fn main() {
 
     // W6.
     let w6_on = want("w6");
+    // W6_CONNS changes the connection count (the figure is 64).
+    let conns: usize = std::env::var("W6_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let mut w6: Vec<(String, f64)> = Vec::new();
     if w6_on {
         w6.push((
             "bare handler".to_owned(),
-            idemstore_benches::http::run(&rt, idemstore_benches::http::router(), 64, secs),
+            idemstore_benches::http::run(&rt, idemstore_benches::http::router(), conns, secs),
         ));
     }
     for (name, d) in [
@@ -492,12 +497,16 @@ fn main() {
     .filter(|_| w6_on)
     {
         let dir = tempfile::tempdir_in(".").expect("tempdir");
-        let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
+        let mut cfg = Config::default().durability(d);
+        if let Some(us) = std::env::var("GCW_US").ok().and_then(|v| v.parse().ok()) {
+            cfg = cfg.group_commit_window(Duration::from_micros(us));
+        }
+        let store = Store::open(dir.path(), cfg).expect("open");
         let app = idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
             idemstore_http::Embedded(store.clone()),
             idemstore_http::IdempotencyConfig::default(),
         ));
-        let r = idemstore_benches::http::run(&rt, app, 64, secs);
+        let r = idemstore_benches::http::run(&rt, app, conns, secs);
         store.close().expect("close");
         w6.push((name.to_owned(), r));
     }
@@ -505,7 +514,7 @@ fn main() {
         eprintln!("W6: {w6:?}");
         let _ = writeln!(
             out,
-            "\nW6 HTTP over loopback, POST /v1/payments, 64 keep-alive connections, fresh keys, requests/s\n"
+            "\nW6 HTTP over loopback, POST /v1/payments, {conns} keep-alive connections, fresh keys, requests/s\n"
         );
         let _ = writeln!(out, "| server | req/s | ÷ bare |");
         let _ = writeln!(out, "| --- | --- | --- |");
