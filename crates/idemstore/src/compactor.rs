@@ -10,9 +10,8 @@ use crate::error::{Error, Result, advice};
 use crate::format::hint;
 use crate::hints;
 use crate::index::Holder;
-use crate::segment::Segment;
 use crate::store::Shared;
-use crate::writer::Msg;
+use crate::writer::{Msg, Sealed};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -134,12 +133,22 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
 /// was deleted meanwhile (its hint would outlive it). Runs on the compactor
 /// thread, or on the writer's at shutdown once the compactor has stopped, so
 /// never while a pass deletes segments.
-pub(crate) fn write_hint(shared: &Shared, seg: &Segment) {
+pub(crate) fn write_hint(shared: &Shared, sealed: Sealed) {
+    let seg = &sealed.segment;
     if shared.segments.get(seg.id()).is_none() {
         return;
     }
+    let e = &sealed.entries;
+    let header = hint::Header {
+        segment_id: seg.id(),
+        segment_crc: hints::segment_crc(&seg.header),
+        covered: seg.len.load(Ordering::Acquire),
+        max_seq: e.max_seq,
+        records: e.entries.len() as u64,
+        probe: hints::probe(shared.config.index_hash),
+    };
     let c = &shared.counters;
-    match hints::write_for_sealed(shared.storage.as_ref(), seg, shared.config.index_hash) {
+    match hints::write(shared.storage.as_ref(), &seg.name, &header, &e.entries) {
         Ok(()) => c.hints_written.fetch_add(1, Ordering::Relaxed),
         Err(_) => c.hint_errors.fetch_add(1, Ordering::Relaxed),
     };
@@ -151,7 +160,7 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     writer: Sender<Msg>,
     stop: Receiver<()>,
-    mut sealed: Receiver<Arc<Segment>>,
+    mut sealed: Receiver<Sealed>,
     interval: Duration,
 ) {
     let mut next_pass = Instant::now() + interval;
@@ -160,7 +169,7 @@ pub(crate) fn run(
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(sealed) -> seg => match seg {
-                Ok(seg) => write_hint(&shared, &seg),
+                Ok(s) => write_hint(&shared, s),
                 // The writer is gone: stop listening (else this spins).
                 Err(_) => sealed = crossbeam_channel::never(),
             },

@@ -3,7 +3,9 @@
 //!
 //! When hints are written:
 //! - when the writer stops appending to a segment (it rolled over to a new
-//!   one), the compactor thread writes its hint in the background;
+//!   one), the compactor thread writes its hint in the background, from the
+//!   entries the writer collected as it appended (the segment is not read
+//!   back);
 //! - `close` writes the hints of the segments still being appended to;
 //! - `open` writes one for every segment it had to scan.
 //!
@@ -21,11 +23,9 @@ use crate::format::hint::{self, Entry, Header};
 use crate::format::record;
 use crate::format::segment_header;
 use crate::scope::{IndexHashFn, TenantDigest};
-use crate::segment::Segment;
-use crate::storage::{Storage, StorageFile, read_all};
+use crate::storage::{Storage, read_all};
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::Ordering;
 
 /// The probe value of an index hash function (see `format/hint.rs`).
 pub(crate) fn probe(hash: IndexHashFn) -> u64 {
@@ -135,37 +135,6 @@ pub(crate) fn write(
         let _ = storage.remove(&name);
     }
     written
-}
-
-/// Reads the hint of a sealed (fully durable, never again appended) segment
-/// and writes its hint file.
-pub(crate) fn write_for_sealed(
-    storage: &dyn Storage,
-    seg: &Segment,
-    hash: IndexHashFn,
-) -> io::Result<()> {
-    let covered = seg.len.load(Ordering::Acquire);
-    let bytes = read_prefix(seg.file.as_ref(), covered)?;
-    let base = segment_header::LEN as u64;
-    let body = bytes.get(segment_header::LEN..).unwrap_or_default();
-    let s = scan(body, seg.id(), base, hash);
-    let header = Header {
-        segment_id: seg.id(),
-        segment_crc: segment_crc(&seg.header),
-        covered: s.valid_end,
-        max_seq: s.max_seq,
-        records: s.records,
-        probe: probe(hash),
-    };
-    write(storage, &seg.name, &header, &s.entries)
-}
-
-fn read_prefix(file: &dyn StorageFile, len: u64) -> io::Result<Vec<u8>> {
-    let n = usize::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "segment too large"))?;
-    let mut buf = vec![0u8; n];
-    file.read_exact_at(&mut buf, 0)?;
-    Ok(buf)
 }
 
 /// A hint that matches its segment.

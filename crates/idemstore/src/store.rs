@@ -5,8 +5,8 @@ use crate::commit::{Commit, Completer, Settlement};
 use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
-use crate::format::frame;
 use crate::format::record::{self, Body, Pending, Record};
+use crate::format::{frame, hint};
 use crate::index::{Holder, Index, PendingEntry, Slot, SlotKey};
 use crate::recovery::{self, RecoveryReport};
 use crate::response::{Response, StoredResponse};
@@ -888,10 +888,23 @@ impl Reservation {
                     .max(self.lease_end),
             ),
             frame: self.frame(seq, body),
+            entry: self.entry(seq, body),
             install: None,
             done,
         };
         shared.enqueue(&self.store.writer_tx, self.token, append)
+    }
+
+    /// The record's index entry (the writer fills in its offset).
+    fn entry(&self, seq: u64, body: &Body) -> hint::Entry {
+        let (kind, live_until) = body.kind_and_live_until();
+        hint::Entry {
+            key: self.index_key,
+            seq,
+            live_until,
+            offset: 0,
+            kind,
+        }
     }
 
     /// Frames a record of this reservation with sequence number `seq`.
@@ -949,22 +962,23 @@ impl Reservation {
         self.finished = true;
         let now = shared.clock().now();
         let expires_at = now.saturating_add(shared.config.retention);
-        let frame = self.frame(
-            shared.next_seq(),
-            &Body::Completed(StoredResponse {
-                fingerprint: self.fingerprint,
-                started_at: self.started_at,
-                completed_at: now,
-                expires_at,
-                response,
-            }),
-        );
+        let seq = shared.next_seq();
+        let body = Body::Completed(StoredResponse {
+            fingerprint: self.fingerprint,
+            started_at: self.started_at,
+            completed_at: now,
+            expires_at,
+            response,
+        });
+        let frame = self.frame(seq, &body);
+        let entry = self.entry(seq, &body);
         let (c, commit) = Completer::new();
         shared.submit(
             &self.store.writer_tx,
             Msg::Append(Append {
                 bucket: shared.bucket(expires_at),
                 frame,
+                entry,
                 install: Some(Install {
                     key: self.index_key,
                     token: self.token,

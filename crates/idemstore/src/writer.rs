@@ -29,8 +29,8 @@ use crate::clock::Timestamp;
 use crate::commit::{Completer, Settlement};
 use crate::config::Durability;
 use crate::error::{Error, advice};
-use crate::format::frame;
 use crate::format::segment_header::SegmentHeader;
+use crate::format::{frame, hint};
 use crate::index::Slot;
 use crate::scope::IndexKey;
 use crate::segment::{self, Segment};
@@ -72,6 +72,9 @@ pub(crate) struct Append {
     /// The bucket `[start, end)` its expiry falls in.
     pub(crate) bucket: (Timestamp, Timestamp),
     pub(crate) frame: Vec<u8>,
+    /// Its index entry, for the segment's hint file (the writer sets the
+    /// offset).
+    pub(crate) entry: hint::Entry,
     /// For a completion: publish it in the index once durable.
     pub(crate) install: Option<Install>,
     pub(crate) done: Option<Completer>,
@@ -112,13 +115,31 @@ pub(crate) struct Writer {
     last_completions: usize,
     /// Messages waiting in the channel when the last fsync returned.
     backlog_after_fsync: usize,
+    /// The index entries of every record written to each segment the
+    /// writer still appends to, by segment id: its hint file, once sealed.
+    entries: HashMap<u32, SegmentEntries>,
     /// Segments the writer stopped appending to (rolled over), to be made
-    /// durable and handed to the compactor for their hint files.
+    /// durable and handed to the compactor, which writes their hint files,
+    /// once the batch that rolled them over is written (it may still append
+    /// to them).
     sealing: Vec<Arc<Segment>>,
-    sealed_tx: Sender<Arc<Segment>>,
+    sealed_tx: Sender<Sealed>,
     /// The compactor's end of `sealed_tx`: at shutdown the writer writes the
     /// hints the compactor did not get to.
-    sealed_rx: Receiver<Arc<Segment>>,
+    sealed_rx: Receiver<Sealed>,
+}
+
+/// What the hint file of a segment lists: every record in `[40, len)`.
+#[derive(Default)]
+pub(crate) struct SegmentEntries {
+    pub(crate) entries: Vec<hint::Entry>,
+    pub(crate) max_seq: u64,
+}
+
+/// A segment the writer will not append to again, with its entries.
+pub(crate) struct Sealed {
+    pub(crate) segment: Arc<Segment>,
+    pub(crate) entries: SegmentEntries,
 }
 
 impl Writer {
@@ -126,7 +147,7 @@ impl Writer {
         shared: Arc<Shared>,
         rx: Receiver<Msg>,
         next_segment_id: u32,
-        sealed: (Sender<Arc<Segment>>, Receiver<Arc<Segment>>),
+        sealed: (Sender<Sealed>, Receiver<Sealed>),
     ) -> Self {
         Writer {
             shared,
@@ -142,6 +163,7 @@ impl Writer {
             last_fsync: Duration::ZERO,
             last_completions: 0,
             backlog_after_fsync: 0,
+            entries: HashMap::new(),
             sealing: Vec::new(),
             sealed_tx: sealed.0,
             sealed_rx: sealed.1,
@@ -370,6 +392,17 @@ impl Writer {
             }
             seg.len.store(at + buf.len() as u64, Ordering::Release);
             bytes += buf.len() as u64;
+            // These records are in the file now: the hint must list them.
+            let list = self.entries.entry(seg.id()).or_default();
+            for (a, slot) in &placed {
+                if let Some(slot) = slot.filter(|s| s.seg == seg.id()) {
+                    list.max_seq = list.max_seq.max(a.entry.seq);
+                    list.entries.push(hint::Entry {
+                        offset: slot.off,
+                        ..a.entry
+                    });
+                }
+            }
         }
         if groups.is_empty() {
             // Only elided or expired records: nothing to write or sync.
@@ -497,23 +530,32 @@ impl Writer {
     fn retire(&mut self, upto: Timestamp) {
         self.retired_upto = self.retired_upto.max(upto);
         let upto = self.retired_upto;
-        self.active.retain(|_, s| s.header.bucket_end > upto);
+        let entries = &mut self.entries;
+        self.active.retain(|_, s| {
+            let keep = s.header.bucket_end > upto;
+            if !keep {
+                entries.remove(&s.id());
+            }
+            keep
+        });
         self.dirty.retain(|_, s| s.header.bucket_end > upto);
     }
 
     /// Makes the segments the writer stopped appending to durable and hands
     /// them to the compactor, which writes their hint files.
     fn hand_over_sealed(&mut self) {
-        for seg in std::mem::take(&mut self.sealing) {
+        for segment in std::mem::take(&mut self.sealing) {
+            let seg = &segment;
             if self.dirty.remove(&seg.id()).is_some() {
                 if let Err(e) = seg.file.sync_data() {
-                    let err = self.io_error("fsyncing", &seg, e);
+                    let err = self.io_error("fsyncing", seg, e);
                     self.shared.poison(err.to_string());
                     return;
                 }
                 self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
-            let _ = self.sealed_tx.send(seg);
+            let entries = self.entries.remove(&seg.id()).unwrap_or_default();
+            let _ = self.sealed_tx.send(Sealed { segment, entries });
         }
     }
 
@@ -524,11 +566,18 @@ impl Writer {
         if self.sync_all().is_err() {
             return;
         }
-        let mut todo: Vec<Arc<Segment>> = self.sealing.drain(..).collect();
-        todo.extend(self.active.drain().map(|(_, s)| s));
+        let mut segments: Vec<Arc<Segment>> = self.sealing.drain(..).collect();
+        segments.extend(self.active.drain().map(|(_, s)| s));
+        let mut todo: Vec<Sealed> = segments
+            .into_iter()
+            .map(|segment| {
+                let entries = self.entries.remove(&segment.id()).unwrap_or_default();
+                Sealed { segment, entries }
+            })
+            .collect();
         todo.extend(self.sealed_rx.try_iter());
-        for seg in todo {
-            crate::compactor::write_hint(&self.shared, &seg);
+        for sealed in todo {
+            crate::compactor::write_hint(&self.shared, sealed);
         }
     }
 

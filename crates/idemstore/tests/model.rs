@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-use idemstore::storage::MemStorage;
+use idemstore::storage::{MemStorage, Storage};
 use idemstore::{
     Begin, Clock, Config, Durability, Error, Fingerprint, KeyState, ManualClock, Reservation,
     Response, Store, Timestamp,
@@ -326,9 +326,27 @@ impl Harness {
                 self.store.close().unwrap();
                 // A clean close made everything durable: nothing is uncertain.
                 self.model.volatile.clear();
-                self.store =
+                // Open from the hint files (all written by the close), then
+                // from the segments alone: both must find the same store.
+                let open = || {
                     Store::open_with_storage(Arc::new(self.storage.clone()), config(&self.clock))
-                        .unwrap();
+                        .unwrap()
+                };
+                let a = open();
+                let ra = a.recovery_report().clone();
+                prop_assert_eq!(ra.segments_from_hints, ra.segments_read);
+                a.close().unwrap();
+                for n in self.storage.list().unwrap() {
+                    if n.ends_with(".hint") {
+                        self.storage.remove(&n).unwrap();
+                    }
+                }
+                self.store = open();
+                let rb = self.store.recovery_report();
+                prop_assert_eq!(
+                    (ra.completed_live, ra.pending_live, ra.records_read),
+                    (rb.completed_live, rb.pending_live, rb.records_read)
+                );
             }
             Op::Crash { seed } => {
                 self.abandon_holders();

@@ -81,6 +81,18 @@ pub(crate) enum Body {
     Aborted { lease_end: Timestamp },
 }
 
+impl Body {
+    /// The record kind, and the instant after which the record means nothing
+    /// (its head's `live_until`).
+    pub(crate) fn kind_and_live_until(&self) -> (Kind, Timestamp) {
+        match self {
+            Body::Pending(p) => (Kind::Pending, p.lease_end),
+            Body::Completed(r) => (Kind::Completed, r.expires_at),
+            Body::Aborted { lease_end } => (Kind::Aborted, *lease_end),
+        }
+    }
+}
+
 /// A whole record with its head fields owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Record {
