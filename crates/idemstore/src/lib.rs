@@ -53,6 +53,7 @@ mod clock;
 mod commit;
 mod compactor;
 mod config;
+mod doorbell;
 mod error;
 mod format;
 #[doc(hidden)]

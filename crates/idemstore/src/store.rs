@@ -4,6 +4,7 @@ use crate::clock::{Clock, Timestamp, duration_millis};
 use crate::commit::{Commit, Completer, Settlement};
 use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
+use crate::doorbell::Doorbell;
 use crate::error::{Error, Result, advice};
 use crate::format::record::{self, Body, Pending, Record};
 use crate::format::{frame, hint};
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Reservation records (pending, renewal, abort) waiting for the writer.
     pub(crate) queue: Mutex<Vec<Queued>>,
+    /// Wakes the writer after a message was sent (see doorbell.rs).
+    pub(crate) doorbell: Doorbell,
 }
 
 impl Shared {
@@ -200,7 +203,10 @@ impl Shared {
         loop {
             self.check_open()?;
             match tx.try_send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.doorbell.ring();
+                    return Ok(());
+                }
                 Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
                 Err(TrySendError::Full(m)) => {
                     msg = m;
@@ -231,6 +237,7 @@ impl Shared {
             // Full: the writer is busy and drains the queue with its next
             // batch anyway.
             let _ = tx.try_send(Msg::Nudge);
+            self.doorbell.ring();
         }
         Ok(())
     }
@@ -482,6 +489,7 @@ impl Store {
             gate: RwLock::new(()),
             counters: Counters::default(),
             queue: Mutex::new(Vec::new()),
+            doorbell: Doorbell::default(),
         });
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         // Sealed segments, writer -> compactor (for their hint files).
@@ -765,6 +773,7 @@ impl StoreInner {
         let _ = t.stop_compactor.send(());
         let compactor_ok = t.compactor.join().is_ok();
         let _ = self.writer_tx.send(Msg::Shutdown);
+        self.shared.doorbell.ring();
         let writer_ok = t.writer.join().is_ok();
         self.lock.lock().take();
         if !writer_ok || !compactor_ok {

@@ -251,7 +251,11 @@ impl Writer {
             // Waiting pays while completions arrive faster than the batch
             // would drain them: one per (fsync time / batch size).
             let gap = self.last_fsync / u32::try_from(have.max(1)).unwrap_or(u32::MAX);
-            match self.rx.recv_timeout(left.min(gap)) {
+            match self
+                .shared
+                .doorbell
+                .recv(&self.rx, Some(Instant::now() + left.min(gap)))
+            {
                 Ok(Msg::Append(a)) => {
                     have += usize::from(a.install.is_some());
                     batch.push(a);
@@ -279,10 +283,13 @@ impl Writer {
                 (a, b) => a.or(b),
             };
             let Some(due) = due else {
-                return self.rx.recv().ok();
+                return self.shared.doorbell.recv(&self.rx, None).ok();
             };
             let wait = due.saturating_duration_since(Instant::now());
-            let msg = match self.rx.recv_timeout(wait.max(Duration::from_micros(1))) {
+            let msg = match self.shared.doorbell.recv(
+                &self.rx,
+                Some(Instant::now() + wait.max(Duration::from_micros(1))),
+            ) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return None,
