@@ -433,8 +433,12 @@ fn main() {
         raw(c, secs)
     });
     row("sled 0.34 (CAS, insert, flush)", &|c| sled(c, secs));
-    row("redb (a write txn per step, expiry table)", &|c| redb(c, secs));
-    row("redb batched (group commit by hand)", &|c| redb_batched(c, secs));
+    row("redb (a write txn per step, expiry table)", &|c| {
+        redb(c, secs)
+    });
+    row("redb batched (group commit by hand)", &|c| {
+        redb_batched(c, secs)
+    });
     let mut servers = Vec::new();
     for mode in ["always", "everysec"] {
         let Some(server) = RedisServer::start(mode) else {

@@ -7,6 +7,7 @@
 use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::config::Config;
 use crate::format::frame::{self, Scanned, Scanner};
+use crate::format::hint;
 use crate::format::record::{self, Body, Pending, Record};
 use crate::format::segment_header::SegmentHeader;
 use crate::response::{Response, StoredResponse};
@@ -59,6 +60,11 @@ pub fn codec(data: &[u8]) {
     let _ = Record::decode(data);
     let _ = record::decode_head(data);
     let _ = SegmentHeader::decode(data);
+    if let Ok((_, body)) = hint::decode(data) {
+        for e in hint::entries(body) {
+            let _ = e;
+        }
+    }
     for item in Scanner::new(data, 3, 40) {
         if let Scanned::Record { offset, payload } = item {
             assert!(matches!(
@@ -126,6 +132,63 @@ pub fn codec(data: &[u8]) {
         bucket_end: Timestamp(2000),
     };
     assert_eq!(SegmentHeader::decode(&header.encode()), Ok(header));
+    // A hint file built from the input roundtrips.
+    let (h, entries) = fuzz_hint(
+        &mut inp,
+        header.id,
+        crate::hints::segment_crc(&header),
+        4096,
+    );
+    let bytes = hint::encode(&h, &entries);
+    let (h2, body) = hint::decode(&bytes).expect("an encoded hint decodes");
+    assert_eq!(h2, h);
+    let back: Vec<hint::Entry> = hint::entries(body).map(|e| e.expect("entry")).collect();
+    assert_eq!(back, entries);
+}
+
+/// A hint for segment `id` whose entries come from the input, some of them
+/// for the keys the recovery target looks up.
+fn fuzz_hint(
+    inp: &mut Input<'_>,
+    id: u32,
+    segment_crc: u32,
+    covered: u64,
+) -> (hint::Header, Vec<hint::Entry>) {
+    let tenant = TenantDigest::of(b"t");
+    let keys = ["k", "k0", "key-1"];
+    let n = usize::from(inp.u8() % 8);
+    let entries: Vec<hint::Entry> = (0..n)
+        .map(|_| {
+            let pick = inp.u8();
+            let key = match keys.get(usize::from(pick % 4)) {
+                Some(k) => crate::scope::default_index_hash(&tenant, k.as_bytes()),
+                None => crate::scope::IndexKey {
+                    hi: inp.u64(),
+                    lo: inp.u64(),
+                },
+            };
+            hint::Entry {
+                key,
+                seq: inp.u64(),
+                live_until: Timestamp(T0.0 + u64::from(inp.u16()) * 1000),
+                offset: u32::from(inp.u16()),
+                kind: match inp.u8() % 3 {
+                    0 => record::Kind::Pending,
+                    1 => record::Kind::Completed,
+                    _ => record::Kind::Aborted,
+                },
+            }
+        })
+        .collect();
+    let header = hint::Header {
+        segment_id: id,
+        segment_crc,
+        covered,
+        max_seq: inp.u64(),
+        records: entries.len() as u64 + u64::from(inp.u8()),
+        probe: crate::hints::probe(crate::scope::default_index_hash),
+    };
+    (header, entries)
 }
 
 const T0: Timestamp = Timestamp(1_800_000_000_000);
@@ -150,9 +213,23 @@ pub fn recovery(data: &[u8]) {
             // Start from a valid header so the frames get looked at.
             bytes.extend_from_slice(&header.encode());
         }
+        let hint_mode = inp.u8() % 4;
         let chunk = inp.0.len() / (files - i);
         bytes.extend_from_slice(&inp.0[..chunk]);
         inp.0 = &inp.0[chunk..];
+        // Sometimes a hint beside it: one that matches (checksums and all,
+        // its entries pointing anywhere), or garbage.
+        if let Some(hint_name) = hint::name_for(&name) {
+            match hint_mode {
+                0 => {
+                    let crc = crate::hints::segment_crc(&header);
+                    let (h, e) = fuzz_hint(&mut inp, header.id, crc, bytes.len() as u64);
+                    st.put_file(&hint_name, hint::encode(&h, &e));
+                }
+                1 => st.put_file(&hint_name, inp.bytes(200)),
+                _ => {}
+            }
+        }
         st.put_file(&name, bytes);
         names.push(name);
     }
