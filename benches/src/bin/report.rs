@@ -503,6 +503,10 @@ fn main() {
     let w3_on = want("w3");
     for (name, d) in [
         ("idemstore Sync", Durability::Sync),
+        (
+            "idemstore Periodic(100 ms)",
+            Durability::Periodic(Duration::from_millis(100)),
+        ),
         ("idemstore None", Durability::None),
     ]
     .into_iter()
@@ -556,6 +560,10 @@ fn main() {
     }
     for (name, d) in [
         ("behind the layer, Sync", Durability::Sync),
+        (
+            "behind the layer, Periodic(100 ms)",
+            Durability::Periodic(Duration::from_millis(100)),
+        ),
         ("behind the layer, None", Durability::None),
     ]
     .into_iter()
