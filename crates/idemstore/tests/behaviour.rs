@@ -1095,3 +1095,58 @@ fn a_damaged_record_read_through_the_memory_map_is_an_error_not_a_response() {
         .unwrap();
     assert_eq!(replay(&store, "t", "fresh", fp("a")).body, b"new");
 }
+
+#[test]
+fn zeros_written_ahead_are_trimmed_at_close_and_truncated_after_a_crash() {
+    let c = clock();
+    let seg_of = |st: &MemStorage| {
+        st.list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.ends_with(".seg"))
+            .unwrap()
+    };
+    // A crash: the zeros ahead of the last record survive (they were synced
+    // with the data), and open truncates them.
+    let st = MemStorage::new();
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    for i in 0..10 {
+        reserve(&store, "t", &format!("k{i}"), fp("a"))
+            .complete(response(&format!("v{i}")))
+            .unwrap();
+    }
+    let data = store.stats().disk_bytes;
+    let on_disk = st.file_bytes(&seg_of(&st)).unwrap().len() as u64;
+    assert!(
+        on_disk > data + 1_000_000,
+        "{on_disk} bytes for {data} of data"
+    );
+    let image = st.crash(3);
+    let _ = store.close();
+    let store = Store::open_with_storage(Arc::new(image.clone()), config(&c)).unwrap();
+    let rep = store.recovery_report().clone();
+    assert_eq!(rep.torn_tails, 1, "{rep:?}");
+    assert_eq!(rep.bytes_truncated, on_disk - data);
+    for i in 0..10 {
+        assert_eq!(
+            replay(&store, "t", &format!("k{i}"), fp("a")).body,
+            format!("v{i}").as_bytes()
+        );
+    }
+    store.close().unwrap();
+
+    // A clean close trims them, so the hint written at close matches.
+    let st = MemStorage::new();
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    for i in 0..10 {
+        reserve(&store, "t", &format!("k{i}"), fp("a"))
+            .complete(response(&format!("v{i}")))
+            .unwrap();
+    }
+    let data = store.stats().disk_bytes;
+    store.close().unwrap();
+    assert_eq!(st.file_bytes(&seg_of(&st)).unwrap().len() as u64, data);
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    let rep = store.recovery_report();
+    assert_eq!((rep.torn_tails, rep.segments_from_hints), (0, 1), "{rep:?}");
+}
