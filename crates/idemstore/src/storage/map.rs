@@ -38,7 +38,8 @@ pub(crate) fn map(file: &File, len: u64) -> Option<Mapping> {
     // which were written before `len` was published (Release/Acquire) and
     // are never written again (segments are append-only; a failed write only
     // touches bytes at or past `len`); it truncates files only during `open`,
-    // before they are mapped. The directory is `flock`ed by the open store,
+    // before they are mapped, and (the writer trimming the zeros it wrote
+    // ahead) never below `len`. The directory is `flock`ed by the open store,
     // so no other idemstore process writes it. A foreign program truncating
     // a segment of an open store would make a read fault (SIGBUS): the
     // directory belongs to the store while it is open (README, "Files").
