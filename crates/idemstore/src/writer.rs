@@ -45,6 +45,10 @@ use std::time::{Duration, Instant};
 /// `Writer::preallocate`).
 const PREALLOCATE: u64 = 4 << 20;
 
+/// Batches that skip the group-commit window after one that did not fill
+/// (see `Writer::linger`).
+const LINGER_BACKOFF: u32 = 16;
+
 /// How a batch failed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -119,6 +123,8 @@ pub(crate) struct Writer {
     last_completions: usize,
     /// Messages waiting in the channel when the last fsync returned.
     backlog_after_fsync: usize,
+    /// Batches left that skip the group-commit window (see `linger`).
+    linger_skip: u32,
     /// The index entries of every record written to each segment the
     /// writer still appends to, by segment id: its hint file, once sealed.
     entries: HashMap<u32, SegmentEntries>,
@@ -170,6 +176,7 @@ impl Writer {
             last_fsync: Duration::ZERO,
             last_completions: 0,
             backlog_after_fsync: 0,
+            linger_skip: 0,
             entries: HashMap::new(),
             file_len: HashMap::new(),
             sealing: Vec::new(),
@@ -242,11 +249,24 @@ impl Writer {
     /// `fsync time / batch size` ends the wait (waiting `w` for `d` more
     /// completions pays only if `d / batch > w / fsync`). A lone caller never
     /// waits.
+    ///
+    /// When the callers take longer to come back than an fsync takes (a fast
+    /// disk, callers short of CPU), the window ends before they are all in
+    /// and only delays the batch; two batches taking turns, each fsyncing
+    /// while the other's callers come back, then do better (measured with a
+    /// 260 µs fsync: +20-30% at 64 callers). So after a window that ran out
+    /// short of `expected`, the next `LINGER_BACKOFF` batches skip it; then
+    /// one is tried again. (With a slow fsync the callers are back well
+    /// within the window and it stays on.)
     fn linger(&mut self, batch: &mut Vec<Append>) -> Option<Msg> {
         let cfg = &self.shared.config;
         let expected = self.last_completions + self.backlog_after_fsync;
         let mut have = batch.iter().filter(|a| a.install.is_some()).count();
         if cfg.durability != Durability::Sync || expected < 2 || have >= expected {
+            return None;
+        }
+        if self.linger_skip > 0 {
+            self.linger_skip -= 1;
             return None;
         }
         let window = cfg.group_commit_window.min(self.last_fsync);
@@ -272,6 +292,11 @@ impl Writer {
                 Ok(other) => return Some(other),
                 Err(_) => break,
             }
+        }
+        // The whole window went by and they were not all back: they take
+        // longer than an fsync.
+        if have < expected && start.elapsed() >= window {
+            self.linger_skip = LINGER_BACKOFF;
         }
         None
     }
