@@ -1,6 +1,7 @@
-//! A quick side-by-side report: the durable begin→complete cycle (W1, 512 B
-//! body, fresh keys) at 1, 8 and 64 concurrent callers on idemstore and its
-//! peers, in one run, printed as a markdown table with ratios.
+//! A quick side-by-side report of every workload of the performance issue,
+//! idemstore beside its peers in one run, printed as markdown with ratios.
+//! W1: the durable begin→complete cycle (512 B body, fresh keys) at 1, 8 and
+//! 64 concurrent callers.
 //!
 //! `cargo run --release -p idemstore-benches --bin report -- [SECONDS_PER_CELL] [KEYS]`
 //!
@@ -26,6 +27,10 @@
 //! Last, the performance issue's targets with what was measured.
 //!
 //! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
+//!
+//! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6` runs only those sections;
+//! `W6_CONNS=N` changes W6's connection count (64 by default, the issue's);
+//! `GCW_US=N` sets W6's stores' `group_commit_window` in µs.
 
 use idemstore::{Config, Durability, Fingerprint, Response, Store};
 use idemstore_benches::{cycles_for, durable_cycles};
