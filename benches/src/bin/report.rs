@@ -72,30 +72,73 @@ fn threads(callers: usize, secs: f64, op: impl Fn(usize, u64) + Send + Sync + 's
 }
 
 fn idemstore(d: Durability, callers: usize, secs: f64) -> f64 {
-    let dir = tempfile::tempdir_in(".").expect("tempdir");
-    let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
-    let r = cycles_for(secs, callers, |run, n| {
-        durable_cycles(&store, callers, n, run, BODY);
-    });
-    store.close().expect("close");
-    r
+    with_store(Config::default().durability(d), |store| {
+        cycles_for(secs, callers, |run, n| {
+            durable_cycles(store, callers, n, run, BODY);
+        })
+    })
 }
 
 /// W1 with the callers as async tasks on a 2-worker tokio runtime awaiting
 /// `complete_async`, as a service behind an async HTTP server calls it.
 fn idemstore_async(d: Durability, callers: usize, secs: f64) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = runtime();
+    with_store(Config::default().durability(d), |store| {
+        cycles_for(secs, callers, |run, n| {
+            idemstore_benches::durable_cycles_async(&rt, store, callers, n, run, BODY);
+        })
+    })
+}
+
+/// The tokio runtime every async workload here runs on: 2 workers.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// Runs `f` on a store opened with `cfg` in a fresh directory, then closes it.
+fn with_store<R>(cfg: Config, f: impl FnOnce(&Store) -> R) -> R {
     let dir = tempfile::tempdir_in(".").expect("tempdir");
-    let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
-    let r = cycles_for(secs, callers, |run, n| {
-        idemstore_benches::durable_cycles_async(&rt, &store, callers, n, run, BODY);
-    });
+    let store = Store::open(dir.path(), cfg).expect("open");
+    let r = f(&store);
     store.close().expect("close");
     r
+}
+
+/// The durability modes the workloads compare, with their labels.
+fn modes() -> [(&'static str, Durability); 3] {
+    [
+        ("Sync", Durability::Sync),
+        (
+            "Periodic(100 ms)",
+            Durability::Periodic(Duration::from_millis(100)),
+        ),
+        ("None", Durability::None),
+    ]
+}
+
+/// A two-column table of `rows` with a third column `ratio(first, this)`,
+/// followed by `unit`.
+fn ratio_table(
+    out: &mut impl Write,
+    title: &str,
+    columns: &str,
+    rows: &[(String, f64)],
+    (ratio, unit): (impl Fn(f64, f64) -> f64, &str),
+) {
+    let _ = writeln!(out, "\n{title}\n");
+    let _ = writeln!(out, "{columns}");
+    let _ = writeln!(out, "| --- | --- | --- |");
+    for (name, r) in rows {
+        let _ = writeln!(
+            out,
+            "| {name} | {r:.0} | {:.2}{unit} |",
+            ratio(rows[0].1, *r)
+        );
+    }
 }
 
 fn raw(callers: usize, secs: f64) -> f64 {
@@ -263,11 +306,7 @@ impl Drop for RedisServer {
 }
 
 fn redis(server: &RedisServer, callers: usize, secs: f64) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let url = format!("redis://127.0.0.1:{}", server.port);
         let backend =
@@ -426,14 +465,15 @@ fn main() {
         eprintln!("{name}: {cells:?}");
         rows.push((name.to_owned(), cells));
     };
-    row("idemstore Sync", &|c| idemstore(Durability::Sync, c, secs));
-    row("idemstore Sync, async tasks (2 tokio workers)", &|c| {
-        idemstore_async(Durability::Sync, c, secs)
-    });
-    row("idemstore Periodic(100 ms)", &|c| {
-        idemstore(Durability::Periodic(Duration::from_millis(100)), c, secs)
-    });
-    row("idemstore None", &|c| idemstore(Durability::None, c, secs));
+    for (i, (mode, d)) in modes().into_iter().enumerate() {
+        row(&format!("idemstore {mode}"), &|c| idemstore(d, c, secs));
+        if i == 0 {
+            row(
+                &format!("idemstore {mode}, async tasks (2 tokio workers)"),
+                &|c| idemstore_async(d, c, secs),
+            );
+        }
+    }
     row("raw limit (append + fdatasync, batch = callers)", &|c| {
         raw(c, secs)
     });
@@ -499,31 +539,15 @@ fn main() {
     }
 
     // W3.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let mut w3: Vec<(String, f64)> = Vec::new();
     let w3_on = want("w3");
-    for (name, d) in [
-        ("idemstore Sync", Durability::Sync),
-        (
-            "idemstore Periodic(100 ms)",
-            Durability::Periodic(Duration::from_millis(100)),
-        ),
-        ("idemstore None", Durability::None),
-    ]
-    .into_iter()
-    .filter(|_| w3_on)
-    {
-        let dir = tempfile::tempdir_in(".").expect("tempdir");
-        let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
-        let r =
-            idemstore_benches::mixed::run(&rt, idemstore_http::Embedded(store.clone()), 64, secs);
-        store.close().expect("close");
-        eprintln!("W3 {name}: {r:.0}");
-        w3.push((name.to_owned(), r));
+    for (mode, d) in modes().into_iter().filter(|_| w3_on) {
+        let r = with_store(Config::default().durability(d), |store| {
+            idemstore_benches::mixed::run(&rt, idemstore_http::Embedded(store.clone()), 64, secs)
+        });
+        eprintln!("W3 idemstore {mode}: {r:.0}");
+        w3.push((format!("idemstore {mode}"), r));
     }
     for (server, mode) in servers.iter().zip(["always", "everysec"]).filter(|_| w3_on) {
         let url = format!("redis://127.0.0.1:{}", server.port);
@@ -538,15 +562,13 @@ fn main() {
         w3.push((format!("Redis 7, appendfsync {mode}"), r));
     }
     if w3_on {
-        let _ = writeln!(
-            out,
-            "\nW3 mixed (80% new, 15% replay, 5% conflicting duplicate), 64 tasks on the `Backend` trait, ops/s\n"
+        ratio_table(
+            &mut out,
+            "W3 mixed (80% new, 15% replay, 5% conflicting duplicate), 64 tasks on the `Backend` trait, ops/s",
+            "| store | ops/s | idemstore Sync ÷ this |",
+            &w3,
+            (|first, r| first / r, "×"),
         );
-        let _ = writeln!(out, "| store | ops/s | idemstore Sync ÷ this |");
-        let _ = writeln!(out, "| --- | --- | --- |");
-        for (name, r) in &w3 {
-            let _ = writeln!(out, "| {name} | {r:.0} | {:.2}× |", w3[0].1 / r);
-        }
     }
 
     // W6.
@@ -563,42 +585,32 @@ fn main() {
             idemstore_benches::http::run(&rt, idemstore_benches::http::router(), conns, secs),
         ));
     }
-    for (name, d) in [
-        ("behind the layer, Sync", Durability::Sync),
-        (
-            "behind the layer, Periodic(100 ms)",
-            Durability::Periodic(Duration::from_millis(100)),
-        ),
-        ("behind the layer, None", Durability::None),
-    ]
-    .into_iter()
-    .filter(|_| w6_on)
-    {
-        let dir = tempfile::tempdir_in(".").expect("tempdir");
+    for (mode, d) in modes().into_iter().filter(|_| w6_on) {
         let mut cfg = Config::default().durability(d);
         if let Some(us) = std::env::var("GCW_US").ok().and_then(|v| v.parse().ok()) {
             cfg = cfg.group_commit_window(Duration::from_micros(us));
         }
-        let store = Store::open(dir.path(), cfg).expect("open");
-        let app = idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
-            idemstore_http::Embedded(store.clone()),
-            idemstore_http::IdempotencyConfig::default(),
-        ));
-        let r = idemstore_benches::http::run(&rt, app, conns, secs);
-        store.close().expect("close");
-        w6.push((name.to_owned(), r));
+        let r = with_store(cfg, |store| {
+            let app =
+                idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
+                    idemstore_http::Embedded(store.clone()),
+                    idemstore_http::IdempotencyConfig::default(),
+                ));
+            idemstore_benches::http::run(&rt, app, conns, secs)
+        });
+        w6.push((format!("behind the layer, {mode}"), r));
     }
     if w6_on {
         eprintln!("W6: {w6:?}");
-        let _ = writeln!(
-            out,
-            "\nW6 HTTP over loopback, POST /v1/payments, {conns} keep-alive connections, fresh keys, requests/s\n"
+        ratio_table(
+            &mut out,
+            &format!(
+                "W6 HTTP over loopback, POST /v1/payments, {conns} keep-alive connections, fresh keys, requests/s"
+            ),
+            "| server | req/s | ÷ bare |",
+            &w6,
+            (|first, r| r / first, ""),
         );
-        let _ = writeln!(out, "| server | req/s | ÷ bare |");
-        let _ = writeln!(out, "| --- | --- | --- |");
-        for (name, r) in &w6 {
-            let _ = writeln!(out, "| {name} | {r:.0} | {:.2} |", r / w6[0].1);
-        }
     }
 
     // W4, W5.
