@@ -1,6 +1,6 @@
-//! The idempotency layer's overhead over a bare handler, in-process: an axum
-//! router answering `POST` with a small 201, bare and behind the layer on the
-//! embedded store (durability `None` and `Sync`), every request with a fresh
+//! The idempotency layer's overhead over a bare handler, in-process: the
+//! report's W6 router (`idemstore_benches::http::router`, a small JSON
+//! 201), bare and behind the layer on the embedded store (durability `None` and `Sync`), every request with a fresh
 //! key (the full path: parse, fingerprint, reserve, run, store, respond).
 //! One caller, and 64 concurrent tasks on a 2-worker tokio runtime.
 //!
@@ -11,28 +11,16 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::routing::post;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use idemstore::{Config, Durability, Store};
+use idemstore_benches::http::router;
 use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
 static KEY: AtomicU64 = AtomicU64::new(0);
-
-fn router() -> Router {
-    Router::new().route(
-        "/v1/payments",
-        post(|| async {
-            (
-                StatusCode::CREATED,
-                r#"{"id":"pay_1","amount":100,"currency":"EUR"}"#,
-            )
-        }),
-    )
-}
 
 async fn one(app: Router) {
     let k = KEY.fetch_add(1, Ordering::Relaxed);
