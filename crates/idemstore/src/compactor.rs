@@ -139,14 +139,13 @@ pub(crate) fn write_hint(shared: &Shared, sealed: Sealed) {
         return;
     }
     let e = &sealed.entries;
-    let header = hint::Header {
-        segment_id: seg.id(),
-        segment_crc: hints::segment_crc(&seg.header),
-        covered: seg.len.load(Ordering::Acquire),
-        max_seq: e.max_seq,
-        records: e.entries.len() as u64,
-        probe: hints::probe(shared.config.index_hash),
-    };
+    let header = hints::header_for(
+        &seg.header,
+        seg.len.load(Ordering::Acquire),
+        e.max_seq,
+        e.entries.len() as u64,
+        shared.config.index_hash,
+    );
     let c = &shared.counters;
     match hints::write(shared.storage.as_ref(), &seg.name, &header, &e.entries) {
         Ok(()) => c.hints_written.fetch_add(1, Ordering::Relaxed),

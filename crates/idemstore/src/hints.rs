@@ -104,6 +104,25 @@ pub(crate) fn newest_per_key(entries: &[Entry]) -> Vec<Entry> {
     keep.into_iter().map(|i| entries[i]).collect()
 }
 
+/// The hint header for segment `seg` whose bytes `[40, covered)` hold
+/// `records` records, the highest with sequence number `max_seq`.
+pub(crate) fn header_for(
+    seg: &segment_header::SegmentHeader,
+    covered: u64,
+    max_seq: u64,
+    records: u64,
+    hash: IndexHashFn,
+) -> Header {
+    Header {
+        segment_id: seg.id,
+        segment_crc: segment_crc(seg),
+        covered,
+        max_seq,
+        records,
+        probe: probe(hash),
+    }
+}
+
 /// The header checksum of a segment, as a hint records it.
 pub(crate) fn segment_crc(header: &segment_header::SegmentHeader) -> u32 {
     let b = header.encode();

@@ -263,14 +263,13 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         // The hint may only describe durable bytes (a crash of the process
         // that wrote them leaves them in the page cache only).
         file.sync_data().map_err(w)?;
-        let h = hint::Header {
-            segment_id: id,
-            segment_crc: hints::segment_crc(&header),
-            covered: s.valid_end,
-            max_seq: s.max_seq,
-            records: s.records,
-            probe: hints::probe(config.index_hash),
-        };
+        let h = hints::header_for(
+            &header,
+            s.valid_end,
+            s.max_seq,
+            s.records,
+            config.index_hash,
+        );
         // Best effort: without a hint the next open scans again.
         if hints::write(storage, &name, &h, &s.entries).is_ok() {
             report.hints_written += 1;

@@ -619,7 +619,11 @@ impl Writer {
             let err = self.io_error("fsyncing", seg, e);
             self.shared.poison(err.to_string());
             err
-        })
+        })?;
+        // That fsync made everything written to it durable too.
+        self.dirty.remove(&seg.id());
+        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Makes the segments the writer stopped appending to durable and hands
