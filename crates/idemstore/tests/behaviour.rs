@@ -43,6 +43,24 @@ fn replay(store: &Store, tenant: &str, key: &str, f: Fingerprint) -> Response {
     }
 }
 
+/// Completes keys `k0..k{n-1}` of tenant "t" with bodies `v0..`.
+fn fill(store: &Store, n: usize) {
+    for i in 0..n {
+        reserve(store, "t", &format!("k{i}"), fp("a"))
+            .complete(response(&format!("v{i}")))
+            .unwrap();
+    }
+}
+
+/// The name of the first file in `st` ending with `suffix`.
+fn file_ending(st: &MemStorage, suffix: &str) -> String {
+    st.list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(suffix))
+        .unwrap()
+}
+
 fn response(body: &str) -> Response {
     Response::new(201, body.as_bytes().to_vec())
         .with_header("content-type", b"application/json".to_vec())
@@ -322,11 +340,7 @@ fn junk_appended_to_every_file_is_truncated_and_valid_records_still_serve() {
     let dir = tempfile::tempdir().unwrap();
     let c = clock();
     let store = Store::open(dir.path(), config(&c)).unwrap();
-    for i in 0..20 {
-        reserve(&store, "t", &format!("k{i}"), fp("a"))
-            .complete(response(&format!("v{i}")))
-            .unwrap();
-    }
+    fill(&store, 20);
     store.close().unwrap();
     for round in 0..10u8 {
         for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -361,18 +375,9 @@ fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
     let st = MemStorage::new();
     let c = clock();
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
-    for i in 0..3 {
-        reserve(&store, "t", &format!("k{i}"), fp("a"))
-            .complete(response(&format!("v{i}")))
-            .unwrap();
-    }
+    fill(&store, 3);
     store.close().unwrap();
-    let name = st
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.ends_with(".seg"))
-        .unwrap();
+    let name = file_ending(&st, ".seg");
     let mut bytes = st.file_bytes(&name).unwrap();
     // Damage the body of k1's completion ("v1").
     let at = bytes.windows(2).position(|w| w == b"v1").unwrap();
@@ -417,12 +422,7 @@ fn garbage_files_never_panic_open() {
             .complete(response("x"))
             .unwrap();
         s.close().unwrap();
-        let name = st
-            .list()
-            .unwrap()
-            .into_iter()
-            .find(|n| n.ends_with(".seg"))
-            .unwrap();
+        let name = file_ending(&st, ".seg");
         (name.clone(), st.file_bytes(&name).unwrap())
     };
     let mut seed = 1u64;
@@ -965,18 +965,9 @@ fn a_hint_that_does_not_match_its_segment_is_ignored() {
     let c = clock();
     let st = MemStorage::new();
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
-    for i in 0..10 {
-        reserve(&store, "t", &format!("k{i}"), fp("a"))
-            .complete(response(&format!("v{i}")))
-            .unwrap();
-    }
+    fill(&store, 10);
     store.close().unwrap();
-    let hint = st
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.ends_with(".hint"))
-        .unwrap();
+    let hint = file_ending(&st, ".hint");
     let good = st.file_bytes(&hint).unwrap();
     let damaged: Vec<Vec<u8>> = vec![
         Vec::new(),
@@ -1099,24 +1090,13 @@ fn a_damaged_record_read_through_the_memory_map_is_an_error_not_a_response() {
 #[test]
 fn zeros_written_ahead_are_trimmed_at_close_and_truncated_after_a_crash() {
     let c = clock();
-    let seg_of = |st: &MemStorage| {
-        st.list()
-            .unwrap()
-            .into_iter()
-            .find(|n| n.ends_with(".seg"))
-            .unwrap()
-    };
     // A crash: the zeros ahead of the last record survive (they were synced
     // with the data), and open truncates them.
     let st = MemStorage::new();
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
-    for i in 0..10 {
-        reserve(&store, "t", &format!("k{i}"), fp("a"))
-            .complete(response(&format!("v{i}")))
-            .unwrap();
-    }
+    fill(&store, 10);
     let data = store.stats().disk_bytes;
-    let on_disk = st.file_bytes(&seg_of(&st)).unwrap().len() as u64;
+    let on_disk = st.file_bytes(&file_ending(&st, ".seg")).unwrap().len() as u64;
     assert!(
         on_disk > data + 1_000_000,
         "{on_disk} bytes for {data} of data"
@@ -1138,14 +1118,13 @@ fn zeros_written_ahead_are_trimmed_at_close_and_truncated_after_a_crash() {
     // A clean close trims them, so the hint written at close matches.
     let st = MemStorage::new();
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
-    for i in 0..10 {
-        reserve(&store, "t", &format!("k{i}"), fp("a"))
-            .complete(response(&format!("v{i}")))
-            .unwrap();
-    }
+    fill(&store, 10);
     let data = store.stats().disk_bytes;
     store.close().unwrap();
-    assert_eq!(st.file_bytes(&seg_of(&st)).unwrap().len() as u64, data);
+    assert_eq!(
+        st.file_bytes(&file_ending(&st, ".seg")).unwrap().len() as u64,
+        data
+    );
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
     let rep = store.recovery_report();
     assert_eq!((rep.torn_tails, rep.segments_from_hints), (0, 1), "{rep:?}");
