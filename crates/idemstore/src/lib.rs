@@ -64,6 +64,7 @@ mod recovery;
 mod response;
 mod scope;
 mod segment;
+mod settler;
 pub mod storage;
 mod store;
 mod writer;

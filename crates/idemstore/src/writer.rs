@@ -6,8 +6,9 @@
 //! `pending_write_delay` after the first one arrived. The writer takes every
 //! message waiting (up to `max_batch`) plus the side queue, appends each
 //! segment's share with one write call, fsyncs each touched segment once
-//! (`Sync` mode), then publishes completed records in the index and wakes the
-//! callers: group commit.
+//! (`Sync` mode), then has the batch settled — its completed records
+//! published in the index and its callers woken — by the settler thread
+//! while it goes on to the next batch (see settler.rs): group commit.
 //!
 //! A reservation record is *elided* (not written) when the same batch holds a
 //! newer record of the same reservation (its completion, its abort, or a
@@ -34,6 +35,7 @@ use crate::format::{frame, hint};
 use crate::index::Slot;
 use crate::scope::IndexKey;
 use crate::segment::{self, Segment};
+use crate::settler::{self, Placed, Settler};
 use crate::store::Shared;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
@@ -48,15 +50,6 @@ const PREALLOCATE: u64 = 4 << 20;
 /// Batches that skip the group-commit window after one that did not fill
 /// (see `Writer::linger`).
 const LINGER_BACKOFF: u32 = 16;
-
-/// How a batch failed.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// A write (or segment creation) failed: nothing acknowledged, retryable.
-    Write,
-    /// An fsync failed: the store is poisoned.
-    Sync,
-}
 
 /// A message to the writer.
 pub(crate) enum Msg {
@@ -140,6 +133,8 @@ pub(crate) struct Writer {
     /// The compactor's end of `sealed_tx`: at shutdown the writer writes the
     /// hints the compactor did not get to.
     sealed_rx: Receiver<Sealed>,
+    /// The settler thread (without one the writer settles batches itself).
+    settler: Option<Settler>,
 }
 
 /// What the hint file of a segment lists: every record in `[40, len)`.
@@ -182,11 +177,13 @@ impl Writer {
             sealing: Vec::new(),
             sealed_tx: sealed.0,
             sealed_rx: sealed.1,
+            settler: None,
         }
     }
 
     pub(crate) fn run(mut self) {
         let max_batch = self.shared.config.max_batch;
+        self.settler = Settler::start(&self.shared);
         let mut batch: Vec<Append> = Vec::new();
         loop {
             // Messages that queued up during the last fsync came from callers
@@ -373,11 +370,46 @@ impl Writer {
         *batch = keep;
     }
 
+    /// Appends `batch` (and the side queue), fsyncs it in `Sync` mode, and
+    /// hands it to the settler, which publishes and acknowledges it.
     fn write_batch(&mut self, batch: &mut Vec<Append>) {
+        let Some((segments, placed)) = self.append(batch) else {
+            return;
+        };
+        let result = if segments.is_empty() {
+            // Only elided or expired records: nothing to make durable.
+            Ok(())
+        } else if self.shared.config.durability == Durability::Sync {
+            let started = Instant::now();
+            let result = settler::sync(&self.shared, &segments);
+            self.last_fsync = started.elapsed();
+            self.backlog_after_fsync = self.rx.len();
+            result
+        } else {
+            for seg in segments {
+                self.dirty.insert(seg.id(), seg);
+            }
+            Ok(())
+        };
+        let failed = result.is_err();
+        match &self.settler {
+            Some(s) => s.settle(&self.shared, placed, result, !self.rx.is_empty()),
+            None => settler::settle(&self.shared, placed, result),
+        }
+        if !failed && !self.sealing.is_empty() {
+            self.hand_over_sealed();
+        }
+    }
+
+    /// Appends `batch` (after the side queue's records) to its segments.
+    /// Returns the segments written and every record with its slot, or
+    /// `None` when there was nothing to do or the batch failed (and was
+    /// settled so).
+    fn append(&mut self, batch: &mut Vec<Append>) -> Option<(Vec<Arc<Segment>>, Placed)> {
         let mut elided = Vec::new();
         self.take_queue(batch, &mut elided);
         if batch.is_empty() && elided.is_empty() {
-            return;
+            return None;
         }
         self.backlog_after_fsync = 0;
         if let Err(e) = self.shared.check_poison() {
@@ -388,12 +420,11 @@ impl Writer {
                 }
             }
             s.finish();
-            return;
+            return None;
         }
         // Lay the batch out: which segment and offset each frame goes to.
         let mut groups: Vec<(Arc<Segment>, Vec<u8>)> = Vec::new();
-        let mut placed: Vec<(Append, Option<Slot>)> =
-            Vec::with_capacity(batch.len() + elided.len());
+        let mut placed: Placed = Vec::with_capacity(batch.len() + elided.len());
         placed.extend(elided.into_iter().map(|a| (a, None)));
         for a in batch.drain(..) {
             if a.bucket.1 <= self.retired_upto {
@@ -404,8 +435,8 @@ impl Writer {
             let gi = match self.group_for(&mut groups, a.bucket, a.frame.len()) {
                 Ok(gi) => gi,
                 Err(e) => {
-                    self.fail(placed, Some(a), e, Failure::Write);
-                    return;
+                    self.fail(placed, Some(a), e);
+                    return None;
                 }
             };
             let (seg, buf) = &mut groups[gi];
@@ -428,8 +459,8 @@ impl Writer {
                 // buffer reached the file is overwritten by the next batch
                 // (or truncated as a torn tail by recovery).
                 let err = self.io_error("writing", seg, e);
-                self.fail(placed, None, err, Failure::Write);
-                return;
+                self.fail(placed, None, err);
+                return None;
             }
             seg.len.store(at + buf.len() as u64, Ordering::Release);
             bytes += buf.len() as u64;
@@ -445,29 +476,7 @@ impl Writer {
                 }
             }
         }
-        if groups.is_empty() {
-            // Only elided or expired records: nothing to write or sync.
-        } else if self.shared.config.durability == Durability::Sync {
-            let started = Instant::now();
-            for (seg, _) in &groups {
-                if let Err(e) = seg.file.sync_data() {
-                    let err = self.io_error("fsyncing", seg, e);
-                    self.fail(placed, None, err, Failure::Sync);
-                    return;
-                }
-                self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            self.last_fsync = started.elapsed();
-            self.backlog_after_fsync = self.rx.len();
-        } else {
-            for (seg, _) in groups {
-                self.dirty.insert(seg.id(), seg);
-            }
-        }
         self.shared.clear_write_failure();
-        if !self.sealing.is_empty() {
-            self.hand_over_sealed();
-        }
         let c = &self.shared.counters;
         let written = placed.iter().filter(|(_, s)| s.is_some()).count() as u64;
         if written > 0 {
@@ -477,17 +486,8 @@ impl Writer {
         c.records_elided
             .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        let mut s = Settlement::default();
         self.last_completions = placed.iter().filter(|(a, _)| a.install.is_some()).count();
-        for (a, slot) in placed {
-            if let Some(inst) = &a.install {
-                self.shared.publish_completion(inst, slot);
-            }
-            if let Some(d) = a.done {
-                s.add(d, Ok(()));
-            }
-        }
-        s.finish();
+        Some((groups.into_iter().map(|(seg, _)| seg).collect(), placed))
     }
 
     /// Index into `groups` of the segment that takes `len` more bytes of
@@ -533,32 +533,18 @@ impl Writer {
         Error::io(op, self.shared.dir.join(&seg.name), e, advice::WRITE)
     }
 
-    /// Fails every write of the batch.
-    ///
-    /// A failed fsync poisons the store: the kernel may have dropped the
-    /// dirty pages, so nothing written since the last good fsync can be
-    /// trusted (PostgreSQL's lesson). A failed write (a full disk, EIO on
-    /// write) does not: nothing was acknowledged, the segment's length was not
-    /// advanced, and the store works again once writes succeed; meanwhile
-    /// `begin` refuses new requests (see `Shared::check_writable`). The
-    /// completions of the batch free their keys: their responses were not
-    /// stored, so a retry runs again.
-    fn fail(
-        &self,
-        placed: Vec<(Append, Option<Slot>)>,
-        extra: Option<Append>,
-        err: Error,
-        failure: Failure,
-    ) {
-        match failure {
-            Failure::Sync => self.shared.poison(err.to_string()),
-            Failure::Write => self.shared.note_write_failure(err.clone()),
-        }
+    /// Fails every record of a batch whose write failed (a full disk, EIO
+    /// on write). That does not poison the store: nothing was acknowledged,
+    /// the segment's length was not advanced, and the store works again once
+    /// writes succeed; meanwhile `begin` refuses new requests (see
+    /// `Shared::check_writable`). The batch's completions free their keys:
+    /// their responses were not stored, so a retry runs again. (A failed
+    /// fsync does poison it: see `settler::sync`.)
+    fn fail(&self, placed: Placed, extra: Option<Append>, err: Error) {
+        self.shared.note_write_failure(err.clone());
         let mut s = Settlement::default();
         for a in placed.into_iter().map(|(a, _)| a).chain(extra) {
-            if failure == Failure::Write
-                && let Some(inst) = &a.install
-            {
+            if let Some(inst) = &a.install {
                 self.shared.publish_completion(inst, None);
             }
             if let Some(d) = a.done {
@@ -651,6 +637,9 @@ impl Writer {
     /// segment still open for appends or waiting for the compactor, so that
     /// the next open reads no segment. Skipped if the store is poisoned.
     fn finish(&mut self) {
+        if let Some(s) = self.settler.take() {
+            s.stop();
+        }
         if self.sync_all().is_err() {
             return;
         }

@@ -631,6 +631,12 @@ fn group_commit_shares_fsyncs_between_concurrent_callers() {
                         panic!("fresh key")
                     };
                     r.complete(Response::new(200, vec![7u8; 512])).unwrap();
+                    // Whichever thread settled the batch, it published the
+                    // completion before acknowledging it.
+                    assert!(matches!(
+                        store.begin("t", format!("{t}-{i}"), fp("a")).unwrap(),
+                        Begin::Replay(_)
+                    ));
                 }
             })
         })

@@ -30,29 +30,33 @@ fn writer_and_compactor_stop_on_close_and_on_drop() {
     let dir = tempfile::tempdir().unwrap();
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
-    assert_eq!(eventually_store_threads(2), 2, "a writer and a compactor");
+    assert_eq!(
+        eventually_store_threads(3),
+        3,
+        "a writer, its settler and a compactor"
+    );
     store.close().unwrap();
-    assert_eq!(store_threads(), 0, "close joins both threads");
+    assert_eq!(store_threads(), 0, "close joins every thread");
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
-    assert_eq!(eventually_store_threads(2), 2);
+    assert_eq!(eventually_store_threads(3), 3);
     let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
         panic!("fresh key")
     };
     let clone = store.clone();
     drop(store);
-    assert_eq!(store_threads(), 2, "a clone keeps the store open");
+    assert_eq!(store_threads(), 3, "a clone keeps the store open");
     drop(clone);
     assert_eq!(
         store_threads(),
-        2,
+        3,
         "a live reservation keeps the store open"
     );
     r.complete(Response::new(200, "ok")).unwrap();
     assert_eq!(
         store_threads(),
         0,
-        "the last handle's drop joins both threads"
+        "the last handle's drop joins every thread"
     );
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
