@@ -28,7 +28,12 @@
 //!
 //! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
 //!
-//! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6` runs only those sections;
+//! Then the ratio targets again, paired: `PAIRED_ROUNDS` (5) rounds, each
+//! running the raw limit, W1 (threads and async) and W6 (bare and Sync)
+//! back to back, so that the machine's drift hits both sides of a ratio;
+//! the targets table uses their medians.
+//!
+//! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6,pairs` runs only those sections;
 //! `W6_CONNS=N` changes W6's connection count (64 by default, the issue's);
 //! `GCW_US=N` sets W6's stores' `group_commit_window` in µs.
 
@@ -106,6 +111,49 @@ fn with_store<R>(cfg: Config, f: impl FnOnce(&Store) -> R) -> R {
     let r = f(&store);
     store.close().expect("close");
     r
+}
+
+/// W6 behind the layer: the handler on a store with durability `d`;
+/// requests/s. `GCW_US=N` sets the store's `group_commit_window` in µs.
+fn layered(rt: &tokio::runtime::Runtime, d: Durability, conns: usize, secs: f64) -> f64 {
+    let mut cfg = Config::default().durability(d);
+    if let Some(us) = std::env::var("GCW_US").ok().and_then(|v| v.parse().ok()) {
+        cfg = cfg.group_commit_window(Duration::from_micros(us));
+    }
+    with_store(cfg, |store| {
+        let app = idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
+            idemstore_http::Embedded(store.clone()),
+            idemstore_http::IdempotencyConfig::default(),
+        ));
+        idemstore_benches::http::run(rt, app, conns, secs)
+    })
+}
+
+/// `rounds` rounds of `cells`, each round running every cell once, back to
+/// back: a drift in the machine's speed then hits both sides of a ratio
+/// alike. Returns each cell's values, by round.
+fn paired(rounds: usize, cells: &[&dyn Fn() -> f64]) -> Vec<Vec<f64>> {
+    let mut out = vec![Vec::new(); cells.len()];
+    for round in 0..rounds {
+        for (i, cell) in cells.iter().enumerate() {
+            out[i].push(cell());
+        }
+        eprintln!(
+            "paired round {round}: {:?}",
+            out.iter().map(|v| v[round]).collect::<Vec<_>>()
+        );
+    }
+    out
+}
+
+/// Median, minimum and maximum of the per-round ratios `a[i] / b[i]`.
+fn ratio_stats(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    if r.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    r.sort_by(f64::total_cmp);
+    (r[r.len() / 2], r[0], r[r.len() - 1])
 }
 
 /// The durability modes the workloads compare, with their labels.
@@ -586,18 +634,7 @@ fn main() {
         ));
     }
     for (mode, d) in modes().into_iter().filter(|_| w6_on) {
-        let mut cfg = Config::default().durability(d);
-        if let Some(us) = std::env::var("GCW_US").ok().and_then(|v| v.parse().ok()) {
-            cfg = cfg.group_commit_window(Duration::from_micros(us));
-        }
-        let r = with_store(cfg, |store| {
-            let app =
-                idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
-                    idemstore_http::Embedded(store.clone()),
-                    idemstore_http::IdempotencyConfig::default(),
-                ));
-            idemstore_benches::http::run(&rt, app, conns, secs)
-        });
+        let r = layered(&rt, d, conns, secs);
         w6.push((format!("behind the layer, {mode}"), r));
     }
     if w6_on {
@@ -668,6 +705,56 @@ fn main() {
         );
     }
 
+    // Paired ratios: the ratio targets, each side measured back to back.
+    let rounds: usize = std::env::var("PAIRED_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut pairs: Vec<(&str, (f64, f64, f64))> = Vec::new();
+    if want("pairs") {
+        let p = paired(
+            rounds,
+            &[
+                &|| raw(64, secs),
+                &|| idemstore(Durability::Sync, 64, secs),
+                &|| idemstore_async(Durability::Sync, 64, secs),
+                &|| {
+                    idemstore_benches::http::run(
+                        &rt,
+                        idemstore_benches::http::router(),
+                        conns,
+                        secs,
+                    )
+                },
+                &|| layered(&rt, Durability::Sync, conns, secs),
+            ],
+        );
+        pairs = vec![
+            (
+                "W1 Sync @64 threads ÷ raw limit @64",
+                ratio_stats(&p[1], &p[0]),
+            ),
+            (
+                "W1 Sync @64 async tasks ÷ raw limit @64",
+                ratio_stats(&p[2], &p[0]),
+            ),
+            (
+                "W6 behind the layer, Sync ÷ bare handler",
+                ratio_stats(&p[4], &p[3]),
+            ),
+        ];
+        let _ = writeln!(
+            out,
+            "\nPaired ratios: {rounds} rounds, each running raw limit, W1 threads, W1 async, W6 bare and W6 layer (Sync) back to back, {secs} s each\n"
+        );
+        let _ = writeln!(out, "| ratio | median | lowest | highest |");
+        let _ = writeln!(out, "| --- | --- | --- | --- |");
+        for (name, (med, lo, hi)) in &pairs {
+            let _ = writeln!(out, "| {name} | {med:.2} | {lo:.2} | {hi:.2} |");
+        }
+    }
+    let paired_ratio = |i: usize| pairs.get(i).map(|p| p.1.0);
+
     // Targets.
     let at64 = |name: &str| {
         rows.iter()
@@ -692,14 +779,21 @@ fn main() {
     };
     // W1 twice: callers as OS threads, and as async tasks.
     let ours_async = at64("idemstore Sync, async");
-    for (how, v) in [("threads", ours[2]), ("async tasks", ours_async)] {
+    for (i, (how, v)) in [("threads", ours[2]), ("async tasks", ours_async)]
+        .into_iter()
+        .enumerate()
+    {
         for (peer, times) in [
             ("raw limit", 0.5),
             ("sled", 30.0),
             ("redb (", 20.0),
             ("Redis 7, appendfsync always", 2.0),
         ] {
-            let r = v / at64(peer);
+            // Against the raw limit, the paired median when measured.
+            let r = match paired_ratio(i) {
+                Some(m) if peer == "raw limit" => m,
+                _ => v / at64(peer),
+            };
             let peer_name = peer.split([',', '(']).next().unwrap_or(peer).trim();
             target(
                 &format!("W1 Sync @64 {how} ≥ {times} × {peer_name}"),
@@ -738,10 +832,10 @@ fn main() {
             format!("{d:.3}×"),
         );
     }
-    let r = if w6.len() > 1 {
-        w6[1].1 / w6[0].1
-    } else {
-        f64::NAN
+    let r = match paired_ratio(2) {
+        Some(m) => m,
+        None if w6.len() > 1 => w6[1].1 / w6[0].1,
+        None => f64::NAN,
     };
     target(
         "W6 layer (Sync) ≥ 0.5 × bare @64",
