@@ -39,7 +39,8 @@
 //!
 //! - [`store`](crate::Store): `Store`, `begin`, `Reservation` — the API.
 //! - `index`: the sharded in-memory index (24 bytes per completed key).
-//! - `writer`: the group-commit writer thread; `compactor`: bucket expiry.
+//! - `writer`: the group-commit writer thread; `settler`: publishes and wakes
+//!   each written batch; `compactor`: bucket expiry.
 //! - `recovery`: rebuilding the index on open.
 //! - `format`: the on-disk format, one file per concept (see `FORMAT.md`).
 //! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images).

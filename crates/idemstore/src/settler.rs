@@ -106,8 +106,22 @@ impl Settler {
     }
 }
 
+/// Poisons the store if the settler thread panics: the completions of the
+/// batch it was settling would never be published, and their callers get
+/// errors (their `Completer`s are dropped unsettled).
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison("the settler thread panicked".into());
+        }
+    }
+}
+
 /// The settler thread's loop, until the writer drops its end of `rx`.
 fn run(shared: &Shared, pipe: &Queue, rx: &Receiver<Job>) {
+    let _guard = PanicGuard(shared);
     while let Ok(job) = pipe.bell.recv(rx, None) {
         settle(shared, job.placed, job.result);
         pipe.unsettled.fetch_sub(1, Ordering::AcqRel);

@@ -749,7 +749,7 @@ impl Store {
         commit.wait()
     }
 
-    /// Flushes, stops and joins the writer and compactor threads, and releases
+    /// Flushes, stops and joins the background threads, and releases
     /// the directory lock. Later calls on any clone get [`Error::Closed`];
     /// reservations still held can no longer complete. Idempotent.
     pub fn close(&self) -> Result<()> {
