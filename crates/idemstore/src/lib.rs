@@ -38,7 +38,7 @@
 //! ## Layout
 //!
 //! - [`store`](crate::Store): `Store`, `begin`, `Reservation` — the API.
-//! - `index`: the sharded in-memory index (24 bytes per completed key).
+//! - `index`: the sharded in-memory index (a 20-byte slot per completed key).
 //! - `writer`: the group-commit writer thread; `settler`: publishes and wakes
 //!   each written batch; `compactor`: bucket expiry.
 //! - `recovery`: rebuilding the index on open.
