@@ -14,6 +14,16 @@
 //! before the park is kept by the thread's token). The writer also never
 //! sleeps longer than `MAX_NAP`, so even a wake-up lost by a bug here would
 //! only cost latency.
+//!
+//! Reservation records need no prompt wake-up, only one within
+//! `pending_write_delay`. While the store is busy the writer never sleeps
+//! longer than that (a *nap*), and [`Doorbell::nudge`] leaves a napping
+//! writer alone: it finds the side queue when it wakes, usually because a
+//! completion woke it. Only a writer in a *deep* sleep (idle for a while, no
+//! deadline near) is unparked by a nudge, with the same fence argument over
+//! the side queue instead of the channel. Under load this saves a system
+//! call and a writer wake-up per request (measured: ring from `begin` was
+//! 2.75% of all CPU behind the HTTP layer).
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::OnceLock;
@@ -27,6 +37,8 @@ const MAX_NAP: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub(crate) struct Doorbell {
     sleeping: AtomicBool,
+    /// The sleep is deep: a nudge must wake it.
+    deep: AtomicBool,
     thread: OnceLock<Thread>,
 }
 
@@ -42,12 +54,41 @@ impl Doorbell {
         }
     }
 
+    /// Called after a record was put in the side queue: wakes the writer
+    /// only from a deep sleep (a nap ends within `pending_write_delay`).
+    pub(crate) fn nudge(&self) {
+        fence(Ordering::SeqCst);
+        if self.deep.load(Ordering::Relaxed) {
+            self.ring();
+        }
+    }
+
     /// Called by the writer: the next message, waiting until `deadline`
-    /// (forever if `None`).
+    /// (forever if `None`). A nap (only senders wake it).
     pub(crate) fn recv<T>(
         &self,
         rx: &Receiver<T>,
         deadline: Option<Instant>,
+    ) -> Result<T, RecvTimeoutError> {
+        self.wait(rx, deadline, None)
+    }
+
+    /// Like `recv`, but a deep sleep: a nudge wakes it too, and it returns
+    /// `Timeout` at once if `queued()` says the side queue holds records.
+    pub(crate) fn recv_deep<T>(
+        &self,
+        rx: &Receiver<T>,
+        deadline: Option<Instant>,
+        queued: &dyn Fn() -> bool,
+    ) -> Result<T, RecvTimeoutError> {
+        self.wait(rx, deadline, Some(queued))
+    }
+
+    fn wait<T>(
+        &self,
+        rx: &Receiver<T>,
+        deadline: Option<Instant>,
+        queued: Option<&dyn Fn() -> bool>,
     ) -> Result<T, RecvTimeoutError> {
         let _ = self.thread.set(std::thread::current());
         loop {
@@ -56,12 +97,17 @@ impl Doorbell {
                 Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
                 Err(TryRecvError::Empty) => {}
             }
+            self.deep.store(queued.is_some(), Ordering::Relaxed);
             self.sleeping.store(true, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             let again = rx.try_recv();
             if !matches!(again, Err(TryRecvError::Empty)) {
                 self.sleeping.store(false, Ordering::Relaxed);
                 return again.map_err(|_| RecvTimeoutError::Disconnected);
+            }
+            if queued.is_some_and(|q| q()) {
+                self.sleeping.store(false, Ordering::Relaxed);
+                return Err(RecvTimeoutError::Timeout);
             }
             let nap = match deadline {
                 None => MAX_NAP,
@@ -117,6 +163,37 @@ mod tests {
         // Not a timing assertion on the fast path: a lost wake-up would cost
         // MAX_NAP each time; thousands of them would take minutes.
         assert!(start.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_nudge_wakes_a_deep_sleep() {
+        let bell = Arc::new(Doorbell::default());
+        let (_tx, rx) = crossbeam_channel::unbounded::<u32>();
+        let queued = Arc::new(AtomicBool::new(false));
+        let rounds = 200;
+        let nudger = {
+            let (bell, queued) = (bell.clone(), queued.clone());
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    // Wait until the sleeper took the last record.
+                    while queued.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                    queued.store(true, Ordering::SeqCst);
+                    bell.nudge();
+                }
+            })
+        };
+        let start = Instant::now();
+        for _ in 0..rounds {
+            let r = bell.recv_deep(&rx, None, &|| queued.load(Ordering::SeqCst));
+            assert!(matches!(r, Err(RecvTimeoutError::Timeout)));
+            queued.store(false, Ordering::SeqCst);
+        }
+        nudger.join().unwrap();
+        // Not a timing assertion on the fast path: a lost nudge costs
+        // MAX_NAP (100 ms); 200 of them would take 20 s.
+        assert!(start.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

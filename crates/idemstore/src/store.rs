@@ -14,7 +14,7 @@ use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, IndexKey, TenantDigest};
 use crate::segment::{Segments, bucket_of};
 use crate::storage::{FsStorage, LockOutcome, Storage};
-use crate::writer::{Append, Install, Msg, Queued, Writer};
+use crate::writer::{Append, Install, Msg, Queued, SideQueue, Writer};
 use crossbeam_channel::{Sender, TrySendError, bounded};
 use parking_lot::{Mutex, RwLock};
 use std::any::Any;
@@ -62,7 +62,7 @@ pub(crate) struct Shared {
     gate: RwLock<()>,
     pub(crate) counters: Counters,
     /// Reservation records (pending, renewal, abort) waiting for the writer.
-    pub(crate) queue: Mutex<Vec<Queued>>,
+    pub(crate) queue: Mutex<SideQueue>,
     /// Wakes the writer after a message was sent (see doorbell.rs).
     pub(crate) doorbell: Doorbell,
 }
@@ -222,22 +222,27 @@ impl Shared {
     }
 
     /// Puts a reservation record in the writer's side queue (under the same
-    /// gate as `submit`); nudges the writer if the queue was empty (otherwise
-    /// a nudge is already on its way or the writer is about to drain it).
-    fn enqueue(&self, tx: &Sender<Msg>, token: u64, append: Append) -> Result<()> {
+    /// gate as `submit`). If the queue was empty, notes when, for the
+    /// writer's deadline, and nudges the writer (which wakes it only from a
+    /// deep sleep; see doorbell.rs), or rings it if records must go at once.
+    fn enqueue(&self, token: u64, append: Append) -> Result<()> {
         let _gate = self.gate.read();
         self.check_open()?;
         let was_empty = {
             let mut q = self.queue.lock();
-            let was_empty = q.is_empty();
-            q.push(Queued { token, append });
+            let was_empty = q.items.is_empty();
+            if was_empty {
+                q.since = Some(std::time::Instant::now());
+            }
+            q.items.push(Queued { token, append });
             was_empty
         };
         if was_empty {
-            // Full: the writer is busy and drains the queue with its next
-            // batch anyway.
-            let _ = tx.try_send(Msg::Nudge);
-            self.doorbell.ring();
+            if self.config.pending_write_delay.is_zero() {
+                self.doorbell.ring();
+            } else {
+                self.doorbell.nudge();
+            }
         }
         Ok(())
     }
@@ -255,7 +260,7 @@ impl Shared {
                 _ => {}
             }
         }
-        for q in std::mem::take(&mut *self.queue.lock()) {
+        for q in std::mem::take(&mut self.queue.lock().items) {
             if let Some(d) = q.append.done {
                 s.add(d, Err(err.clone()));
             }
@@ -488,7 +493,7 @@ impl Store {
             has_write_failure: AtomicBool::new(false),
             gate: RwLock::new(()),
             counters: Counters::default(),
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(SideQueue::default()),
             doorbell: Doorbell::default(),
         });
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
@@ -901,7 +906,7 @@ impl Reservation {
             install: None,
             done,
         };
-        shared.enqueue(&self.store.writer_tx, self.token, append)
+        shared.enqueue(self.token, append)
     }
 
     /// The record's index entry (the writer fills in its offset).

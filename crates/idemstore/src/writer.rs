@@ -51,6 +51,10 @@ const PREALLOCATE: u64 = 4 << 20;
 /// (see `Writer::linger`).
 const LINGER_BACKOFF: u32 = 16;
 
+/// For this long after a batch the writer only naps between messages (see
+/// `Writer::next_message`).
+const ACTIVE: Duration = Duration::from_millis(100);
+
 /// A message to the writer.
 pub(crate) enum Msg {
     Append(Append),
@@ -61,9 +65,6 @@ pub(crate) enum Msg {
     },
     /// Make everything written so far durable, then settle.
     Flush(Completer),
-    /// The side queue went from empty to non-empty: write it within
-    /// `pending_write_delay`.
-    Nudge,
     /// Sync everything and exit.
     Shutdown,
 }
@@ -79,6 +80,15 @@ pub(crate) struct Append {
     /// For a completion: publish it in the index once durable.
     pub(crate) install: Option<Install>,
     pub(crate) done: Option<Completer>,
+}
+
+/// Reservation records waiting for the writer, which writes them with its
+/// next batch, and at the latest `pending_write_delay` after `since`.
+#[derive(Default)]
+pub(crate) struct SideQueue {
+    pub(crate) items: Vec<Queued>,
+    /// When the queue last went from empty to non-empty.
+    pub(crate) since: Option<Instant>,
 }
 
 /// A reservation record waiting in the side queue.
@@ -104,8 +114,8 @@ pub(crate) struct Writer {
     /// Written but not yet fsynced (Periodic and None modes).
     dirty: HashMap<u32, Arc<Segment>>,
     last_sync: Instant,
-    /// When the side queue must be written by, if it may hold records.
-    queue_deadline: Option<Instant>,
+    /// When the last batch was written (see `next_message`).
+    last_batch: Instant,
     /// Scratch: tokens completed in the batch being written.
     completing: HashSet<u64>,
     /// Scratch: newest side-queue position per token.
@@ -165,7 +175,7 @@ impl Writer {
             retired_upto: Timestamp(0),
             dirty: HashMap::new(),
             last_sync: Instant::now(),
-            queue_deadline: None,
+            last_batch: Instant::now(),
             completing: HashSet::new(),
             newest: HashMap::new(),
             last_fsync: Duration::ZERO,
@@ -197,17 +207,11 @@ impl Writer {
             let mut control = None;
             match first {
                 Msg::Append(a) => batch.push(a),
-                Msg::Nudge => {
-                    let delay = self.shared.config.pending_write_delay;
-                    self.queue_deadline.get_or_insert(Instant::now() + delay);
-                    continue;
-                }
                 other => control = Some(other),
             }
             while control.is_none() && batch.len() < max_batch {
                 match self.rx.try_recv() {
                     Ok(Msg::Append(a)) => batch.push(a),
-                    Ok(Msg::Nudge) => {}
                     Ok(other) => control = Some(other),
                     Err(_) => break,
                 }
@@ -218,7 +222,7 @@ impl Writer {
             // Every control message first writes what is queued before it.
             self.write_batch(&mut batch);
             match control {
-                None | Some(Msg::Append(_) | Msg::Nudge) => {}
+                None | Some(Msg::Append(_)) => {}
                 Some(Msg::Retire { upto, done }) => {
                     self.retire(upto);
                     let _ = done.send(());
@@ -285,7 +289,6 @@ impl Writer {
                     have += usize::from(a.install.is_some());
                     batch.push(a);
                 }
-                Ok(Msg::Nudge) => {}
                 Ok(other) => return Some(other),
                 Err(_) => break,
             }
@@ -299,8 +302,16 @@ impl Writer {
     }
 
     /// The next message. While waiting, writes the side queue when its
-    /// deadline passes and syncs on time in `Periodic` mode.
+    /// deadline passes and syncs on time in `Periodic` mode. Within
+    /// `ACTIVE` of the last batch the writer only naps (at most
+    /// `pending_write_delay`), which records put in the side queue do not
+    /// interrupt; after that it sleeps deeply, and they wake it (see
+    /// doorbell.rs).
     fn next_message(&mut self) -> Option<Msg> {
+        let delay = self.shared.config.pending_write_delay;
+        // With no delay every queued record rings the writer: a nap then
+        // needs no bound of its own.
+        let nap = if delay.is_zero() { ACTIVE } else { delay };
         loop {
             let sync_due = match self.shared.config.durability {
                 Durability::Periodic(every) if !self.dirty.is_empty() => {
@@ -308,24 +319,30 @@ impl Writer {
                 }
                 _ => None,
             };
-            let due = match (sync_due, self.queue_deadline) {
+            let queue_due = self.shared.queue.lock().since.map(|t| t + delay);
+            let due = match (sync_due, queue_due) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let Some(due) = due else {
-                return self.shared.doorbell.recv(&self.rx, None).ok();
+            let now = Instant::now();
+            let napping = now < self.last_batch + ACTIVE;
+            let bell = &self.shared.doorbell;
+            let got = if napping {
+                let until = due.map_or(now + nap, |d| d.min(now + nap));
+                bell.recv(&self.rx, Some(until.max(now + Duration::from_micros(1))))
+            } else {
+                let queue = &self.shared.queue;
+                let queued = || queue.lock().since.is_some();
+                bell.recv_deep(&self.rx, due, &queued)
             };
-            let wait = due.saturating_duration_since(Instant::now());
-            let msg = match self.shared.doorbell.recv(
-                &self.rx,
-                Some(Instant::now() + wait.max(Duration::from_micros(1))),
-            ) {
+            let msg = match got {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return None,
             };
             let now = Instant::now();
-            if self.queue_deadline.is_some_and(|d| now >= d) {
+            let queue_due = self.shared.queue.lock().since.map(|t| t + delay);
+            if queue_due.is_some_and(|d| now >= d) {
                 self.write_batch(&mut Vec::new());
             }
             if sync_due.is_some_and(|d| now >= d) {
@@ -340,8 +357,11 @@ impl Writer {
     /// Takes the side queue and adds what must be written to `batch`;
     /// superseded reservation records are settled with the batch unwritten.
     fn take_queue(&mut self, batch: &mut Vec<Append>, elided: &mut Vec<Append>) {
-        self.queue_deadline = None;
-        let queued = std::mem::take(&mut *self.shared.queue.lock());
+        let queued = {
+            let mut q = self.shared.queue.lock();
+            q.since = None;
+            std::mem::take(&mut q.items)
+        };
         if queued.is_empty() {
             return;
         }
@@ -376,6 +396,7 @@ impl Writer {
         let Some((segments, placed)) = self.append(batch) else {
             return;
         };
+        self.last_batch = Instant::now();
         let result = if segments.is_empty() {
             // Only elided or expired records: nothing to make durable.
             Ok(())
