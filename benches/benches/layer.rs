@@ -1,7 +1,8 @@
 //! The idempotency layer's overhead over a bare handler, in-process: the
-//! report's W6 router (`idemstore_benches::http::router`, a small JSON
-//! 201), bare and behind the layer on the embedded store (durability `None` and `Sync`), every request with a fresh
-//! key (the full path: parse, fingerprint, reserve, run, store, respond).
+//! report's W6 service (the `payments` example's, `idemstore_benches::http`),
+//! bare and behind the layer on the embedded store (durability `None` and
+//! `Sync`), every request with a fresh key (the full path: parse,
+//! fingerprint, reserve, run, store, respond).
 //! One caller, and 64 concurrent tasks on a 2-worker tokio runtime.
 //!
 //! `cargo bench -p idemstore-benches --bench layer`
@@ -14,8 +15,7 @@ use axum::http::{Request, StatusCode};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use idemstore::{Config, Durability, Store};
-use idemstore_benches::http::router;
-use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer};
+use idemstore_benches::http::{layered, router};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -26,6 +26,8 @@ async fn one(app: Router) {
     let k = KEY.fetch_add(1, Ordering::Relaxed);
     let req = Request::post("/v1/payments")
         .header("idempotency-key", format!("k-{k}"))
+        .header("x-api-key", "sk_bench")
+        .header("content-type", "application/json")
         .body(Body::from(r#"{"amount":100,"currency":"EUR"}"#))
         .expect("request");
     let resp = app.oneshot(req).await.expect("infallible");
@@ -73,13 +75,7 @@ fn layer(c: &mut Criterion) {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = Store::open(dir.path(), Config::default().durability(d)).expect("open");
             dirs.push(dir);
-            v.push((
-                name,
-                router().layer(IdempotencyLayer::new(
-                    Embedded(store),
-                    IdempotencyConfig::default(),
-                )),
-            ));
+            v.push((name, layered(&store)));
         }
         v
     };

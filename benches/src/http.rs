@@ -1,21 +1,58 @@
-//! W6: HTTP over loopback. A `POST /v1/payments` handler (the `payments`
-//! example's shape: a small JSON 201) served by axum, bare or behind the
-//! idempotency layer on the embedded store; 64 client connections (HTTP/1.1,
-//! keep-alive), each request with a fresh `Idempotency-Key`. Client and
+//! W6: HTTP over loopback. The `payments` example's own service (its
+//! source is included from the example, so this is the same handler),
+//! served by axum bare or behind the idempotency layer on the embedded
+//! store; 64 client connections (HTTP/1.1, keep-alive), each `POST
+//! /v1/payments` with an API key and a fresh `Idempotency-Key`. Client and
 //! server share the machine, as they share it in both variants.
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::routing::post;
 use http_body_util::BodyExt;
 use std::time::{Duration, Instant};
 
-/// The handler, bare.
+#[allow(
+    dead_code,
+    unreachable_pub,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+#[path = "../../crates/idemstore-http/examples/payments/app.rs"]
+mod payments;
+
+/// `W6_HANDLER=trivial` swaps the payments service for a handler that only
+/// formats a small JSON 201 (no parsing, no state): the layer's own cost
+/// then weighs the most.
+fn trivial_handler() -> bool {
+    std::env::var("W6_HANDLER").is_ok_and(|h| h == "trivial")
+}
+
+/// The payments service, bare.
 pub fn router() -> Router {
+    if trivial_handler() {
+        return trivial();
+    }
+    payments::bare()
+}
+
+/// The payments service behind the idempotency layer on `store` (tenant:
+/// the `X-Api-Key` header, as the example configures it).
+pub fn layered(store: &idemstore::Store) -> Router {
+    if trivial_handler() {
+        return trivial().layer(idemstore_http::IdempotencyLayer::new(
+            idemstore_http::Embedded(store.clone()),
+            idemstore_http::IdempotencyConfig::default(),
+        ));
+    }
+    payments::app(idemstore_http::Embedded(store.clone()))
+}
+
+/// A JSON 201 of the payments shape, formatted from nothing.
+fn trivial() -> Router {
     Router::new().route(
         "/v1/payments",
-        post(|body: axum::body::Bytes| async move {
+        axum::routing::post(|body: axum::body::Bytes| async move {
             let amount = body.len();
             (
                 StatusCode::CREATED,
@@ -56,6 +93,7 @@ pub fn run(rt: &tokio::runtime::Runtime, app: Router, conns: usize, secs: f64) -
                         let req = Request::post("/v1/payments")
                             .header("host", "bench")
                             .header("content-type", "application/json")
+                            .header("x-api-key", format!("sk_bench_{}", c % 8))
                             .header("idempotency-key", format!("c{c}-{n}"))
                             .body(Body::from(r#"{"amount":100,"currency":"EUR"}"#))
                             .expect("request");

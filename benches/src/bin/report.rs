@@ -35,6 +35,8 @@
 //!
 //! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6,pairs` runs only those sections;
 //! `W6_CONNS=N` changes W6's connection count (64 by default, the issue's);
+//! `W6_HANDLER=trivial` serves a stateless JSON 201 instead of the
+//! `payments` example's handler;
 //! `GCW_US=N` sets W6's stores' `group_commit_window` in µs.
 
 use idemstore::{Config, Durability, Fingerprint, Response, Store};
@@ -121,11 +123,7 @@ fn layered(rt: &tokio::runtime::Runtime, d: Durability, conns: usize, secs: f64)
         cfg = cfg.group_commit_window(Duration::from_micros(us));
     }
     with_store(cfg, |store| {
-        let app = idemstore_benches::http::router().layer(idemstore_http::IdempotencyLayer::new(
-            idemstore_http::Embedded(store.clone()),
-            idemstore_http::IdempotencyConfig::default(),
-        ));
-        idemstore_benches::http::run(rt, app, conns, secs)
+        idemstore_benches::http::run(rt, idemstore_benches::http::layered(store), conns, secs)
     })
 }
 
@@ -642,7 +640,12 @@ fn main() {
         ratio_table(
             &mut out,
             &format!(
-                "W6 HTTP over loopback, POST /v1/payments, {conns} keep-alive connections, fresh keys, requests/s"
+                "W6 HTTP over loopback, the `payments` example's POST /v1/payments{}, {conns} keep-alive connections, fresh keys, requests/s",
+                if std::env::var("W6_HANDLER").is_ok_and(|h| h == "trivial") {
+                    " (W6_HANDLER=trivial: a stateless JSON 201 instead)"
+                } else {
+                    ""
+                }
             ),
             "| server | req/s | ÷ bare |",
             &w6,

@@ -1,21 +1,7 @@
-//! `payments`: a small payments API behind the idempotency layer, on the
-//! embedded store with `Sync` durability (a 201 leaves the server only after
-//! its record is on disk).
-//!
-//! ```sh
-//! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3000 --data ./payments-data
-//! # or, with several replicas sharing one Redis:
-//! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3001 --redis redis://127.0.0.1:6379
-//! ```
-//!
-//! - every request needs `X-Api-Key` (the tenant); 401 problem+json without;
-//! - `POST /v1/payments` `{"amount": 100, "currency": "EUR", "delay_ms": 0}`
-//!   → 201 `{"id", "amount", "currency", "created_at"}`; bad JSON → 400;
-//! - `GET /v1/payments` → this tenant's payments (kept in memory: a restart
-//!   forgets them, while the idempotency store remembers every response).
-//!
-//! Prints `listening on http://ADDR` when ready; SIGTERM or Ctrl-C shut it
-//! down cleanly (in-flight requests finish, the store is flushed and closed).
+//! The `payments` service itself: its routes and handlers, and the router
+//! behind the idempotency layer. `main.rs` serves it; the W6 bench
+//! (`benches/src/http.rs`) includes this file to serve the same handler bare
+//! and behind the layer.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,52 +10,16 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use idemstore::{Config, Store};
-use idemstore_http::{Backend, Embedded, IdempotencyConfig, IdempotencyLayer, TenantSource};
-use idemstore_redis::{RedisBackend, RedisConfig};
+use idemstore_http::{Backend, IdempotencyConfig, IdempotencyLayer, TenantSource};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 
-const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-
-struct Args {
-    listen: SocketAddr,
-    data: PathBuf,
-    redis: Option<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
-        data: PathBuf::from("./payments-data"),
-        redis: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--listen" => {
-                args.listen = value
-                    .parse()
-                    .map_err(|e| format!("--listen {value}: {e}"))?
-            }
-            "--data" => args.data = PathBuf::from(value),
-            "--redis" => args.redis = Some(value),
-            other => {
-                return Err(format!(
-                    "unknown flag {other}; use --listen ADDR and --data DIR or --redis URL"
-                ));
-            }
-        }
-    }
-    Ok(args)
-}
+/// The header carrying the caller's API key (the tenant).
+pub(crate) const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 #[derive(Clone, Serialize)]
 struct Payment {
@@ -228,23 +178,20 @@ fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// The service without the idempotency layer: the API-key check, the
+/// routes and their state. (The example serves only [`app`]; the bench
+/// serves both.)
+#[allow(dead_code)]
+pub(crate) fn bare() -> Router {
+    routes(None::<idemstore_http::Embedded>)
 }
 
-/// The service, on whichever idempotency backend.
-fn app<B: Backend>(backend: B) -> Router {
+/// The service behind the idempotency layer on `backend`.
+pub(crate) fn app<B: Backend>(backend: B) -> Router {
+    routes(Some(backend))
+}
+
+fn routes<B: Backend>(backend: Option<B>) -> Router {
     let state = Arc::new(AppState {
         // Distinguishes ids across restarts and replicas.
         boot: SystemTime::now()
@@ -252,46 +199,14 @@ fn app<B: Backend>(backend: B) -> Router {
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         ..AppState::default()
     });
-    let idempotency = IdempotencyLayer::new(
-        backend,
-        IdempotencyConfig::default().tenant(TenantSource::Header(API_KEY)),
-    );
-    Router::new()
-        .route("/v1/payments", post(create).get(list))
-        .layer(idempotency)
+    let mut router = Router::new().route("/v1/payments", post(create).get(list));
+    if let Some(backend) = backend {
+        router = router.layer(IdempotencyLayer::new(
+            backend,
+            IdempotencyConfig::default().tenant(TenantSource::Header(API_KEY)),
+        ));
+    }
+    router
         .layer(middleware::from_fn(require_api_key))
         .with_state(state)
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args().map_err(|e| format!("payments: {e}"))?;
-    let (app, store) = match &args.redis {
-        Some(url) => {
-            let backend = RedisBackend::connect(url, RedisConfig::default()).await?;
-            eprintln!("idempotency keys in Redis at {url}");
-            (app(backend), None)
-        }
-        None => {
-            let store = Store::open(&args.data, Config::default())?;
-            let report = store.recovery_report();
-            eprintln!(
-                "store {}: {} completed and {} in-flight keys recovered",
-                args.data.display(),
-                report.completed_live,
-                report.pending_live
-            );
-            (app(Embedded(store.clone())), Some(store))
-        }
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    if let Some(store) = store {
-        store.close()?;
-    }
-    eprintln!("payments: stopped cleanly");
-    Ok(())
 }
