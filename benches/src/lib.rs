@@ -130,6 +130,10 @@ impl idemstore::storage::StorageFile for SlowFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         self.inner.write_all_at(buf, offset)
     }
+    fn write_zeros(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.write_zeros(offset, len)
+    }
+
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         self.inner.set_len(len)
     }

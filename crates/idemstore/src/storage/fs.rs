@@ -87,7 +87,10 @@ impl Storage for FsStorage {
             .write(true)
             .create_new(true)
             .open(self.path(name))?;
-        Ok(Arc::new(FsFile(f)))
+        Ok(Arc::new(FsFile {
+            file: f,
+            path: self.path(name),
+        }))
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
@@ -95,7 +98,10 @@ impl Storage for FsStorage {
             .read(true)
             .write(true)
             .open(self.path(name))?;
-        Ok(Arc::new(FsFile(f)))
+        Ok(Arc::new(FsFile {
+            file: f,
+            path: self.path(name),
+        }))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -108,30 +114,165 @@ impl Storage for FsStorage {
 }
 
 #[derive(Debug)]
-struct FsFile(File);
+struct FsFile {
+    file: File,
+    /// Where it is, to open it again with `O_DIRECT` for `write_zeros`.
+    path: PathBuf,
+}
+
+/// `O_DIRECT` needs offsets, lengths and buffer addresses aligned to the
+/// device's logical block; 4 KiB covers every common one.
+const DIRECT_ALIGN: u64 = 4096;
+
+impl FsFile {
+    /// Writes zeros over `[offset, end)`, both `DIRECT_ALIGN`-aligned,
+    /// through a second descriptor opened with `O_DIRECT`: the zeros go to
+    /// the disk without passing through (and dirtying) the page cache, so
+    /// they cost the writer no copying and the next `fdatasync` no 4 MiB of
+    /// writeback (measured: writing them buffered was ~10% of all CPU at 64
+    /// callers). `Err` if the file system refuses `O_DIRECT` (tmpfs does).
+    fn write_zeros_direct(&self, offset: u64, end: u64) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&self.path)?;
+        let zeros = super::aligned_zeros();
+        let mut at = offset;
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64);
+            #[allow(clippy::cast_possible_truncation)] // n <= zeros.len()
+            direct.write_all_at(&zeros[..n as usize], at)?;
+            at += n;
+        }
+        Ok(())
+    }
+}
 
 impl StorageFile for FsFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        self.file.read_exact_at(buf, offset)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
+    }
+
+    /// The aligned middle of the range with `O_DIRECT` (see
+    /// `write_zeros_direct`), the unaligned ends through the page cache;
+    /// all of it through the page cache where `O_DIRECT` is refused.
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = offset + len;
+        let (a, b) = (
+            offset.next_multiple_of(DIRECT_ALIGN),
+            end / DIRECT_ALIGN * DIRECT_ALIGN,
+        );
+        if a >= b {
+            return super::write_zeros_through(self, offset, len);
+        }
+        super::write_zeros_through(self, offset, a - offset)?;
+        if self.write_zeros_direct(a, b).is_err() {
+            // No O_DIRECT here (or it failed part way): the page cache
+            // writes the same zeros.
+            super::write_zeros_through(self, a, b - a)?;
+        }
+        super::write_zeros_through(self, b, end - b)
     }
 
     fn map(&self, len: u64) -> Option<super::Mapping> {
-        super::map::map(&self.0, len)
+        super::map::map(&self.file, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills a file with a pattern, zeros `[off, off + len)` and checks that
+    /// exactly those bytes changed.
+    fn zero_range_in(dir: &Path, off: u64, len: u64) {
+        let st = FsStorage::new(dir).unwrap();
+        let name = format!("z-{off}-{len}");
+        let f = st.create(&name).unwrap();
+        let size = (off + len + 10_000) as usize;
+        let pattern: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
+        f.write_all_at(&pattern, 0).unwrap();
+        f.write_zeros(off, len).unwrap();
+        let mut back = vec![0u8; size];
+        f.read_exact_at(&mut back, 0).unwrap();
+        for (i, (&got, &was)) in back.iter().zip(&pattern).enumerate() {
+            let zeroed = (off..off + len).contains(&(i as u64));
+            assert_eq!(got, if zeroed { 0 } else { was }, "byte {i} of {name}");
+        }
+        // Past the end too (the writer's case): the file grows.
+        let end = size as u64;
+        f.write_zeros(end + 100, 3 * DIRECT_ALIGN).unwrap();
+        assert_eq!(f.len().unwrap(), end + 100 + 3 * DIRECT_ALIGN);
+        let mut tail = vec![1u8; 3 * DIRECT_ALIGN as usize];
+        f.read_exact_at(&mut tail, end + 100).unwrap();
+        assert!(tail.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn write_zeros_zeroes_exactly_its_range_aligned_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        for (off, len) in [
+            (0, 4096),
+            (4096, 3 * 4096),
+            (1, 10),
+            (100, 4096),
+            (4000, 8192),
+            (4095, 2),
+            (12_345, (1 << 20) + 5_000),
+            (8192, 2 << 20),
+        ] {
+            zero_range_in(dir.path(), off, len);
+        }
+    }
+
+    #[test]
+    fn write_zeros_falls_back_to_the_page_cache() {
+        // The O_DIRECT descriptor is opened by path: once the file is
+        // unlinked that fails, and the page cache must write the zeros.
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::new(dir.path()).unwrap();
+        let f = st.create("gone").unwrap();
+        f.write_all_at(&[7u8; 3 * 4096], 0).unwrap();
+        st.remove("gone").unwrap();
+        f.write_zeros(10, 2 * 4096).unwrap();
+        let mut back = vec![0u8; 3 * 4096];
+        f.read_exact_at(&mut back, 0).unwrap();
+        for (i, &b) in back.iter().enumerate() {
+            assert_eq!(
+                b,
+                if (10..10 + 2 * 4096).contains(&i) {
+                    0
+                } else {
+                    7
+                },
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn write_zeros_works_on_tmpfs() {
+        // tmpfs takes O_DIRECT since Linux 6.6; before, it refused it.
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        zero_range_in(dir.path(), 100, 3 << 20);
     }
 }

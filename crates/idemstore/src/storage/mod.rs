@@ -71,6 +71,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Makes the bytes written so far durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
 
+    /// Writes `len` zero bytes at `offset` (the writer keeps zeros ahead of
+    /// a segment's end). Same contract as `write_all_at`; an implementation
+    /// may bypass the page cache (the file system's one does, with
+    /// `O_DIRECT`, where it can).
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
+        write_zeros_through(self, offset, len)
+    }
+
     /// A read-only memory map of the first `len` bytes, if this storage
     /// offers one (the file may be shorter yet; only written bytes are
     /// read). The default, `None`, makes readers use `read_exact_at`.
@@ -101,6 +109,29 @@ impl fmt::Debug for LockOutcome {
 }
 
 /// Reads a whole file.
+/// Zeros for [`StorageFile::write_zeros`], with room to start a 4 KiB
+/// aligned slice of `ZERO_CHUNK` bytes (for `O_DIRECT`).
+static ZEROS: [u8; ZERO_CHUNK + 4096] = [0; ZERO_CHUNK + 4096];
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// `ZERO_CHUNK` zero bytes starting at a 4 KiB aligned address.
+fn aligned_zeros() -> &'static [u8] {
+    let skip = ZEROS.as_ptr().align_offset(4096).min(4096);
+    &ZEROS[skip..skip + ZERO_CHUNK]
+}
+
+/// Writes `len` zeros at `offset` with `write_all_at`, a chunk at a time.
+fn write_zeros_through<F: StorageFile + ?Sized>(file: &F, offset: u64, len: u64) -> io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(ZERO_CHUNK as u64);
+        #[allow(clippy::cast_possible_truncation)] // n <= ZERO_CHUNK
+        file.write_all_at(&ZEROS[..n as usize], offset + done)?;
+        done += n;
+    }
+    Ok(())
+}
+
 pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     let len = usize::try_from(file.len()?)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
