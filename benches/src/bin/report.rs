@@ -15,9 +15,11 @@
 //!   an expiry table, redb having no TTL), each committed with its default
 //!   immediate durability; and a batched variant, where one committer thread
 //!   applies every queued step in one transaction (group commit by hand);
-//! - Redis 7 on loopback (started here when `redis-server` is installed):
-//!   this project's Redis backend (one Lua script per operation), with
-//!   `appendfsync always` and `everysec`.
+//! - Redis 7 on loopback (started here when `redis-server` is installed),
+//!   with `appendfsync always` and `everysec`, two ways: as the issue
+//!   describes the peer (`SET NX PX` to reserve, a script to complete with
+//!   fencing, one multiplexed connection; the targets use this one), and
+//!   through this project's Redis backend (one Lua script per operation).
 //!
 //! W2: replay latency (p50/p99) in-process, beside a Redis GET on loopback.
 //!
@@ -392,6 +394,74 @@ fn redis(server: &RedisServer, callers: usize, secs: f64) -> f64 {
     })
 }
 
+/// Completes a reservation made with `SET NX PX`, fenced: only while the key
+/// still holds this reservation's token.
+const SETNX_COMPLETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// W1 on plain Redis, as the performance issue describes the peer: `SET key
+/// token NX PX lease` to reserve, a script to complete with fencing (the
+/// response replaces the token only if the token is still there), one
+/// multiplexed async connection shared by `callers` tasks.
+fn redis_setnx(server: &RedisServer, callers: usize, secs: f64) -> f64 {
+    let rt = runtime();
+    rt.block_on(async {
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        let conn = redis::Client::open(url)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let complete = redis::Script::new(SETNX_COMPLETE);
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|t| {
+                let (mut conn, complete) = (conn.clone(), complete.clone());
+                tokio::spawn(async move {
+                    let body = vec![b'x'; BODY];
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let key = format!("setnx-c{callers}-t{t}-{n}");
+                        let token = format!("pending:{t}:{n}");
+                        let reserved: Option<String> = redis::cmd("SET")
+                            .arg(&key)
+                            .arg(&token)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(60_000)
+                            .query_async(&mut conn)
+                            .await
+                            .expect("SET NX");
+                        assert!(reserved.is_some(), "fresh key");
+                        let done: i64 = complete
+                            .key(&key)
+                            .arg(&token)
+                            .arg(&body[..])
+                            .arg(86_400_000)
+                            .invoke_async(&mut conn)
+                            .await
+                            .expect("complete");
+                        assert_eq!(done, 1, "fenced out of a fresh key");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
 /// p50 and p99 of `n` timed calls of `f`, in µs.
 fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
     let mut t: Vec<Duration> = (0..n)
@@ -538,9 +608,14 @@ fn main() {
             );
             continue;
         };
-        row(&format!("Redis 7, appendfsync {mode}"), &|c| {
-            redis(&server, c, secs)
-        });
+        row(
+            &format!("Redis 7, appendfsync {mode} (SET NX PX, complete script)"),
+            &|c| redis_setnx(&server, c, secs),
+        );
+        row(
+            &format!("Redis 7, appendfsync {mode}, idemstore-redis backend (Lua)"),
+            &|c| redis(&server, c, secs),
+        );
         servers.push(server);
     }
     let ours = rows
