@@ -30,10 +30,11 @@
 //!
 //! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
 //!
-//! Then the ratio targets again, paired: `PAIRED_ROUNDS` (5) rounds, each
-//! running the raw limit, W1 (threads and async) and W6 (bare and Sync)
-//! back to back, so that the machine's drift hits both sides of a ratio;
-//! the targets table uses their medians.
+//! Then every ratio target again, paired: `PAIRED_ROUNDS` (5) rounds, each
+//! running W1 at 64 (threads, async tasks, raw limit, sled, redb, Redis
+//! always with `SET NX PX`) and W6 (bare and Sync) back to back, so that the
+//! machine's drift hits both sides of a ratio alike; the targets table uses
+//! their medians.
 //!
 //! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6,pairs` runs only those sections;
 //! `W6_CONNS=N` changes W6's connection count (64 by default, the issue's);
@@ -353,7 +354,11 @@ impl Drop for RedisServer {
     }
 }
 
+/// Numbers the Redis runs, so that each uses keys of its own.
+static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn redis(server: &RedisServer, callers: usize, secs: f64) -> f64 {
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let rt = runtime();
     rt.block_on(async {
         let url = format!("redis://127.0.0.1:{}", server.port);
@@ -369,7 +374,7 @@ fn redis(server: &RedisServer, callers: usize, secs: f64) -> f64 {
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while Instant::now() < deadline {
-                        let key = format!("c{callers}-t{t}-{n}");
+                        let key = format!("r{run}-t{t}-{n}");
                         match backend
                             .begin(b"bench", key.as_bytes(), Fingerprint::of(b"r"))
                             .await
@@ -409,6 +414,8 @@ return 0
 /// response replaces the token only if the token is still there), one
 /// multiplexed async connection shared by `callers` tasks.
 fn redis_setnx(server: &RedisServer, callers: usize, secs: f64) -> f64 {
+    // Fresh keys in every call (the server lives for the whole report).
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let rt = runtime();
     rt.block_on(async {
         let url = format!("redis://127.0.0.1:{}", server.port);
@@ -427,7 +434,7 @@ fn redis_setnx(server: &RedisServer, callers: usize, secs: f64) -> f64 {
                     let body = vec![b'x'; BODY];
                     let mut n = 0u64;
                     while Instant::now() < deadline {
-                        let key = format!("setnx-c{callers}-t{t}-{n}");
+                        let key = format!("setnx-r{run}-t{t}-{n}");
                         let token = format!("pending:{t}:{n}");
                         let reserved: Option<String> = redis::cmd("SET")
                             .arg(&key)
@@ -788,42 +795,73 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let mut pairs: Vec<(&str, (f64, f64, f64))> = Vec::new();
+    // (ratio name, (median, lowest, highest)); W1 names are "how ÷ peer".
+    let mut pairs: Vec<(String, (f64, f64, f64))> = Vec::new();
     if want("pairs") {
-        let p = paired(
-            rounds,
-            &[
-                &|| raw(64, secs),
-                &|| idemstore(Durability::Sync, 64, secs),
-                &|| idemstore_async(Durability::Sync, 64, secs),
-                &|| {
-                    idemstore_benches::http::run(
-                        &rt,
-                        idemstore_benches::http::router(),
-                        conns,
-                        secs,
-                    )
-                },
-                &|| layered(&rt, Durability::Sync, conns, secs),
-            ],
-        );
-        pairs = vec![
+        let mut cells: Vec<(&str, Box<dyn Fn() -> f64 + '_>)> = vec![
+            ("raw limit", Box::new(|| raw(64, secs))),
             (
-                "W1 Sync @64 threads ÷ raw limit @64",
-                ratio_stats(&p[1], &p[0]),
+                "threads",
+                Box::new(|| idemstore(Durability::Sync, 64, secs)),
             ),
             (
-                "W1 Sync @64 async tasks ÷ raw limit @64",
-                ratio_stats(&p[2], &p[0]),
+                "async tasks",
+                Box::new(|| idemstore_async(Durability::Sync, 64, secs)),
             ),
-            (
-                "W6 behind the layer, Sync ÷ bare handler",
-                ratio_stats(&p[4], &p[3]),
-            ),
+            ("sled", Box::new(|| sled(64, secs))),
+            ("redb", Box::new(|| redb(64, secs))),
         ];
+        // The first server runs with appendfsync always.
+        if let Some(server) = servers.first() {
+            cells.push((
+                "Redis 7 always (SET NX PX)",
+                Box::new(move || redis_setnx(server, 64, secs)),
+            ));
+        }
+        cells.push((
+            "W6 bare",
+            Box::new(|| {
+                idemstore_benches::http::run(&rt, idemstore_benches::http::router(), conns, secs)
+            }),
+        ));
+        cells.push((
+            "W6 Sync",
+            Box::new(|| layered(&rt, Durability::Sync, conns, secs)),
+        ));
+        let fns: Vec<&dyn Fn() -> f64> = cells.iter().map(|(_, f)| f.as_ref()).collect();
+        let p = paired(rounds, &fns);
+        let col = |name: &str| cells.iter().position(|(n, _)| *n == name);
+        for how in ["threads", "async tasks"] {
+            for (peer, _) in cells
+                .iter()
+                .skip(3)
+                .take_while(|(n, _)| !n.starts_with("W6"))
+            {
+                if let (Some(a), Some(b)) = (col(how), col(peer)) {
+                    pairs.push((
+                        format!("W1 Sync @64 {how} ÷ {peer}"),
+                        ratio_stats(&p[a], &p[b]),
+                    ));
+                }
+            }
+            if let (Some(a), Some(b)) = (col(how), col("raw limit")) {
+                pairs.push((
+                    format!("W1 Sync @64 {how} ÷ raw limit"),
+                    ratio_stats(&p[a], &p[b]),
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (col("W6 Sync"), col("W6 bare")) {
+            pairs.push((
+                "W6 behind the layer, Sync ÷ bare handler".to_owned(),
+                ratio_stats(&p[a], &p[b]),
+            ));
+        }
+        let names: Vec<&str> = cells.iter().map(|(n, _)| *n).collect();
         let _ = writeln!(
             out,
-            "\nPaired ratios: {rounds} rounds, each running raw limit, W1 threads, W1 async, W6 bare and W6 layer (Sync) back to back, {secs} s each\n"
+            "\nPaired ratios, all at 64 callers or connections: {rounds} rounds, each running {} back to back, {secs} s each\n",
+            names.join(", ")
         );
         let _ = writeln!(out, "| ratio | median | lowest | highest |");
         let _ = writeln!(out, "| --- | --- | --- | --- |");
@@ -831,7 +869,12 @@ fn main() {
             let _ = writeln!(out, "| {name} | {med:.2} | {lo:.2} | {hi:.2} |");
         }
     }
-    let paired_ratio = |i: usize| pairs.get(i).map(|p| p.1.0);
+    let paired_ratio = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n.starts_with(name))
+            .map(|p| p.1.0)
+    };
 
     // Targets.
     let at64 = |name: &str| {
@@ -857,21 +900,20 @@ fn main() {
     };
     // W1 twice: callers as OS threads, and as async tasks.
     let ours_async = at64("idemstore Sync, async");
-    for (i, (how, v)) in [("threads", ours[2]), ("async tasks", ours_async)]
-        .into_iter()
-        .enumerate()
-    {
-        for (peer, times) in [
-            ("raw limit", 0.5),
-            ("sled", 30.0),
-            ("redb (", 20.0),
-            ("Redis 7, appendfsync always", 2.0),
+    for (how, v) in [("threads", ours[2]), ("async tasks", ours_async)] {
+        for (peer, paired_peer, times) in [
+            ("raw limit", "raw limit", 0.5),
+            ("sled", "sled", 30.0),
+            ("redb (", "redb", 20.0),
+            (
+                "Redis 7, appendfsync always",
+                "Redis 7 always (SET NX PX)",
+                2.0,
+            ),
         ] {
-            // Against the raw limit, the paired median when measured.
-            let r = match paired_ratio(i) {
-                Some(m) if peer == "raw limit" => m,
-                _ => v / at64(peer),
-            };
+            // The paired median when measured, else the W1 table's cells.
+            let r = paired_ratio(&format!("W1 Sync @64 {how} ÷ {paired_peer}"))
+                .unwrap_or_else(|| v / at64(peer));
             let peer_name = peer.split([',', '(']).next().unwrap_or(peer).trim();
             target(
                 &format!("W1 Sync @64 {how} ≥ {times} × {peer_name}"),
@@ -910,7 +952,7 @@ fn main() {
             format!("{d:.3}×"),
         );
     }
-    let r = match paired_ratio(2) {
+    let r = match paired_ratio("W6 behind the layer") {
         Some(m) => m,
         None if w6.len() > 1 => w6[1].1 / w6[0].1,
         None => f64::NAN,
