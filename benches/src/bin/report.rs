@@ -147,6 +147,9 @@ fn paired(rounds: usize, cells: &[&dyn Fn() -> f64]) -> Vec<Vec<f64>> {
     out
 }
 
+/// A named measurement of the paired rounds.
+type Cell<'a> = (&'static str, Box<dyn Fn() -> f64 + 'a>);
+
 /// Median, minimum and maximum of the per-round ratios `a[i] / b[i]`.
 fn ratio_stats(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
     let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
@@ -798,7 +801,7 @@ fn main() {
     // (ratio name, (median, lowest, highest)); W1 names are "how ÷ peer".
     let mut pairs: Vec<(String, (f64, f64, f64))> = Vec::new();
     if want("pairs") {
-        let mut cells: Vec<(&str, Box<dyn Fn() -> f64 + '_>)> = vec![
+        let mut cells: Vec<Cell<'_>> = vec![
             ("raw limit", Box::new(|| raw(64, secs))),
             (
                 "threads",
