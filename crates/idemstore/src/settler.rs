@@ -53,7 +53,7 @@ struct Queue {
 /// The writer's end of the settler thread.
 pub(crate) struct Settler {
     tx: Sender<Job>,
-    pipe: Arc<Queue>,
+    inbox: Arc<Queue>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -61,18 +61,18 @@ impl Settler {
     /// Starts the settler thread; `None` if it cannot be started (the
     /// writer then settles itself).
     pub(crate) fn start(shared: &Arc<Shared>) -> Option<Settler> {
-        let pipe = Arc::new(Queue::default());
+        let inbox = Arc::new(Queue::default());
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = {
-            let (shared, pipe) = (shared.clone(), pipe.clone());
+            let (shared, inbox) = (shared.clone(), inbox.clone());
             std::thread::Builder::new()
                 .name("idemstore-settler".into())
-                .spawn(move || run(&shared, &pipe, &rx))
+                .spawn(move || run(&shared, &inbox, &rx))
                 .ok()?
         };
         Some(Settler {
             tx,
-            pipe,
+            inbox,
             thread: Some(thread),
         })
     }
@@ -82,15 +82,15 @@ impl Settler {
     /// being settled there (to keep the order); here otherwise, which is
     /// sooner than a hand-over.
     pub(crate) fn settle(&self, shared: &Shared, placed: Placed, result: Result<()>, busy: bool) {
-        if !busy && self.pipe.unsettled.load(Ordering::Acquire) == 0 {
+        if !busy && self.inbox.unsettled.load(Ordering::Acquire) == 0 {
             return settle(shared, placed, result);
         }
-        self.pipe.unsettled.fetch_add(1, Ordering::AcqRel);
+        self.inbox.unsettled.fetch_add(1, Ordering::AcqRel);
         match self.tx.send(Job { placed, result }) {
-            Ok(()) => self.pipe.bell.ring(),
+            Ok(()) => self.inbox.bell.ring(),
             // The settler thread panicked: settle here.
             Err(crossbeam_channel::SendError(job)) => {
-                self.pipe.unsettled.fetch_sub(1, Ordering::AcqRel);
+                self.inbox.unsettled.fetch_sub(1, Ordering::AcqRel);
                 settle(shared, job.placed, job.result);
             }
         }
@@ -99,7 +99,7 @@ impl Settler {
     /// Stops the settler once it has settled every batch handed over.
     pub(crate) fn stop(mut self) {
         drop(self.tx);
-        self.pipe.bell.ring();
+        self.inbox.bell.ring();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -120,11 +120,11 @@ impl Drop for PanicGuard<'_> {
 }
 
 /// The settler thread's loop, until the writer drops its end of `rx`.
-fn run(shared: &Shared, pipe: &Queue, rx: &Receiver<Job>) {
+fn run(shared: &Shared, inbox: &Queue, rx: &Receiver<Job>) {
     let _guard = PanicGuard(shared);
-    while let Ok(job) = pipe.bell.recv(rx, None) {
+    while let Ok(job) = inbox.bell.recv(rx, None) {
         settle(shared, job.placed, job.result);
-        pipe.unsettled.fetch_sub(1, Ordering::AcqRel);
+        inbox.unsettled.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -707,14 +707,7 @@ impl Writer {
     fn sync_all(&mut self) -> Result<(), Error> {
         self.last_sync = Instant::now();
         let dirty: Vec<Arc<Segment>> = self.dirty.drain().map(|(_, s)| s).collect();
-        for seg in dirty {
-            if let Err(e) = seg.file.sync_data() {
-                let err = self.io_error("fsyncing", &seg, e);
-                self.shared.poison(err.to_string());
-                return Err(err);
-            }
-            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
+        settler::sync(&self.shared, &dirty)?;
         self.shared.check_poison()
     }
 }
