@@ -108,7 +108,6 @@ impl fmt::Debug for LockOutcome {
     }
 }
 
-/// Reads a whole file.
 /// Zeros for [`StorageFile::write_zeros`], with room to start a 4 KiB
 /// aligned slice of `ZERO_CHUNK` bytes (for `O_DIRECT`).
 static ZEROS: [u8; ZERO_CHUNK + 4096] = [0; ZERO_CHUNK + 4096];
@@ -132,6 +131,7 @@ fn write_zeros_through<F: StorageFile + ?Sized>(file: &F, offset: u64, len: u64)
     Ok(())
 }
 
+/// Reads a whole file.
 pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     let len = usize::try_from(file.len()?)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
