@@ -360,45 +360,62 @@ impl Drop for RedisServer {
 /// Numbers the Redis runs, so that each uses keys of its own.
 static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Runs `op(task, i)` from `callers` tokio tasks for about `secs`; returns
+/// ops/s (the async twin of `threads`).
+async fn tasks<F, Fut>(callers: usize, secs: f64, op: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..callers)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    op(t, n).await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.expect("task");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// W1 through this project's Redis backend (a Lua script per step).
 fn redis(server: &RedisServer, callers: usize, secs: f64) -> f64 {
+    // Fresh keys in every call (the server lives for the whole report).
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let rt = runtime();
-    rt.block_on(async {
+    runtime().block_on(async {
         let url = format!("redis://127.0.0.1:{}", server.port);
         let backend =
             idemstore_redis::RedisBackend::connect(&url, idemstore_redis::RedisConfig::default())
                 .await
                 .expect("connect");
-        let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|t| {
-                let backend = backend.clone();
-                tokio::spawn(async move {
-                    let mut n = 0u64;
-                    while Instant::now() < deadline {
-                        let key = format!("r{run}-t{t}-{n}");
-                        match backend
-                            .begin(b"bench", key.as_bytes(), Fingerprint::of(b"r"))
-                            .await
-                        {
-                            Ok(Outcome::Reserved(l)) => l
-                                .complete(Response::new(201, vec![b'x'; BODY]))
-                                .await
-                                .expect("complete"),
-                            _ => panic!("fresh key"),
-                        }
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.expect("task");
-        }
-        total as f64 / start.elapsed().as_secs_f64()
+        tasks(callers, secs, move |t, n| {
+            let backend = backend.clone();
+            async move {
+                let key = format!("r{run}-t{t}-{n}");
+                match backend
+                    .begin(b"bench", key.as_bytes(), Fingerprint::of(b"r"))
+                    .await
+                {
+                    Ok(Outcome::Reserved(l)) => l
+                        .complete(Response::new(201, vec![b'x'; BODY]))
+                        .await
+                        .expect("complete"),
+                    _ => panic!("fresh key"),
+                }
+            }
+        })
+        .await
     })
 }
 
@@ -417,10 +434,8 @@ return 0
 /// response replaces the token only if the token is still there), one
 /// multiplexed async connection shared by `callers` tasks.
 fn redis_setnx(server: &RedisServer, callers: usize, secs: f64) -> f64 {
-    // Fresh keys in every call (the server lives for the whole report).
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let rt = runtime();
-    rt.block_on(async {
+    runtime().block_on(async {
         let url = format!("redis://127.0.0.1:{}", server.port);
         let conn = redis::Client::open(url)
             .expect("url")
@@ -428,47 +443,33 @@ fn redis_setnx(server: &RedisServer, callers: usize, secs: f64) -> f64 {
             .await
             .expect("connect");
         let complete = redis::Script::new(SETNX_COMPLETE);
-        let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|t| {
-                let (mut conn, complete) = (conn.clone(), complete.clone());
-                tokio::spawn(async move {
-                    let body = vec![b'x'; BODY];
-                    let mut n = 0u64;
-                    while Instant::now() < deadline {
-                        let key = format!("setnx-r{run}-t{t}-{n}");
-                        let token = format!("pending:{t}:{n}");
-                        let reserved: Option<String> = redis::cmd("SET")
-                            .arg(&key)
-                            .arg(&token)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(60_000)
-                            .query_async(&mut conn)
-                            .await
-                            .expect("SET NX");
-                        assert!(reserved.is_some(), "fresh key");
-                        let done: i64 = complete
-                            .key(&key)
-                            .arg(&token)
-                            .arg(&body[..])
-                            .arg(86_400_000)
-                            .invoke_async(&mut conn)
-                            .await
-                            .expect("complete");
-                        assert_eq!(done, 1, "fenced out of a fresh key");
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.expect("task");
-        }
-        total as f64 / start.elapsed().as_secs_f64()
+        tasks(callers, secs, move |t, n| {
+            let (mut conn, complete) = (conn.clone(), complete.clone());
+            async move {
+                let key = format!("setnx-r{run}-t{t}-{n}");
+                let token = format!("pending:{t}:{n}");
+                let reserved: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(60_000)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("SET NX");
+                assert!(reserved.is_some(), "fresh key");
+                let done: i64 = complete
+                    .key(&key)
+                    .arg(&token)
+                    .arg(&[b'x'; BODY][..])
+                    .arg(86_400_000)
+                    .invoke_async(&mut conn)
+                    .await
+                    .expect("complete");
+                assert_eq!(done, 1, "fenced out of a fresh key");
+            }
+        })
+        .await
     })
 }
 
@@ -752,45 +753,45 @@ fn main() {
             "\nW4/W5 a store of {k:.0} live keys ({BODY} B bodies; filled in {:.0} s)\n",
             get(f, "fill")
         );
+        let rows = [
+            (
+                "open from hint files",
+                format!("{:.2} s", get(f, "open_hints")),
+            ),
+            (
+                "open from segments (hints deleted)",
+                format!("{:.2} s", get(f, "open_scan")),
+            ),
+            (
+                "heap held by the open store",
+                format!("{:.1} B/key", get(f, "heap")),
+            ),
+            (
+                "peak extra heap while opening",
+                format!("{:.1} B/key", get(f, "peak")),
+            ),
+            (
+                "disk: segments + hints",
+                format!(
+                    "{:.1} + {:.1} B/key",
+                    get(f, "segments") / k,
+                    get(f, "hints") / k
+                ),
+            ),
+            (
+                "disk ÷ record bytes",
+                format!("{:.3}", disk / get(f, "records")),
+            ),
+            (
+                "after the TTL: freed / left",
+                format!("{:.0} MB / {:.0} B", get(f, "freed") / 1e6, get(f, "left")),
+            ),
+        ];
         let _ = writeln!(out, "| figure | value |");
         let _ = writeln!(out, "| --- | --- |");
-        let _ = writeln!(
-            out,
-            "| open from hint files | {:.2} s |",
-            get(f, "open_hints")
-        );
-        let _ = writeln!(
-            out,
-            "| open from segments (hints deleted) | {:.2} s |",
-            get(f, "open_scan")
-        );
-        let _ = writeln!(
-            out,
-            "| heap held by the open store | {:.1} B/key |",
-            get(f, "heap")
-        );
-        let _ = writeln!(
-            out,
-            "| peak extra heap while opening | {:.1} B/key |",
-            get(f, "peak")
-        );
-        let _ = writeln!(
-            out,
-            "| disk: segments + hints | {:.1} + {:.1} B/key |",
-            get(f, "segments") / k,
-            get(f, "hints") / k
-        );
-        let _ = writeln!(
-            out,
-            "| disk ÷ record bytes | {:.3} |",
-            disk / get(f, "records")
-        );
-        let _ = writeln!(
-            out,
-            "| after the TTL: freed / left | {:.0} MB / {:.0} B |",
-            get(f, "freed") / 1e6,
-            get(f, "left")
-        );
+        for (name, value) in rows {
+            let _ = writeln!(out, "| {name} | {value} |");
+        }
     }
 
     // Paired ratios: the ratio targets, each side measured back to back.
