@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p idemstore-benches --bin cycle_load -- CALLERS sync|none SECONDS [threads|async]`
 //!
-//! `SLOW_FSYNC_US=1000` adds 1 ms to every fdatasync, to model a slower disk.
+//! `SLOW_FSYNC_US=1000` adds 1 ms to every fdatasync, to model a slower disk;
+//! `MEM_STORAGE=1` runs on an in-memory disk (the engine without I/O).
 
 use idemstore::{Config, Durability, Store};
 use idemstore_benches::{SlowSync, cycles_for, durable_cycles, durable_cycles_async};
@@ -33,12 +34,17 @@ fn main() {
         config = config.group_commit_window(Duration::from_micros(us));
     }
     // SLOW_FSYNC_US adds that much to every fdatasync (see `SlowSync`).
+    let mem = std::env::var("MEM_STORAGE").is_ok();
     let store = match std::env::var("SLOW_FSYNC_US")
         .ok()
         .and_then(|v| v.parse().ok())
     {
         Some(us) => Store::open_with_storage(
             std::sync::Arc::new(SlowSync::new(dir.path(), Duration::from_micros(us)).expect("dir")),
+            config,
+        ),
+        None if mem => Store::open_with_storage(
+            std::sync::Arc::new(idemstore::storage::MemStorage::new()),
             config,
         ),
         None => Store::open(dir.path(), config),

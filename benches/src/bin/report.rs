@@ -10,11 +10,15 @@
 //! - raw limit: append the same bytes a batch of `callers` completions writes,
 //!   then fdatasync, in a loop (the disk's ceiling);
 //! - sled 0.34: compare-and-swap to reserve, insert on completion, `flush`
-//!   after each for durability;
+//!   after the completion (idemstore's guarantee), and a variant that also
+//!   flushes the reservation;
 //! - redb: one write transaction per step (reserve; complete with a row in
 //!   an expiry table, redb having no TTL), each committed with its default
 //!   immediate durability; and a batched variant, where one committer thread
 //!   applies every queued step in one transaction (group commit by hand);
+//! - the OS-thread floor: group commit with no store at all (callers queue
+//!   and park, one thread appends and fdatasyncs, another wakes them), the
+//!   ceiling of any store whose callers are blocking OS threads;
 //! - Redis 7 on loopback (started here when `redis-server` is installed),
 //!   with `appendfsync always` and `everysec`, two ways: as the issue
 //!   describes the peer (`SET NX PX` to reserve, a script to complete with
@@ -31,10 +35,11 @@
 //! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
 //!
 //! Then every ratio target again, paired: `PAIRED_ROUNDS` (5) rounds, each
-//! running W1 at 64 (threads, async tasks, raw limit, sled, redb, Redis
-//! always with `SET NX PX`) and W6 (bare and Sync) back to back, so that the
-//! machine's drift hits both sides of a ratio alike; the targets table uses
-//! their medians.
+//! running W1 at 64 (threads, async tasks, raw limit, both sled variants,
+//! the OS-thread floor, redb, Redis always with `SET NX PX`) and W6 (bare and
+//! Sync) back to back, so that the machine's drift hits both sides of a ratio
+//! alike; the targets table uses their medians, and "bound" rows give the
+//! ceilings the machine puts on the W1 targets.
 //!
 //! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6,pairs` runs only those sections;
 //! `W6_CONNS=N` changes W6's connection count (64 by default, the issue's);
@@ -208,7 +213,17 @@ fn raw(callers: usize, secs: f64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn sled(callers: usize, secs: f64) -> f64 {
+/// sled 0.34: compare-and-swap to reserve, insert to complete, `flush` after
+/// the completion; with `flush_reservation`, after the reservation too.
+///
+/// One flush per cycle is the peer that matches idemstore's `Sync`, which
+/// does not fsync a reservation before `begin` returns (a reservation lost
+/// in a crash is no worse than one that survives it: its lease runs out
+/// and a retry runs the request again either way). Note that sled's
+/// `flush` on Linux is `sync_file_range`, which neither flushes the
+/// disk's write cache nor syncs metadata: it costs less than the
+/// `fdatasync` idemstore and the raw limit pay, and promises less.
+fn sled(callers: usize, secs: f64, flush_reservation: bool) -> f64 {
     let dir = tempfile::tempdir_in(".").expect("tempdir");
     let db = sled::open(dir.path()).expect("sled");
     let body = vec![b'x'; BODY];
@@ -218,10 +233,85 @@ fn sled(callers: usize, secs: f64) -> f64 {
             .compare_and_swap(&key, None as Option<&[u8]>, Some(&b"pending"[..]))
             .expect("cas");
         assert!(reserved.is_ok(), "fresh key");
-        db.flush().expect("flush");
+        if flush_reservation {
+            db.flush().expect("flush");
+        }
         db.insert(&key, &body[..]).expect("insert");
         db.flush().expect("flush");
     })
+}
+
+/// The ceiling of any store whose callers are OS threads that block until
+/// their write is fsynced: group commit with nothing else. `callers`
+/// threads each queue themselves and park; a committer thread sleeps until
+/// the queue is non-empty, takes it, appends the batch's bytes (640 B per
+/// caller, as [`raw`]) and fdatasyncs; a third thread unparks the batch
+/// meanwhile, so waking overlaps the next fsync (as idemstore's settler
+/// does). No index, no encoding, no records.
+fn thread_floor(callers: usize, secs: f64) -> f64 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+    /// A parked caller and the flag that releases it.
+    type Waiting = (std::thread::Thread, Arc<AtomicBool>);
+    let queue: Arc<(Mutex<Vec<Waiting>>, Condvar)> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Waiting>>();
+    let waker = std::thread::spawn(move || {
+        for batch in rx {
+            for (t, done) in batch {
+                done.store(true, Ordering::Release);
+                t.unpark();
+            }
+        }
+    });
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let file = std::fs::File::create(dir.path().join("floor")).expect("create");
+    let committer = {
+        let (queue, stop) = (queue.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let record = vec![0x5au8; 640];
+            let mut off = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let batch = {
+                    let mut q = queue.0.lock().expect("queue");
+                    if q.is_empty() {
+                        // Bounded, so that `stop` is seen.
+                        q = queue
+                            .1
+                            .wait_timeout(q, Duration::from_millis(1))
+                            .expect("queue")
+                            .0;
+                    }
+                    std::mem::take(&mut *q)
+                };
+                if batch.is_empty() {
+                    continue;
+                }
+                let buf = record.repeat(batch.len());
+                file.write_all_at(&buf, off).expect("write");
+                file.sync_data().expect("fdatasync");
+                off += buf.len() as u64;
+                tx.send(batch).expect("waker");
+            }
+        })
+    };
+    let rate = threads(callers, secs, move |_, _| {
+        let done = Arc::new(AtomicBool::new(false));
+        {
+            let mut q = queue.0.lock().expect("queue");
+            q.push((std::thread::current(), done.clone()));
+            if q.len() == 1 {
+                queue.1.notify_one();
+            }
+        }
+        while !done.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = committer.join();
+    let _ = waker.join();
+    rate
 }
 
 const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("idem");
@@ -604,7 +694,16 @@ fn main() {
     row("raw limit (append + fdatasync, batch = callers)", &|c| {
         raw(c, secs)
     });
-    row("sled 0.34 (CAS, insert, flush)", &|c| sled(c, secs));
+    row("sled 0.34, one flush (CAS, insert, flush)", &|c| {
+        sled(c, secs, false)
+    });
+    row(
+        "sled 0.34, flush per step (CAS, flush, insert, flush)",
+        &|c| sled(c, secs, true),
+    );
+    row("OS-thread floor (group commit, no store)", &|c| {
+        thread_floor(c, secs)
+    });
     row("redb (a write txn per step, expiry table)", &|c| {
         redb(c, secs)
     });
@@ -812,7 +911,9 @@ fn main() {
                 "async tasks",
                 Box::new(|| idemstore_async(Durability::Sync, 64, secs)),
             ),
-            ("sled", Box::new(|| sled(64, secs))),
+            ("sled, one flush", Box::new(|| sled(64, secs, false))),
+            ("sled, flush per step", Box::new(|| sled(64, secs, true))),
+            ("OS-thread floor", Box::new(|| thread_floor(64, secs))),
             ("redb", Box::new(|| redb(64, secs))),
         ];
         // The first server runs with appendfsync always.
@@ -855,6 +956,16 @@ fn main() {
                 ));
             }
         }
+        // What bounds the W1 targets on this machine, whatever the store.
+        for (a, b) in [
+            ("OS-thread floor", "raw limit"),
+            ("raw limit", "sled, one flush"),
+            ("raw limit", "sled, flush per step"),
+        ] {
+            if let (Some(i), Some(j)) = (col(a), col(b)) {
+                pairs.push((format!("bound: {a} ÷ {b}"), ratio_stats(&p[i], &p[j])));
+            }
+        }
         if let (Some(a), Some(b)) = (col("W6 Sync"), col("W6 bare")) {
             pairs.push((
                 "W6 behind the layer, Sync ÷ bare handler".to_owned(),
@@ -873,12 +984,7 @@ fn main() {
             let _ = writeln!(out, "| {name} | {med:.2} | {lo:.2} | {hi:.2} |");
         }
     }
-    let paired_ratio = |name: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| n.starts_with(name))
-            .map(|p| p.1.0)
-    };
+    let paired_ratio = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|p| p.1.0);
 
     // Targets.
     let at64 = |name: &str| {
@@ -907,7 +1013,8 @@ fn main() {
     for (how, v) in [("threads", ours[2]), ("async tasks", ours_async)] {
         for (peer, paired_peer, times) in [
             ("raw limit", "raw limit", 0.5),
-            ("sled", "sled", 30.0),
+            ("sled 0.34, one flush", "sled, one flush", 30.0),
+            ("sled 0.34, flush per step", "sled, flush per step", 30.0),
             ("redb (", "redb", 20.0),
             (
                 "Redis 7, appendfsync always",
@@ -918,7 +1025,7 @@ fn main() {
             // The paired median when measured, else the W1 table's cells.
             let r = paired_ratio(&format!("W1 Sync @64 {how} ÷ {paired_peer}"))
                 .unwrap_or_else(|| v / at64(peer));
-            let peer_name = peer.split([',', '(']).next().unwrap_or(peer).trim();
+            let peer_name = paired_peer;
             target(
                 &format!("W1 Sync @64 {how} ≥ {times} × {peer_name}"),
                 r,
@@ -956,7 +1063,7 @@ fn main() {
             format!("{d:.3}×"),
         );
     }
-    let r = match paired_ratio("W6 behind the layer") {
+    let r = match paired_ratio("W6 behind the layer, Sync ÷ bare handler") {
         Some(m) => m,
         None if w6.len() > 1 => w6[1].1 / w6[0].1,
         None => f64::NAN,
