@@ -1,8 +1,8 @@
 //! Times `Store::open` on a directory, for profiling the open path.
 //!
-//! `open_dir fill DIR N` fills DIR with N keys (64 B bodies, 8 threads,
-//! `Durability::None`); `open_dir open DIR` opens it and prints the time and
-//! the recovery report.
+//! `open_dir fill DIR N [BODY]` fills DIR with N keys (BODY-byte bodies, 64
+//! by default; 8 threads, `Durability::None`); `open_dir open DIR` opens it
+//! and prints the time and the recovery report.
 
 use idemstore::{Config, Durability, Store};
 use idemstore_benches::durable_cycles;
@@ -18,7 +18,8 @@ fn main() {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(1_000_000);
             let store = Store::open(dir, cfg()).expect("open");
-            durable_cycles(&store, 8, n, 0, 64);
+            let body = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(64);
+            durable_cycles(&store, 8, n, 0, body);
             store.close().expect("close");
         }
         (Some("open"), Some(dir)) => {

@@ -23,7 +23,7 @@ use crate::format::hint::{self, Entry, Header};
 use crate::format::record;
 use crate::format::segment_header;
 use crate::scope::{IndexHashFn, TenantDigest};
-use crate::storage::{Storage, read_all};
+use crate::storage::Storage;
 use std::collections::HashMap;
 use std::io;
 
@@ -157,13 +157,13 @@ pub(crate) fn write(
 }
 
 /// A hint that matches its segment.
-pub(crate) struct Loaded {
+pub(crate) struct Loaded<'a> {
     pub(crate) header: Header,
     /// The whole file; the entries start at `hint::HEADER_LEN`.
-    bytes: Vec<u8>,
+    bytes: &'a [u8],
 }
 
-impl Loaded {
+impl Loaded<'_> {
     /// The entries (checked by their checksum when loaded).
     pub(crate) fn entries(
         &self,
@@ -172,24 +172,28 @@ impl Loaded {
     }
 }
 
-/// Loads the hint of `segment_name` if it exists and matches the segment
-/// (`seg_header`, `seg_len` bytes on disk) and the index hash. `Ok(None)`:
-/// no usable hint (the caller scans the segment).
-pub(crate) fn load(
+/// Loads the hint of `segment_name` into `buf` if it exists and matches the
+/// segment (`seg_header`, `seg_len` bytes on disk) and the index hash.
+/// `None`: no usable hint (the caller scans the segment). One `buf` serves
+/// every segment of an open, so reading hints allocates nothing new.
+pub(crate) fn load<'a>(
     storage: &dyn Storage,
     segment_name: &str,
     seg_header: &segment_header::SegmentHeader,
     seg_len: u64,
     hash: IndexHashFn,
-) -> Option<Loaded> {
+    buf: &'a mut Vec<u8>,
+) -> Option<Loaded<'a>> {
     let name = hint::name_for(segment_name)?;
     let file = storage.open(&name).ok()?;
-    if file.len().ok()? > seg_len {
+    let len = file.len().ok()?;
+    if len > seg_len {
         // Larger than its segment: 37 bytes per entry never are.
         return None;
     }
-    let bytes = read_all(file.as_ref()).ok()?;
-    let (header, _) = hint::decode(&bytes).ok()?;
+    buf.resize(usize::try_from(len).ok()?, 0);
+    file.read_exact_at(buf, 0).ok()?;
+    let (header, _) = hint::decode(buf).ok()?;
     let matches = header.segment_id == seg_header.id
         && header.segment_crc == segment_crc(seg_header)
         && header.covered >= segment_header::LEN as u64
@@ -198,5 +202,5 @@ pub(crate) fn load(
     if !matches {
         return None;
     }
-    Some(Loaded { header, bytes })
+    Some(Loaded { header, bytes: buf })
 }

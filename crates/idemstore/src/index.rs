@@ -137,6 +137,27 @@ impl Shard {
         self.completed.remove(&SlotKey::from(key));
     }
 
+    /// Sets the completed slot of slot key `k`; returns the one it replaced.
+    pub(crate) fn insert_completed(&mut self, k: SlotKey, slot: Slot) -> Option<Slot> {
+        self.completed.insert(k, slot)
+    }
+
+    /// Removes and returns the completed slot of slot key `k`.
+    pub(crate) fn take_completed(&mut self, k: &SlotKey) -> Option<Slot> {
+        self.completed.remove(k)
+    }
+
+    /// Completed slots held.
+    pub(crate) fn completed_len(&self) -> usize {
+        self.completed.len()
+    }
+
+    /// Gives back room for completed slots that is not needed (the table
+    /// is reallocated only if it can get smaller).
+    pub(crate) fn shrink_completed(&mut self) {
+        self.completed.shrink_to_fit();
+    }
+
     /// Room for `n` more completed slots without a resize.
     pub(crate) fn reserve_completed(&mut self, n: usize) {
         self.completed.reserve(n);

@@ -18,12 +18,12 @@ use crate::format::hint;
 use crate::format::record::{self, Body, Kind, Record};
 use crate::format::segment_header::{self, SegmentHeader};
 use crate::hints;
-use crate::index::{self, Holder, Index, PendingEntry, Shard, Slot};
+use crate::index::{self, Holder, Index, PendingEntry, Shard, Slot, SlotKey};
 use crate::scope::IndexKey;
 use crate::segment::{Segment, Segments};
 use crate::storage::{Storage, read_all};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
     let segments = Segments::default();
     let mut cands: Candidates = (0..index::SHARDS).map(|_| Vec::new()).collect();
     let mut max_seq = 0u64;
+    let mut hint_buf = Vec::new();
 
     for (id, name) in names {
         let path = dir.join(&name);
@@ -215,7 +216,14 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
             continue;
         }
         report.segments_read += 1;
-        if let Some(h) = hints::load(storage, &name, &header, len, config.index_hash) {
+        if let Some(h) = hints::load(
+            storage,
+            &name,
+            &header,
+            len,
+            config.index_hash,
+            &mut hint_buf,
+        ) {
             let mut bad = false;
             for e in h.entries() {
                 match e {
@@ -376,6 +384,13 @@ fn build_shards(
 /// The winners of one shard: per key the highest seq; a completed winner
 /// still live becomes a slot, a pending one still leased an abandoned
 /// reservation, anything else leaves the key free.
+///
+/// Keyed like the index (by slot key): one winner per slot, as at run time.
+/// Nearly every key has one record (a reservation completed soon enough is
+/// never written), so the first pass puts every live completion straight
+/// into the index and sets aside only the keys that need a choice: seen
+/// twice, or with a record of another kind or expired. The second pass
+/// picks those keys' winners by seq and mends their slots.
 fn build_shard(
     number: usize,
     cands: Vec<(IndexKey, Candidate)>,
@@ -383,23 +398,7 @@ fn build_shard(
     segments: &Segments,
     dir: &std::path::Path,
 ) -> BuiltShard {
-    // Keyed like the index (by slot key): one winner per slot, as at run time.
-    let mut best: HashMap<index::SlotKey, (IndexKey, Candidate), index::Build> =
-        HashMap::with_capacity_and_hasher(cands.len(), index::Build::default());
-    for (key, cand) in cands {
-        best.entry(index::SlotKey::from(&key))
-            .and_modify(|(k, c)| {
-                if cand.seq > c.seq {
-                    (*k, *c) = (key, cand);
-                }
-            })
-            .or_insert((key, cand));
-    }
     let live = |c: &Candidate| c.live_until > now;
-    let n_completed = best
-        .values()
-        .filter(|(_, c)| c.kind == Kind::Completed && live(c))
-        .count();
     let mut b = BuiltShard {
         number,
         shard: Shard::default(),
@@ -407,26 +406,53 @@ fn build_shard(
         pending_live: 0,
         undecodable: 0,
     };
-    b.shard.reserve_completed(n_completed);
-    for (slot_key, (key, c)) in best {
-        if !live(&c) {
-            continue;
-        }
-        match c.kind {
-            Kind::Completed => {
-                b.shard.set_completed(&key, c.slot);
-                b.completed_live += 1;
-            }
-            Kind::Pending => match read_pending(segments, c.slot, dir) {
-                Some(entry) => {
-                    b.shard.pending.insert(slot_key, entry);
-                    b.pending_live += 1;
-                }
-                None => b.undecodable += 1,
-            },
-            Kind::Aborted => {}
+    b.shard.reserve_completed(cands.len());
+    let mut contested: HashSet<SlotKey, index::Build> = HashSet::default();
+    for (key, c) in &cands {
+        let k = SlotKey::from(key);
+        if c.kind != Kind::Completed || !live(c) || b.shard.insert_completed(k, c.slot).is_some() {
+            contested.insert(k);
         }
     }
+    if !contested.is_empty() {
+        let mut best: HashMap<SlotKey, Candidate, index::Build> =
+            HashMap::with_capacity_and_hasher(contested.len(), index::Build::default());
+        for (key, c) in &cands {
+            let k = SlotKey::from(key);
+            if contested.contains(&k) {
+                best.entry(k)
+                    .and_modify(|w| {
+                        if c.seq > w.seq {
+                            *w = *c;
+                        }
+                    })
+                    .or_insert(*c);
+            }
+        }
+        for (k, c) in best {
+            b.shard.take_completed(&k);
+            if !live(&c) {
+                continue;
+            }
+            match c.kind {
+                Kind::Completed => {
+                    b.shard.insert_completed(k, c.slot);
+                }
+                Kind::Pending => match read_pending(segments, c.slot, dir) {
+                    Some(entry) => {
+                        b.shard.pending.insert(k, entry);
+                        b.pending_live += 1;
+                    }
+                    None => b.undecodable += 1,
+                },
+                Kind::Aborted => {}
+            }
+        }
+    }
+    drop(cands);
+    // Room was made for every candidate; superseded ones leave it unused.
+    b.shard.shrink_completed();
+    b.completed_live = b.shard.completed_len() as u64;
     b
 }
 
@@ -453,6 +479,53 @@ mod tests {
     use crate::format::frame;
     use crate::storage::MemStorage;
     use crate::{Begin, Fingerprint, Response, Store};
+
+    fn cand(seq: u64, off: u32, kind: Kind, live_until: u64) -> Candidate {
+        Candidate {
+            seq,
+            slot: Slot { seg: 1, off },
+            kind,
+            live_until: Timestamp(live_until),
+        }
+    }
+
+    /// The completed slot of `key` after building a shard from `cands`.
+    fn winner(cands: &[Candidate]) -> Option<Slot> {
+        let key = IndexKey { hi: 1, lo: 2 };
+        let other = IndexKey { hi: 1, lo: 3 };
+        let mut all: Vec<(IndexKey, Candidate)> = cands.iter().map(|c| (key, *c)).collect();
+        all.push((other, cand(1, 8, Kind::Completed, 1_000)));
+        let b = build_shard(
+            0,
+            all,
+            Timestamp(500),
+            &Segments::default(),
+            std::path::Path::new("."),
+        );
+        assert_eq!(b.shard.completed(&other), Some(Slot { seg: 1, off: 8 }));
+        b.shard.completed(&key)
+    }
+
+    #[test]
+    fn the_newest_record_of_a_key_wins_in_any_order() {
+        let slot = |off| Some(Slot { seg: 1, off });
+        let (old, new) = (
+            cand(5, 100, Kind::Completed, 1_000),
+            cand(9, 200, Kind::Completed, 1_000),
+        );
+        // Two live completions of one slot key (a digest collision).
+        assert_eq!(winner(&[old, new]), slot(200));
+        assert_eq!(winner(&[new, old]), slot(200));
+        // A newer abort or an expired newer completion leaves the key free;
+        // an older one of either changes nothing.
+        let abort = cand(7, 300, Kind::Aborted, 1_000);
+        assert_eq!(winner(&[old, abort]), None);
+        assert_eq!(winner(&[new, abort]), slot(200));
+        let expired = cand(8, 400, Kind::Completed, 400);
+        assert_eq!(winner(&[old, expired]), None);
+        assert_eq!(winner(&[expired, new]), slot(200));
+        assert_eq!(winner(&[expired]), None);
+    }
 
     fn store_with_one_record() -> (MemStorage, String) {
         let st = MemStorage::new();
