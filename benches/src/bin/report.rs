@@ -854,8 +854,12 @@ fn main() {
         );
         let rows = [
             (
-                "open from hint files",
-                format!("{:.2} s", get(f, "open_hints")),
+                "open from hint files (median of 3; the first, right after the fill)",
+                format!(
+                    "{:.2} s ({:.2} s)",
+                    get(f, "open_hints"),
+                    get(f, "open_hints_first")
+                ),
             ),
             (
                 "open from segments (hints deleted)",

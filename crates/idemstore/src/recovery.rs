@@ -143,7 +143,30 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
     }
 
     let segments = Segments::default();
-    let mut cands: Candidates = (0..index::SHARDS).map(|_| Vec::new()).collect();
+    // Room for the entries the hint files claim, spread evenly over the
+    // shards (the index key is a uniform digest) with a margin: the
+    // candidate lists then hardly ever grow, which would copy them and,
+    // while they are the largest thing open allocates, leave up to half of
+    // each unused. A claim is bounded by the length of the hint and of its
+    // segment (`load` refuses a hint longer than its segment), so garbage
+    // on disk reserves no more than the segments' own size.
+    let claimed: u64 = names
+        .iter()
+        .filter_map(|(_, name)| {
+            let seg_len = storage.open(name).ok()?.len().ok()?;
+            let file = storage.open(&hint::name_for(name)?).ok()?;
+            let mut head = [0u8; hint::HEADER_LEN];
+            file.read_exact_at(&mut head, 0).ok()?;
+            hint::claimed_entries(&head, file.len().ok()?.min(seg_len))
+        })
+        .sum();
+    let per_shard = usize::try_from(claimed / index::SHARDS as u64)
+        .unwrap_or(0)
+        .saturating_mul(21)
+        / 20;
+    let mut cands: Candidates = (0..index::SHARDS)
+        .map(|_| Vec::with_capacity(per_shard))
+        .collect();
     let mut max_seq = 0u64;
     let mut hint_buf = Vec::new();
 

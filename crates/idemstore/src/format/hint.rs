@@ -119,6 +119,19 @@ pub(crate) fn encode(h: &Header, entries: &[Entry]) -> Vec<u8> {
     out
 }
 
+/// The entry count a hint file's first bytes claim, unchecked (no checksum
+/// is verified), bounded by what `file_len` bytes can hold. Only for sizing
+/// buffers before the file is read and checked.
+pub(crate) fn claimed_entries(head: &[u8], file_len: u64) -> Option<u64> {
+    if head.len() < HEADER_LEN || &head[..8] != MAGIC {
+        return None;
+    }
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&head[48..56]);
+    let room = file_len.checked_sub(HEADER_LEN as u64)? / ENTRY_LEN as u64;
+    Some(u64::from_le_bytes(count).min(room))
+}
+
 /// Checks a whole hint file and returns its header and the entry bytes
 /// (decode them with [`entries`]).
 pub(crate) fn decode(buf: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
@@ -242,6 +255,22 @@ mod tests {
         assert_eq!(h2, h);
         let e2: Vec<Entry> = entries(body).map(Result::unwrap).collect();
         assert_eq!(e2, e);
+    }
+
+    #[test]
+    fn the_claimed_entry_count_is_read_and_bounded_by_the_file_length() {
+        let (h, e) = sample();
+        let bytes = encode(&h, &e);
+        let len = bytes.len() as u64;
+        assert_eq!(claimed_entries(&bytes, len), Some(2));
+        assert_eq!(claimed_entries(&bytes, len - 1), Some(1));
+        assert_eq!(claimed_entries(&bytes, 10), None);
+        assert_eq!(claimed_entries(&bytes[..HEADER_LEN - 1], len), None);
+        let mut b = bytes.clone();
+        b[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(claimed_entries(&b, len), Some(2));
+        b[0] ^= 1;
+        assert_eq!(claimed_entries(&b, len), None);
     }
 
     #[test]
