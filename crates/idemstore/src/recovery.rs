@@ -148,12 +148,14 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
     // candidate lists then hardly ever grow, which would copy them and,
     // while they are the largest thing open allocates, leave up to half of
     // each unused. A claim is bounded by the length of the hint and of its
-    // segment (`load` refuses a hint longer than its segment), so garbage
-    // on disk reserves no more than the segments' own size.
+    // segment (`load` refuses a hint longer than its segment, and no segment
+    // is read past `MAX_SEGMENT_FILE`), so garbage on disk reserves at most
+    // ~1.4 bytes per byte of segment; and room that cannot be had is
+    // skipped, not fatal (the lists then grow as they fill).
     let claimed: u64 = names
         .iter()
         .filter_map(|(_, name)| {
-            let seg_len = storage.open(name).ok()?.len().ok()?;
+            let seg_len = storage.open(name).ok()?.len().ok()?.min(MAX_SEGMENT_FILE);
             let file = storage.open(&hint::name_for(name)?).ok()?;
             let mut head = [0u8; hint::HEADER_LEN];
             file.read_exact_at(&mut head, 0).ok()?;
@@ -165,7 +167,11 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         .saturating_mul(21)
         / 20;
     let mut cands: Candidates = (0..index::SHARDS)
-        .map(|_| Vec::with_capacity(per_shard))
+        .map(|_| {
+            let mut list = Vec::new();
+            let _ = list.try_reserve_exact(per_shard);
+            list
+        })
         .collect();
     let mut max_seq = 0u64;
     let mut hint_buf = Vec::new();
