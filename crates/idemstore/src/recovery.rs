@@ -25,6 +25,7 @@ use crate::storage::{Storage, read_all};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What `open` found on disk.
@@ -175,6 +176,17 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         .collect();
     let mut max_seq = 0u64;
     let mut hint_buf = Vec::new();
+    // The hints are read in the loop below, one at a time, each decoded
+    // before the next is read: reading them ahead overlaps the disk with
+    // the decoding when they are not cached. Stopped and joined once the
+    // loop is done, or recovery fails.
+    let ahead = ReadAhead::start(
+        storage,
+        names
+            .iter()
+            .filter_map(|(_, n)| hint::name_for(n))
+            .collect(),
+    );
 
     for (id, name) in names {
         let path = dir.join(&name);
@@ -318,6 +330,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
             s.valid_end,
         )));
     }
+    drop(ahead);
     if removed_any {
         storage.sync_dir().map_err(|e| io("syncing", e))?;
     }
@@ -338,6 +351,26 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         next_segment_id,
         report,
     })
+}
+
+/// A [`Storage::read_ahead`] thread, stopped and joined when dropped.
+struct ReadAhead(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl ReadAhead {
+    fn start(storage: &dyn Storage, names: Vec<String>) -> ReadAhead {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = storage.read_ahead(names, stop.clone());
+        ReadAhead(stop, thread)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn remove_if_present(storage: &dyn Storage, name: &str) -> std::io::Result<()> {

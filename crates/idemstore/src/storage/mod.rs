@@ -24,6 +24,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// A directory of files.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
@@ -47,6 +48,20 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 
     /// Makes creations and removals so far durable (fsync of the directory).
     fn sync_dir(&self) -> io::Result<()>;
+
+    /// Starts reading the files `names` ahead, in order, on a thread of its
+    /// own, so that reading them soon after finds them in memory; stops
+    /// early once `stop` is set. Best effort: errors are ignored. Returns
+    /// the thread to join, or `None` where there is nothing to gain (the
+    /// default: storage already in memory).
+    fn read_ahead(
+        &self,
+        names: Vec<String>,
+        stop: Arc<AtomicBool>,
+    ) -> Option<std::thread::JoinHandle<()>> {
+        let _ = (names, stop);
+        None
+    }
 }
 
 /// One file.
