@@ -17,8 +17,9 @@
 //!   immediate durability; and a batched variant, where one committer thread
 //!   applies every queued step in one transaction (group commit by hand);
 //! - the OS-thread floor: group commit with no store at all (callers queue
-//!   and park, one thread appends and fdatasyncs, another wakes them), the
-//!   ceiling of any store whose callers are blocking OS threads;
+//!   and park, one thread appends and fdatasyncs, another wakes them): at 64
+//!   callers, where the CPUs are the limit, what parking and waking the
+//!   threads costs with no store work at all;
 //! - Redis 7 on loopback (started here when `redis-server` is installed),
 //!   with `appendfsync always` and `everysec`, two ways: as the issue
 //!   describes the peer (`SET NX PX` to reserve, a script to complete with
@@ -241,8 +242,11 @@ fn sled(callers: usize, secs: f64, flush_reservation: bool) -> f64 {
     })
 }
 
-/// The ceiling of any store whose callers are OS threads that block until
-/// their write is fsynced: group commit with nothing else. `callers`
+/// Group commit with nothing else, for callers that are OS threads blocking
+/// until their write is fsynced. At 64 callers the CPUs are the limit and
+/// this is what parking and waking the threads costs without any store
+/// work; at a few callers it is no ceiling (each batch takes an extra
+/// thread hop here that idemstore's writer avoids when idle). `callers`
 /// threads each queue themselves and park; a committer thread sleeps until
 /// the queue is non-empty, takes it, appends the batch's bytes (640 B per
 /// caller, as [`raw`]) and fdatasyncs; a third thread unparks the batch
