@@ -1033,9 +1033,8 @@ fn main() {
             // The paired median when measured, else the W1 table's cells.
             let r = paired_ratio(&format!("W1 Sync @64 {how} ÷ {paired_peer}"))
                 .unwrap_or_else(|| v / at64(peer));
-            let peer_name = paired_peer;
             target(
-                &format!("W1 Sync @64 {how} ≥ {times} × {peer_name}"),
+                &format!("W1 Sync @64 {how} ≥ {times} × {paired_peer}"),
                 r,
                 r >= times,
                 format!("{r:.2}×"),
