@@ -322,8 +322,7 @@ impl Writer {
                 }
                 _ => None,
             };
-            let queue_due = self.shared.queue.lock().since.map(|t| t + delay);
-            let due = match (sync_due, queue_due) {
+            let due = match (sync_due, self.queue_due(delay)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -344,8 +343,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return None,
             };
             let now = Instant::now();
-            let queue_due = self.shared.queue.lock().since.map(|t| t + delay);
-            if queue_due.is_some_and(|d| now >= d) {
+            if self.queue_due(delay).is_some_and(|d| now >= d) {
                 self.write_batch(&mut Vec::new());
             }
             if sync_due.is_some_and(|d| now >= d) {
@@ -355,6 +353,12 @@ impl Writer {
                 return msg;
             }
         }
+    }
+
+    /// When the side queue must be written by (`delay` after it last went
+    /// from empty to non-empty), if it holds records.
+    fn queue_due(&self, delay: Duration) -> Option<Instant> {
+        self.shared.queue.lock().since.map(|t| t + delay)
     }
 
     /// Takes the side queue and adds what must be written to `batch`;
