@@ -42,7 +42,7 @@ pub fn layered(store: &idemstore::Store) -> Router {
     if trivial_handler() {
         return trivial().layer(idemstore_http::IdempotencyLayer::new(
             idemstore_http::Embedded(store.clone()),
-            idemstore_http::IdempotencyConfig::default(),
+            idemstore_http::IdempotencyConfig::new(idemstore_http::TenantSource::Single),
         ));
     }
     payments::app(idemstore_http::Embedded(store.clone()))

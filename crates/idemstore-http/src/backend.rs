@@ -1,11 +1,13 @@
 //! The store behind the layer, as an async trait: the embedded engine
-//! ([`Embedded`]) now, a shared Redis backend for many replicas later.
+//! ([`Embedded`]), or a shared one for many replicas (`idemstore-redis`).
 //!
 //! A backend promises what `idemstore::Store` does: one reservation per
 //! (tenant, key) at a time, replay of completed responses to the same
 //! fingerprint, fencing of stale holders, expiry. Dropping a [`Lease`]
-//! without completing or aborting it must abort it (the handler panicked or
-//! the client went away), so no key stays stuck past its lease.
+//! without completing or aborting it must abort it, so no key stays stuck
+//! past its lease. And once `complete` is called, a store failure never
+//! frees the key: the backend keeps the response and stores it later
+//! ([`BackendError::Deferred`]), or leaves the key reserved.
 
 use idemstore::{Begin, Fingerprint, Response, Store, StoredResponse};
 use std::future::Future;
@@ -31,6 +33,11 @@ pub enum BackendError {
     /// The response could not be stored (too large for the store).
     #[error("response too large to store: {0}")]
     TooLarge(String),
+    /// The response is not stored yet (a full disk, Redis unreachable); the
+    /// backend keeps it and stores it in the background, and the key stays
+    /// reserved until then, so the handler never runs twice.
+    #[error("response not stored yet, retried in the background: {0}")]
+    Deferred(String),
 }
 
 impl From<idemstore::Error> for BackendError {
@@ -40,6 +47,7 @@ impl From<idemstore::Error> for BackendError {
             idemstore::Error::DigestCollision => BackendError::Collision,
             idemstore::Error::Fenced { .. } => BackendError::Fenced(e.to_string()),
             idemstore::Error::RecordTooLarge { .. } => BackendError::TooLarge(e.to_string()),
+            idemstore::Error::Deferred { .. } => BackendError::Deferred(e.to_string()),
             e => BackendError::Unavailable(e.to_string()),
         }
     }
@@ -50,10 +58,13 @@ impl From<idemstore::Error> for BackendError {
 pub enum Outcome<L> {
     /// Run the handler, then complete or abort the lease.
     Reserved(L),
-    /// Someone holds the key; their lease ends in `retry_after`.
+    /// Someone holds the key.
     InFlight {
-        /// Time until the holder's lease ends.
-        retry_after: Duration,
+        /// Time until the holder's lease ends (zero when it is storing its
+        /// response and cannot be taken over).
+        lease_left: Duration,
+        /// How long the holder has been running, if known.
+        running_for: Option<Duration>,
         /// Whether the holder's request has the same fingerprint.
         same_request: bool,
     },
@@ -80,6 +91,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The largest response body the backend can store, if it has a limit
+    /// (the rest of its record limit is left for the key and headers); the
+    /// layer refuses a `max_response_bytes` above it.
+    fn max_response_body(&self) -> Option<usize> {
+        None
+    }
+
     /// Starts a request; see [`idemstore::Store::begin`].
     fn begin(
         &self,
@@ -93,12 +111,27 @@ pub trait Backend: Send + Sync + 'static {
 pub trait Lease: Send + 'static {
     /// Extends the lease.
     fn renew(&mut self) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Whether `complete` would accept `response`; [`BackendError::TooLarge`]
+    /// if not, so the layer can store a smaller record while it holds the key.
+    fn fits(&self, response: &Response) -> Result<(), BackendError> {
+        let _ = response;
+        Ok(())
+    }
     /// Stores the response; resolves once it is as durable as the backend
-    /// promises.
+    /// promises. If the store fails, the key must stay reserved: the backend
+    /// keeps the response and answers [`BackendError::Deferred`] (or, when it
+    /// cannot store it any more, [`BackendError::Unavailable`] with the key
+    /// still held).
     fn complete(self, response: Response) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// Frees the key without storing anything.
     fn abort(self) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
+
+/// Bytes of a record kept for its status, headers, timestamps and framing
+/// when the layer's response body limit is checked against the store's
+/// record limit (a record with more headers than this stores the
+/// not-replayable notice instead).
+pub const RECORD_ROOM: usize = 16 * 1024;
 
 /// The embedded engine as a backend.
 ///
@@ -119,6 +152,15 @@ impl Backend for Embedded {
         Some(self.0.config().lease)
     }
 
+    fn max_response_body(&self) -> Option<usize> {
+        Some(
+            self.0
+                .config()
+                .max_record_bytes
+                .saturating_sub(RECORD_ROOM + self.0.config().max_key_len),
+        )
+    }
+
     fn begin(
         &self,
         tenant: &[u8],
@@ -127,10 +169,14 @@ impl Backend for Embedded {
     ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send {
         let result = self.0.begin(tenant, key, fingerprint).map(|b| match b {
             Begin::Reserved(r) => Outcome::Reserved(r),
-            Begin::InFlight(i) => Outcome::InFlight {
-                retry_after: self.0.now().until(i.lease_end),
-                same_request: i.same_request,
-            },
+            Begin::InFlight(i) => {
+                let now = self.0.now();
+                Outcome::InFlight {
+                    lease_left: now.until(i.lease_end),
+                    running_for: Some(i.started_at.until(now)),
+                    same_request: i.same_request,
+                }
+            }
             Begin::Replay(s) => Outcome::Replay(s),
             Begin::Mismatch(_) => Outcome::Mismatch,
         });
@@ -145,6 +191,10 @@ impl Lease for idemstore::Reservation {
                 .map(|_| ())
                 .map_err(BackendError::from),
         )
+    }
+
+    fn fits(&self, response: &Response) -> Result<(), BackendError> {
+        self.check_fits(response).map_err(BackendError::from)
     }
 
     fn complete(self, response: Response) -> impl Future<Output = Result<(), BackendError>> + Send {

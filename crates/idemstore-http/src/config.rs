@@ -1,6 +1,9 @@
 //! What the layer does, as configuration. Defaults follow the IETF draft
-//! "The Idempotency-Key HTTP Header Field" and Stripe; every behaviour the
-//! public API documents in `shared/seeds/` vary is an option here.
+//! "The Idempotency-Key HTTP Header Field" and Stripe's documented
+//! behaviour; every behaviour on which public idempotent APIs differ (key
+//! header, covered methods, key lengths, which responses are stored, the
+//! replay status, ...) is an option here. The one thing without a default is
+//! where the tenant comes from: see [`IdempotencyConfig::new`].
 
 use http::{Extensions, HeaderName, Method};
 use std::fmt;
@@ -44,7 +47,9 @@ pub enum ReplayStatus {
 /// What a request with the same key gets while the first is still running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InFlightPolicy {
-    /// 409 with `Retry-After` (seconds until the first request's lease ends).
+    /// 409 with `Retry-After`: an estimate of when the first request will
+    /// be done, from how long it has run and how long this path's recent
+    /// requests took, capped by its lease.
     Conflict,
     /// Wait up to this long for the first request to finish and replay its
     /// response; 409 if it is still running then.
@@ -67,14 +72,24 @@ pub enum OversizeResponse {
 /// Reads a tenant identity from request extensions.
 pub type TenantFromExtensions = Arc<dyn Fn(&Extensions) -> Option<Vec<u8>> + Send + Sync>;
 
-/// How the tenant (whose keys these are) is found in a request.
+/// How the tenant (whose keys these are) is found in a request. Keys are
+/// per tenant: two callers sending the same key get independent records, so
+/// this must name what tells callers apart.
+///
+/// Prefer [`TenantSource::Extension`] with the identity your authentication
+/// layer established (the account, not a raw credential), with that layer
+/// running *before* (outside) the idempotency layer; see the crate docs for
+/// an example. [`TenantSource::Header`] trusts the header as sent.
 #[derive(Clone)]
 pub enum TenantSource {
     /// The value of a header, e.g. `X-Api-Key` (only its digest is stored).
+    /// A request without it is 401; with it sent twice, 400.
     Header(HeaderName),
-    /// A value an authentication layer put in the request extensions.
+    /// A value an authentication layer put in the request extensions; a
+    /// request without it is 401.
     Extension(TenantFromExtensions),
-    /// One tenant for every request (a service with a single client).
+    /// One tenant for every request: only for a service with a single
+    /// client, since every caller then shares one key space.
     Single,
 }
 
@@ -156,15 +171,28 @@ pub struct IdempotencyConfig {
     /// What happens to a response over the limit (default
     /// [`OversizeResponse::StoreNotice`]).
     pub oversize: OversizeResponse,
-    /// Where the tenant comes from (default [`TenantSource::Single`]).
+    /// Where the tenant comes from (no default: see
+    /// [`IdempotencyConfig::new`]).
     pub tenant: TenantSource,
     /// Renew the reservation's lease this often while the handler runs
     /// (default 20 s; never less often than three times per store lease).
     pub renew_every: Duration,
+    /// How long the layer keeps reading a response body that streams (one
+    /// still being produced when the handler returns) to store it (default
+    /// 10 s). Past this, the not-replayable notice is stored in its place
+    /// (the first client still gets the whole body), so a slow or endless
+    /// body never holds its key or its memory for long.
+    pub capture_timeout: Duration,
 }
 
-impl Default for IdempotencyConfig {
-    fn default() -> Self {
+impl IdempotencyConfig {
+    /// The defaults (IETF draft and Stripe: `Idempotency-Key`, POST and
+    /// PATCH, keys of 1..=255 bytes, every response stored and replayed with
+    /// its own status, 409 while the first request runs, 1 MiB limits), with
+    /// keys scoped by `tenant`. There is deliberately no default tenant
+    /// source: with one shared key space, one caller could be replayed
+    /// another's response.
+    pub fn new(tenant: TenantSource) -> Self {
         IdempotencyConfig {
             header: HeaderName::from_static("idempotency-key"),
             methods: vec![Method::POST, Method::PATCH],
@@ -178,8 +206,9 @@ impl Default for IdempotencyConfig {
             max_request_bytes: 1 << 20,
             max_response_bytes: 1 << 20,
             oversize: OversizeResponse::StoreNotice,
-            tenant: TenantSource::Single,
+            tenant,
             renew_every: Duration::from_secs(20),
+            capture_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -201,6 +230,7 @@ impl fmt::Debug for IdempotencyConfig {
             .field("oversize", &self.oversize)
             .field("tenant", &self.tenant)
             .field("renew_every", &self.renew_every)
+            .field("capture_timeout", &self.capture_timeout)
             .finish()
     }
 }
@@ -274,6 +304,11 @@ impl IdempotencyConfig {
     /// Sets the lease renewal period.
     pub fn renew_every(mut self, d: Duration) -> Self {
         self.renew_every = d;
+        self
+    }
+    /// Sets how long a streaming response body is read for storing.
+    pub fn capture_timeout(mut self, d: Duration) -> Self {
+        self.capture_timeout = d;
         self
     }
 }

@@ -1,6 +1,7 @@
 //! The decisions, independent of tower: what a request needs, what the store
-//! says, what gets stored. The tower service (`service.rs`) is a thin driver
-//! of these steps; another framework's middleware can drive them the same way.
+//! says, what gets stored. The tower service (`service.rs`) and the task that
+//! runs a reserved request (`work.rs`) drive these steps; another framework's
+//! middleware can drive them the same way.
 //!
 //! 1. [`Idempotency::prepare`] looks at the request head: pass through,
 //!    reject (400/401), or go on with a (tenant, key).
@@ -8,8 +9,8 @@
 //!    computes [`fingerprint`](crate::fingerprint::fingerprint).
 //! 3. [`Idempotency::begin`] asks the backend: run the handler with a lease,
 //!    or answer now (replay, 409, 422, 503).
-//! 4. The driver runs the handler under [`Idempotency::run_renewing`], reads
-//!    its response body up to `max_response_bytes`, and hands it to
+//! 4. The driver runs the handler and reads its response under a
+//!    [`Renewing`] lease, in a task of its own, and hands the result to
 //!    [`Idempotency::finish`], which stores it or frees the key per policy.
 
 use crate::backend::{Backend, BackendError, Lease, Outcome};
@@ -21,16 +22,19 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
 use idemstore::Fingerprint;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// The layer's shared state: backend and configuration.
+/// The layer's shared state: backend, configuration, recent durations.
 pub struct Idempotency<B> {
     backend: Arc<B>,
     config: Arc<IdempotencyConfig>,
+    durations: Arc<Durations>,
 }
 
 impl<B> Clone for Idempotency<B> {
@@ -38,8 +42,60 @@ impl<B> Clone for Idempotency<B> {
         Idempotency {
             backend: self.backend.clone(),
             config: self.config.clone(),
+            durations: self.durations.clone(),
         }
     }
+}
+
+/// Paths whose request durations are tracked one by one; requests to other
+/// paths share one figure (a path can hold ids, so the map is bounded).
+const TRACKED_PATHS: usize = 256;
+
+/// How long recent keyed requests took from reservation to stored response,
+/// per path: an exponentially weighted mean (weight 1/4 for the newest).
+#[derive(Default)]
+struct Durations {
+    by_path: Mutex<(HashMap<String, Duration>, Option<Duration>)>,
+}
+
+impl Durations {
+    fn record(&self, path: &str, took: Duration) {
+        let mut g = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
+        let blend = |old: Option<Duration>| match old {
+            Some(o) => (o * 3 + took) / 4,
+            None => took,
+        };
+        let (paths, other) = &mut *g;
+        if let Some(d) = paths.get_mut(path) {
+            *d = blend(Some(*d));
+        } else if paths.len() < TRACKED_PATHS {
+            paths.insert(path.to_owned(), took);
+        } else {
+            *other = Some(blend(*other));
+        }
+    }
+
+    fn typical(&self, path: &str) -> Option<Duration> {
+        let g = self.by_path.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.get(path).copied().or(g.1)
+    }
+}
+
+/// The `Retry-After` for a duplicate of a request still running: its
+/// expected rest (`typical - running_for`), at least 1 s, and never past
+/// its lease (a holder that stops renewing can be taken over then). With no
+/// figures for the path, 1 s.
+pub fn retry_after_estimate(
+    typical: Option<Duration>,
+    running_for: Option<Duration>,
+    lease_left: Duration,
+) -> Duration {
+    let one = Duration::from_secs(1);
+    let rest = match typical {
+        Some(t) => t.saturating_sub(running_for.unwrap_or_default()),
+        None => one,
+    };
+    rest.min(lease_left).max(one)
 }
 
 /// What a request head needs.
@@ -60,6 +116,8 @@ pub struct Keyed {
     pub tenant: Vec<u8>,
     /// The idempotency key, decoded.
     pub key: String,
+    /// The request's path (for its `Retry-After` estimate).
+    pub path: String,
 }
 
 /// What the backend said.
@@ -74,8 +132,25 @@ pub enum Started<L> {
 pub enum ResponseBody<'a> {
     /// All of it.
     Whole(&'a Bytes),
-    /// More than `max_response_bytes`.
+    /// Not replayable: more than `max_response_bytes`, or still streaming
+    /// at the capture deadline.
     TooLarge,
+}
+
+/// What [`Idempotency::finish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// The response (or the not-replayable notice) is stored: retries
+    /// replay it.
+    Stored,
+    /// Not stored, by policy: the key is free and a retry runs again.
+    Freed,
+    /// The lease was lost to a later request before the response could be
+    /// stored: that request's result is the key's.
+    Fenced,
+    /// Not stored yet: the backend retries in the background and the key
+    /// stays reserved. Tell the client to come back.
+    NotStored,
 }
 
 impl<B: Backend> Idempotency<B> {
@@ -84,7 +159,13 @@ impl<B: Backend> Idempotency<B> {
         Idempotency {
             backend: Arc::new(backend),
             config: Arc::new(config),
+            durations: Arc::default(),
         }
+    }
+
+    /// Notes how long a keyed request on `path` took to be stored.
+    pub fn record_duration(&self, path: &str, took: Duration) {
+        self.durations.record(path, took);
     }
 
     /// The configuration.
@@ -124,6 +205,11 @@ impl<B: Backend> Idempotency<B> {
         let tenant = match &c.tenant {
             TenantSource::Single => Vec::new(),
             TenantSource::Header(h) => match parts.headers.get(h) {
+                Some(_) if parts.headers.get_all(h).iter().count() > 1 => {
+                    return Prepared::Reject(Problem::TenantAmbiguous {
+                        header: h.to_string(),
+                    });
+                }
                 Some(v) if !v.is_empty() => v.as_bytes().to_vec(),
                 _ => return Prepared::Reject(Problem::TenantMissing),
             },
@@ -132,7 +218,11 @@ impl<B: Backend> Idempotency<B> {
                 None => return Prepared::Reject(Problem::TenantMissing),
             },
         };
-        Prepared::Keyed(Keyed { tenant, key })
+        Prepared::Keyed(Keyed {
+            tenant,
+            key,
+            path: parts.uri.path().to_owned(),
+        })
     }
 
     /// Step 3: asks the backend. Waits for an in-flight request when the
@@ -158,7 +248,11 @@ impl<B: Backend> Idempotency<B> {
                     same_request: false,
                     ..
                 }) => Problem::Mismatch,
-                Ok(Outcome::InFlight { retry_after, .. }) => {
+                Ok(Outcome::InFlight {
+                    lease_left,
+                    running_for,
+                    ..
+                }) => {
                     let now = tokio::time::Instant::now();
                     match deadline {
                         Some(d) if now < d => {
@@ -166,7 +260,13 @@ impl<B: Backend> Idempotency<B> {
                             pause = (pause * 2).min(Duration::from_millis(100));
                             continue;
                         }
-                        _ => Problem::InFlight { retry_after },
+                        _ => Problem::InFlight {
+                            retry_after: retry_after_estimate(
+                                self.durations.typical(&keyed.path),
+                                running_for,
+                                lease_left,
+                            ),
+                        },
                     }
                 }
                 Err(e) => backend_problem(&e),
@@ -175,71 +275,119 @@ impl<B: Backend> Idempotency<B> {
         }
     }
 
-    /// Step 4a: runs the handler future, renewing the lease every
-    /// `renew_every` (at most a third of the backend's lease) while it runs. A failed renewal is not fatal: the handler
-    /// finishes, and its completion is refused if the key was taken over.
-    pub async fn run_renewing<F: Future>(&self, lease: &mut B::Lease, handler: F) -> F::Output {
+    /// Step 4a: a lease that renews itself while the driver awaits.
+    pub fn renewing(&self, lease: B::Lease) -> Renewing<B::Lease> {
         let every = match self.backend.lease() {
             Some(lease) => self.config.renew_every.min(lease / 3),
             None => self.config.renew_every,
         };
-        let mut handler = pin!(handler);
+        Renewing {
+            lease,
+            every,
+            next: Instant::now() + every,
+            fenced: false,
+        }
+    }
+
+    /// Step 4b: stores the handler's response or frees the key, per policy.
+    /// A response the backend cannot hold (headers past its record limit)
+    /// stores the not-replayable notice instead: the key is never freed
+    /// because of what the handler produced.
+    pub async fn finish(
+        &self,
+        lease: Renewing<B::Lease>,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: ResponseBody<'_>,
+    ) -> Finished {
+        let c = &*self.config;
+        let lease = lease.lease;
+        if !c.store.stores(status) {
+            return free(lease).await;
+        }
+        let mut record = match body {
+            ResponseBody::Whole(bytes) => to_stored(status, headers, bytes.clone()),
+            ResponseBody::TooLarge => match c.oversize {
+                OversizeResponse::Release => return free(lease).await,
+                OversizeResponse::StoreNotice => notice(c.max_response_bytes),
+            },
+        };
+        if let Err(e) = lease.fits(&record) {
+            tracing::warn!(error = %e, "response cannot be stored; storing the not-replayable notice");
+            record = notice(c.max_response_bytes);
+        }
+        match lease.complete(record).await {
+            Ok(()) => Finished::Stored,
+            Err(BackendError::Fenced(e)) => {
+                tracing::warn!(error = %e, "idempotency lease lost before the response was stored; a later request holds the key");
+                Finished::Fenced
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing an idempotent response failed; the key stays reserved and the store retries");
+                Finished::NotStored
+            }
+        }
+    }
+}
+
+/// Frees the key of a response that is not stored.
+async fn free<L: Lease>(lease: L) -> Finished {
+    match lease.abort().await {
+        Ok(()) => Finished::Freed,
+        Err(BackendError::Fenced(_)) => Finished::Fenced,
+        Err(e) => {
+            // The key ends with its lease.
+            tracing::warn!(error = %e, "freeing an idempotency key failed");
+            Finished::Freed
+        }
+    }
+}
+
+/// A lease that is renewed every `every` while [`Renewing::run`] awaits,
+/// until it is fenced. The schedule carries over from one `run` to the next.
+pub struct Renewing<L> {
+    lease: L,
+    every: Duration,
+    next: Instant,
+    fenced: bool,
+}
+
+impl<L: Lease> Renewing<L> {
+    /// Awaits `fut`, renewing the lease when due. A failed renewal is not
+    /// fatal: the work goes on, and its completion is refused if the key was
+    /// taken over (after which renewals stop).
+    pub async fn run<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = pin!(fut);
         loop {
-            let mut sleep = pin!(tokio::time::sleep(every));
-            let renew_due = std::future::poll_fn(|cx| {
-                if let Poll::Ready(out) = handler.as_mut().poll(cx) {
+            if self.fenced {
+                return fut.await;
+            }
+            let mut sleep = pin!(tokio::time::sleep_until(self.next));
+            let due = std::future::poll_fn(|cx| {
+                if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                     return Poll::Ready(Some(out));
                 }
                 sleep.as_mut().poll(cx).map(|()| None)
             })
             .await;
-            match renew_due {
-                Some(out) => return out,
-                None => {
-                    if let Err(e) = lease.renew().await {
-                        tracing::warn!(error = %e, "idempotency lease renewal failed");
-                    }
+            if let Some(out) = due {
+                return out;
+            }
+            self.next = Instant::now() + self.every;
+            match self.lease.renew().await {
+                Ok(()) => {}
+                Err(BackendError::Fenced(e)) => {
+                    tracing::warn!(error = %e, "idempotency lease lost while the request ran");
+                    self.fenced = true;
                 }
+                Err(e) => tracing::warn!(error = %e, "idempotency lease renewal failed"),
             }
         }
     }
 
-    /// Step 4b: stores the handler's response or frees the key, per policy.
-    /// Returns whether it was stored. Store failures here are logged, not
-    /// returned: the handler already ran, so the client gets its response.
-    pub async fn finish(
-        &self,
-        lease: B::Lease,
-        status: StatusCode,
-        headers: &HeaderMap,
-        body: ResponseBody<'_>,
-    ) -> bool {
-        let c = &*self.config;
-        if !c.store.stores(status) {
-            if let Err(e) = lease.abort().await {
-                tracing::warn!(error = %e, "freeing an idempotency key failed");
-            }
-            return false;
-        }
-        let record = match body {
-            ResponseBody::Whole(bytes) => to_stored(status, headers, bytes.clone()),
-            ResponseBody::TooLarge => match c.oversize {
-                OversizeResponse::Release => {
-                    if let Err(e) = lease.abort().await {
-                        tracing::warn!(error = %e, "freeing an idempotency key failed");
-                    }
-                    return false;
-                }
-                OversizeResponse::StoreNotice => notice(c.max_response_bytes),
-            },
-        };
-        match lease.complete(record).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "storing an idempotent response failed; a retry may run the handler again");
-                false
-            }
-        }
+    /// Whether the lease was found taken over.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
     }
 }
 

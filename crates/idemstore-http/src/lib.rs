@@ -7,18 +7,64 @@
 //! run it in an axum router served by hyper. It needs a tokio runtime with
 //! the time driver (for lease renewal and the in-flight wait).
 //!
+//! Keys belong to a tenant, and the configuration must say where the tenant
+//! comes from: best, the identity your authentication layer established,
+//! read from a request extension. That layer must run *before* the
+//! idempotency layer (in axum, `.layer` it outside the idempotency layer):
+//!
 //! ```
-//! use axum::{Router, routing::post};
+//! use axum::{Router, routing::post, extract::Request, middleware::{self, Next}};
+//! use axum::http::{StatusCode, header::AUTHORIZATION};
+//! use axum::response::{IntoResponse, Response};
 //! use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, TenantSource};
+//! use tower::ServiceExt;
+//!
+//! /// The account a request is for, as the auth layer established it.
+//! #[derive(Clone)]
+//! struct Account(String);
+//!
+//! async fn auth(mut req: Request, next: Next) -> Response {
+//!     let token = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok())
+//!         .and_then(|v| v.strip_prefix("Bearer "));
+//!     match token {
+//!         // A real service looks the token up; here the token names the account.
+//!         Some(t) if !t.is_empty() => {
+//!             let account = Account(format!("acct_{t}"));
+//!             req.extensions_mut().insert(account);
+//!             next.run(req).await
+//!         }
+//!         _ => StatusCode::UNAUTHORIZED.into_response(),
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
 //! # let dir = tempfile::tempdir()?;
 //! let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+//! let config = IdempotencyConfig::new(TenantSource::extension(|a: &Account| a.0.clone().into_bytes()));
 //! let app: Router = Router::new()
-//!     .route("/v1/payments", post(|| async { (axum::http::StatusCode::CREATED, "paid") }))
-//!     .layer(IdempotencyLayer::new(
-//!         Embedded(store),
-//!         IdempotencyConfig::default()
-//!             .tenant(TenantSource::Header(axum::http::HeaderName::from_static("x-api-key"))),
-//!     ));
+//!     .route("/v1/payments", post(|| async { (StatusCode::CREATED, "paid") }))
+//!     // `route_layer`: only requests that matched a route are covered, so the
+//!     // router's own 404 and 405 are never stored under a key.
+//!     .route_layer(IdempotencyLayer::new(Embedded(store), config))
+//!     // Outside the idempotency layer: runs first and sets `Account`.
+//!     .layer(middleware::from_fn(auth));
+//!
+//! let pay = |token: &str| {
+//!     axum::http::Request::post("/v1/payments")
+//!         .header(AUTHORIZATION, format!("Bearer {token}"))
+//!         .header("idempotency-key", "order-42")
+//!         .body(axum::body::Body::empty())
+//!         .unwrap()
+//! };
+//! let first = app.clone().oneshot(pay("alice")).await?;
+//! assert_eq!(first.status(), StatusCode::CREATED);
+//! let retry = app.clone().oneshot(pay("alice")).await?;
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! // Another account with the same key is independent: its handler runs.
+//! let bob = app.clone().oneshot(pay("bob")).await?;
+//! assert!(bob.headers().get("idempotent-replayed").is_none());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -32,8 +78,24 @@
 //! | same key, same request, still running | 409 `request-in-flight` with `Retry-After` (or: wait, then replay) |
 //! | same key, different request | 422 `request-mismatch` (also while the first still runs) |
 //! | same key, other tenant | independent |
-//! | store unavailable | 503 `store-unavailable`; the handler does not run |
+//! | store unavailable | 503 `store-unavailable` + `Retry-After`; the handler does not run |
 //! | request body over the limit | 413 `request-too-large` |
+//! | client disconnects or times out while the handler runs | the handler runs to completion in a task of its own and its response is stored; a retry gets 409, then the replay |
+//! | handler panics, fails, or its response body fails | 500 `handler-failed`, then stored (and replayed) or the key freed, per [`StorePolicy`] like any 500 |
+//! | store fails after the handler ran | 503 `response-not-stored` + `Retry-After`; the key stays reserved while the backend stores the response in the background, then retries get the replay |
+//!
+//! ## Once, whatever happens
+//!
+//! Once `begin` reserves a key, the handler, the reading of its response and
+//! the storing run in a task of their own (`work.rs`): nothing the client
+//! does cancels them, and only the store policy ever frees the key. A
+//! response body that is all there when the handler returns (axum's usual
+//! bodies) is stored before it is sent, so in `Sync` durability no success
+//! leaves before its record is on disk. A body still being produced (a
+//! stream) is sent as it comes while up to `max_response_bytes` of it are
+//! kept, and stored when it ends; at the limit or after `capture_timeout`
+//! the not-replayable notice is stored instead. The lease is renewed while
+//! the work runs and no longer once it is stored or fenced.
 //!
 //! Every rejection is `application/problem+json` (RFC 9457) with a stable
 //! `type` (`urn:idemstore:problem:<slug>`) and a `detail` telling the client
@@ -60,6 +122,7 @@ pub mod key;
 pub mod problem;
 pub mod replay;
 mod service;
+mod work;
 
 pub use backend::{Backend, BackendError, Embedded, Lease, Outcome};
 pub use config::{

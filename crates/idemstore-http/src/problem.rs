@@ -25,6 +25,11 @@ pub enum Problem {
     },
     /// No tenant could be found for the request. 401.
     TenantMissing,
+    /// The tenant header was sent more than once. 400.
+    TenantAmbiguous {
+        /// The tenant header's name.
+        header: String,
+    },
     /// The request body exceeds the limit. 413.
     RequestTooLarge {
         /// The limit in bytes.
@@ -52,8 +57,15 @@ pub enum Problem {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The handler's response body failed while being read. 502.
-    ResponseBodyFailed,
+    /// The handler panicked, failed, or its response body failed. 500; it is
+    /// then what the request produced, stored under the store policy.
+    HandlerFailed,
+    /// The handler ran but its response could not be stored yet (the store
+    /// keeps it and retries; the key stays reserved). 503 + Retry-After.
+    ResponseNotStored {
+        /// When to retry.
+        retry_after: Duration,
+    },
 }
 
 impl Problem {
@@ -77,6 +89,12 @@ impl Problem {
                 "tenant-missing",
                 "Unauthenticated",
                 "The request does not say which account it is for; send your API key.".into(),
+            ),
+            Problem::TenantAmbiguous { header } => (
+                StatusCode::BAD_REQUEST,
+                "tenant-ambiguous",
+                "Ambiguous account",
+                format!("The {header} header was sent more than once; send it exactly once."),
             ),
             Problem::RequestTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -123,11 +141,20 @@ impl Problem {
                 "Request already processed; response cannot be replayed",
                 format!("A request with this key was processed, but its response was larger than {limit} bytes and was not stored. Do not retry it; look the result up instead."),
             ),
-            Problem::ResponseBodyFailed => (
-                StatusCode::BAD_GATEWAY,
-                "response-body-failed",
-                "Response could not be produced",
-                "The server failed while producing the response; retry with the same key.".into(),
+            Problem::HandlerFailed => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "handler-failed",
+                "The request failed",
+                "The server failed while processing this request. Whether a retry with the same key runs it again depends on the service's policy: it answers this same error if it stored it.".into(),
+            ),
+            Problem::ResponseNotStored { retry_after } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "response-not-stored",
+                "Request processed; result not recorded yet",
+                format!(
+                    "The request was processed, but its result could not be recorded yet; retry after {} s with the same key to get it. It will not be processed again.",
+                    retry_after_secs(*retry_after)
+                ),
             ),
         }
     }
@@ -162,11 +189,16 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Problem::InFlight { retry_after } = self {
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(*retry_after)),
-            );
+        let retry_after = match self {
+            Problem::InFlight { retry_after } | Problem::ResponseNotStored { retry_after } => {
+                Some(*retry_after)
+            }
+            Problem::StoreUnavailable { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(d) = retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
         }
         r
     }

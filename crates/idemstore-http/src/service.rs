@@ -3,11 +3,12 @@
 //! `S::Error`).
 
 use crate::backend::Backend;
-use crate::body::{BoxBody, BoxError, Collected, Prefixed, boxed, collect_limited, full};
+use crate::body::{BoxBody, BoxError, boxed, full};
 use crate::config::IdempotencyConfig;
-use crate::core::{Idempotency, Prepared, ResponseBody, Started};
+use crate::core::{Idempotency, Prepared, Started};
 use crate::fingerprint::fingerprint;
 use crate::problem::Problem;
+use crate::work;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -62,6 +63,21 @@ impl<B: Backend> IdempotencyLayer<B> {
                 "key_len {:?} must be a non-empty range starting at 1 or more",
                 config.key_len
             )));
+        }
+        if let Some(max) = backend.max_response_body()
+            && config.max_response_bytes > max
+        {
+            return Err(ConfigError(format!(
+                "the layer stores response bodies up to {} bytes but the store's records hold \
+                 bodies up to {max} (its record limit less room for the key and headers); \
+                 lower max_response_bytes or raise the store's idemstore::Config::max_record_bytes",
+                config.max_response_bytes
+            )));
+        }
+        if config.capture_timeout.is_zero() {
+            return Err(ConfigError(
+                "capture_timeout must be longer than zero".into(),
+            ));
         }
         if config.renew_every.is_zero()
             || backend
@@ -119,7 +135,7 @@ fn problem_response(p: &Problem) -> Response<BoxBody> {
 impl<S, B, ReqB, ResB> Service<Request<ReqB>> for IdempotencyService<S, B>
 where
     S: Service<Request<BoxBody>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Backend,
     ReqB: Body<Data = Bytes> + Send + 'static,
@@ -159,56 +175,21 @@ where
                 Err(_) => return Ok(problem_response(&Problem::RequestBodyFailed)),
             };
             let fp = fingerprint(&core.config().fingerprint, &parts, &bytes);
-            let mut lease = match core.begin(&keyed, fp).await {
+            let lease = match core.begin(&keyed, fp).await {
                 Started::Respond(r) => return Ok(r.map(full)),
                 Started::Run(lease) => lease,
             };
-            // From here until `finish`, dropping `lease` (handler error,
-            // panic, client gone) aborts the reservation.
+            // Reserved: the handler, reading its response and storing it run
+            // in a task of their own, so a client that goes away cancels none
+            // of it and never frees the key (see work.rs).
             let request = Request::from_parts(parts, boxed(Full::new(bytes)));
-            let response = core.run_renewing(&mut lease, inner.call(request)).await?;
-            // The handler has run: reading its response and storing it happen
-            // in a task of their own, so a client that goes away now cannot
-            // cancel the storing (a retry would run the handler again).
-            let finishing = tokio::spawn(async move {
-                let (rparts, rbody) = response.into_parts();
-                let max = core.config().max_response_bytes;
-                // A slow response body keeps the lease renewed, too.
-                match core
-                    .run_renewing(&mut lease, collect_limited(rbody, max))
-                    .await
-                {
-                    Collected::Whole(b) => {
-                        core.finish(
-                            lease,
-                            rparts.status,
-                            &rparts.headers,
-                            ResponseBody::Whole(&b),
-                        )
-                        .await;
-                        Response::from_parts(rparts, full(b))
-                    }
-                    Collected::TooLarge { prefix, rest } => {
-                        core.finish(
-                            lease,
-                            rparts.status,
-                            &rparts.headers,
-                            ResponseBody::TooLarge,
-                        )
-                        .await;
-                        Response::from_parts(rparts, boxed(Prefixed::new(prefix, rest)))
-                    }
-                    Collected::Failed(e) => {
-                        tracing::warn!(error = %e, "handler response body failed; key freed");
-                        drop(lease);
-                        problem_response(&Problem::ResponseBodyFailed)
-                    }
-                }
-            });
-            match finishing.await {
-                Ok(response) => Ok(response),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => Ok(problem_response(&Problem::ResponseBodyFailed)),
+            let handler = inner.call(request);
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            tokio::spawn(work::run(core, lease, handler, keyed.path, reply));
+            match answer.await {
+                Ok(result) => result,
+                // The task ended without answering (a bug in the layer).
+                Err(_) => Ok(problem_response(&Problem::HandlerFailed)),
             }
         })
     }

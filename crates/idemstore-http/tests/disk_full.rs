@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use http_body_util::BodyExt;
 use idemstore::{Config, Store};
-use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, REPLAYED};
+use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, REPLAYED, TenantSource};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,7 +69,7 @@ async fn post_key(app: &Router, key: &str) -> (StatusCode, bool, bytes::Bytes) {
 }
 
 #[tokio::test]
-async fn a_filled_disk_answers_503_without_running_the_handler_and_recovers_when_freed() {
+async fn a_filled_disk_never_runs_a_key_twice_serves_replays_and_recovers_when_freed() {
     let fs = match Tmpfs::mount("4m") {
         Ok(fs) => fs,
         Err(why) => {
@@ -104,7 +104,7 @@ async fn a_filled_disk_answers_503_without_running_the_handler_and_recovers_when
             )
             .layer(IdempotencyLayer::new(
                 Embedded(store.clone()),
-                IdempotencyConfig::default(),
+                IdempotencyConfig::new(TenantSource::Single).max_response_bytes(16 << 10),
             ))
     };
     let mut acked = Vec::new();
@@ -115,38 +115,104 @@ async fn a_filled_disk_answers_503_without_running_the_handler_and_recovers_when
         acked.push((key, body));
     }
     let filler = fill(&fs.0);
-    // Requests run until the store hits the full disk; from then on the layer
-    // answers 503 without running the handler.
-    let mut saw_503 = false;
-    for i in 0..200 {
+    // Requests run until the store hits the full disk. A request whose
+    // handler ran but whose response could not be written gets 503 and keeps
+    // its key; new requests get 503 without running the handler; replays of
+    // what was acknowledged are still served.
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for i in 0..400 {
+        let key = format!("during-{i}");
         let before = runs.load(Ordering::SeqCst);
-        let (status, _, body) = post_key(&app, &format!("during-{i}")).await;
+        let (status, _, body) = post_key(&app, &key).await;
+        let ran = runs.load(Ordering::SeqCst) > before;
         match status {
+            StatusCode::CREATED => acked.push((key, body)),
             StatusCode::SERVICE_UNAVAILABLE => {
-                assert_eq!(
-                    runs.load(Ordering::SeqCst),
-                    before,
-                    "the handler must not run"
-                );
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                assert_eq!(v["type"], "urn:idemstore:problem:store-unavailable");
-                saw_503 = true;
-                break;
+                match v["type"].as_str().unwrap() {
+                    "urn:idemstore:problem:response-not-stored" => {
+                        assert!(ran, "{key}: 'not stored' only after the handler ran");
+                        kept.push(key);
+                    }
+                    "urn:idemstore:problem:store-unavailable" => {
+                        assert!(!ran, "{key}: the handler must not run");
+                        refused += 1;
+                        if refused == 5 {
+                            break;
+                        }
+                    }
+                    other => panic!("{key}: unexpected problem {other}"),
+                }
             }
-            StatusCode::CREATED => {}
-            other => panic!("unexpected {other}"),
+            other => panic!("{key}: unexpected {other}"),
         }
     }
-    assert!(saw_503, "a full disk must be noticed");
-    // Free the space: the store works again, without a restart.
+    assert_eq!(refused, 5, "a full disk must be noticed");
+    for (key, body) in &acked {
+        let (status, replayed, again) = post_key(&app, key).await;
+        assert_eq!(
+            (status, replayed),
+            (StatusCode::CREATED, true),
+            "{key} while the disk is full"
+        );
+        assert_eq!(&again, body, "{key}");
+    }
+    for key in &kept {
+        let (status, _, _) = post_key(&app, key).await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "{key}: reserved, not run again"
+        );
+    }
+    let ran_before_freeing = runs.load(Ordering::SeqCst);
+    // Free the space: the store works again, without a restart, and writes
+    // the responses it kept.
     std::fs::remove_file(filler).unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    for i in 0..20 {
+    for key in &kept {
+        let mut replayed = false;
+        for _ in 0..100 {
+            let (status, r, body) = post_key(&app, key).await;
+            if status == StatusCode::CONFLICT {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            assert_eq!((status, r), (StatusCode::CREATED, true), "{key}");
+            acked.push((key.clone(), body));
+            replayed = true;
+            break;
+        }
+        assert!(
+            replayed,
+            "{key}: its kept response is written once there is room"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), ran_before_freeing);
+    let mut resumed = false;
+    for i in 0..100 {
         let key = format!("after-{i}");
         let (status, _, body) = post_key(&app, &key).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE && !resumed {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
         assert_eq!(status, StatusCode::CREATED, "{key}");
+        resumed = true;
         acked.push((key, body));
+        if acked
+            .iter()
+            .filter(|(k, _)| k.starts_with("after-"))
+            .count()
+            == 20
+        {
+            break;
+        }
     }
+    assert!(
+        resumed,
+        "the store resumes by itself once the disk has room"
+    );
     for (key, body) in &acked {
         let (status, replayed, again) = post_key(&app, key).await;
         assert_eq!((status, replayed), (StatusCode::CREATED, true), "{key}");
@@ -163,7 +229,7 @@ async fn a_filled_disk_answers_503_without_running_the_handler_and_recovers_when
         )
         .layer(IdempotencyLayer::new(
             Embedded(store.clone()),
-            IdempotencyConfig::default(),
+            IdempotencyConfig::new(TenantSource::Single).max_response_bytes(16 << 10),
         ));
     for (key, body) in &acked {
         let (_, replayed, again) = post_key(&app, key).await;

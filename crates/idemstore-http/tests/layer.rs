@@ -169,7 +169,7 @@ const KEY: (&str, &str) = ("idempotency-key", "key-1");
 
 #[tokio::test]
 async fn uncovered_methods_and_keyless_requests_pass_through_untouched() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     for _ in 0..2 {
         let r = send(&a, "GET", "/200", &[KEY], "").await;
         assert!(!r.replayed());
@@ -182,7 +182,7 @@ async fn uncovered_methods_and_keyless_requests_pass_through_untouched() {
 
 #[tokio::test]
 async fn a_required_key_that_is_missing_is_400() {
-    let a = app(IdempotencyConfig::default().key_required(true));
+    let a = app(IdempotencyConfig::new(TenantSource::Single).key_required(true));
     let r = send(&a, "POST", "/201", &[], "{}").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.problem_type(), "key-missing");
@@ -192,7 +192,7 @@ async fn a_required_key_that_is_missing_is_400() {
 
 #[tokio::test]
 async fn malformed_keys_are_400_and_say_why() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     let long = "k".repeat(256);
     for (key, why) in [
         ("has space", "0x20"),
@@ -219,7 +219,7 @@ async fn malformed_keys_are_400_and_say_why() {
 
 #[tokio::test]
 async fn the_draft_quoted_form_and_the_plain_form_name_the_same_key() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     let first = send(
         &a,
         "POST",
@@ -236,7 +236,7 @@ async fn the_draft_quoted_form_and_the_plain_form_name_the_same_key() {
 
 #[tokio::test]
 async fn a_retry_gets_the_stored_status_headers_and_body_marked_as_replayed() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     let first = send(&a, "POST", "/201?hop", &[KEY], "{\"a\":1}").await;
     assert_eq!(first.status, StatusCode::CREATED);
     assert!(!first.replayed());
@@ -257,7 +257,7 @@ async fn a_retry_gets_the_stored_status_headers_and_body_marked_as_replayed() {
 
 #[tokio::test]
 async fn same_key_different_request_is_422() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     send(&a, "POST", "/201", &[KEY], "{\"a\":1}").await;
     for (m, uri, body) in [
         ("POST", "/201", "{\"a\":2}"),
@@ -283,7 +283,7 @@ async fn the_fingerprint_covers_exactly_the_configured_parts() {
         body: true,
         headers: vec![HeaderName::from_static("x-account")],
     };
-    let a = app(IdempotencyConfig::default().fingerprint(spec));
+    let a = app(IdempotencyConfig::new(TenantSource::Single).fingerprint(spec));
     send(&a, "POST", "/201?page=1", &[KEY, ("x-account", "7")], "b").await;
     // Query not covered: a replay.
     assert!(
@@ -299,7 +299,7 @@ async fn the_fingerprint_covers_exactly_the_configured_parts() {
 
 #[tokio::test]
 async fn same_key_while_the_first_runs_is_409_with_retry_after() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     let slow = {
         let router = a.router.clone();
         tokio::spawn(async move {
@@ -315,8 +315,8 @@ async fn same_key_while_the_first_runs_is_409_with_retry_after() {
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.problem_type(), "request-in-flight");
     assert_eq!(
-        r.headers["retry-after"], "60",
-        "the remaining lease, in seconds"
+        r.headers["retry-after"], "1",
+        "no figures for this path yet: come back soon, not at the lease's end (60 s)"
     );
     // A different request with the key in flight is a mismatch right away.
     let r = send(&a, "POST", "/201?sleep=300", &[KEY], "{\"other\":1}").await;
@@ -332,8 +332,8 @@ async fn same_key_while_the_first_runs_is_409_with_retry_after() {
 
 #[tokio::test]
 async fn the_wait_option_replays_the_first_response_instead_of_409() {
-    let a =
-        app(IdempotencyConfig::default().in_flight(InFlightPolicy::Wait(Duration::from_secs(5))));
+    let a = app(IdempotencyConfig::new(TenantSource::Single)
+        .in_flight(InFlightPolicy::Wait(Duration::from_secs(5))));
     let slow = {
         let router = a.router.clone();
         tokio::spawn(async move {
@@ -355,9 +355,8 @@ async fn the_wait_option_replays_the_first_response_instead_of_409() {
 
 #[tokio::test]
 async fn the_wait_option_gives_up_with_409_after_its_timeout() {
-    let a =
-        app(IdempotencyConfig::default()
-            .in_flight(InFlightPolicy::Wait(Duration::from_millis(100))));
+    let a = app(IdempotencyConfig::new(TenantSource::Single)
+        .in_flight(InFlightPolicy::Wait(Duration::from_millis(100))));
     let router = a.router.clone();
     let slow = tokio::spawn(async move {
         let req = Request::post("/201?sleep=600")
@@ -374,8 +373,9 @@ async fn the_wait_option_gives_up_with_409_after_its_timeout() {
 
 #[tokio::test]
 async fn the_same_key_from_another_tenant_is_independent() {
-    let a = app(IdempotencyConfig::default()
-        .tenant(TenantSource::Header(HeaderName::from_static("x-api-key"))));
+    let a = app(IdempotencyConfig::new(TenantSource::Header(
+        HeaderName::from_static("x-api-key"),
+    )));
     let alice = send(&a, "POST", "/201", &[KEY, ("x-api-key", "alice")], "{}").await;
     let bob = send(&a, "POST", "/201", &[KEY, ("x-api-key", "bob")], "{}").await;
     assert!(!bob.replayed());
@@ -407,7 +407,7 @@ async fn the_tenant_can_come_from_an_auth_layers_extension() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Config::default()).unwrap();
     let runs = Runs::default();
-    let cfg = IdempotencyConfig::default().tenant(TenantSource::extension(|a: &Account| {
+    let cfg = IdempotencyConfig::new(TenantSource::extension(|a: &Account| {
         a.0.to_le_bytes().to_vec()
     }));
     let router = Router::new()
@@ -453,7 +453,7 @@ async fn the_tenant_can_come_from_an_auth_layers_extension() {
 
 #[tokio::test]
 async fn a_failing_store_answers_503_and_the_handler_does_not_run() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     a.store.close().unwrap();
     let r = send(&a, "POST", "/201", &[KEY], "{}").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -473,7 +473,7 @@ async fn a_failing_store_answers_503_and_the_handler_does_not_run() {
 
 #[tokio::test]
 async fn a_request_over_the_limit_is_413_and_the_handler_does_not_run() {
-    let a = app(IdempotencyConfig::default().max_request_bytes(16));
+    let a = app(IdempotencyConfig::new(TenantSource::Single).max_request_bytes(16));
     let r = send(&a, "POST", "/201", &[KEY], &"x".repeat(17)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.problem_type(), "request-too-large");
@@ -488,7 +488,7 @@ async fn a_request_over_the_limit_is_413_and_the_handler_does_not_run() {
 
 #[tokio::test]
 async fn a_response_over_the_limit_is_sent_whole_and_a_retry_learns_it_ran() {
-    let a = app(IdempotencyConfig::default().max_response_bytes(1000));
+    let a = app(IdempotencyConfig::new(TenantSource::Single).max_response_bytes(1000));
     let first = send(&a, "POST", "/201?big=5000", &[KEY], "{}").await;
     assert_eq!(first.status, StatusCode::CREATED);
     assert_eq!(
@@ -505,7 +505,7 @@ async fn a_response_over_the_limit_is_sent_whole_and_a_retry_learns_it_ran() {
 
 #[tokio::test]
 async fn a_response_over_the_limit_can_free_the_key_instead() {
-    let a = app(IdempotencyConfig::default()
+    let a = app(IdempotencyConfig::new(TenantSource::Single)
         .max_response_bytes(1000)
         .oversize(OversizeResponse::Release));
     assert_eq!(
@@ -521,18 +521,24 @@ async fn a_response_over_the_limit_can_free_the_key_instead() {
 }
 
 #[tokio::test]
-async fn a_handler_panic_frees_the_key() {
-    let a = app(IdempotencyConfig::default());
-    let router = a.router.clone();
-    let task = tokio::spawn(async move {
-        let req = Request::post("/201?panic")
-            .header(KEY.0, KEY.1)
-            .body(Body::from("{}"))
-            .unwrap();
-        router.oneshot(req).await
-    });
-    assert!(task.await.unwrap_err().is_panic());
-    // The reservation was dropped with the panicking future: a retry runs.
+async fn a_handler_panic_is_a_500_that_is_stored_when_the_policy_stores_5xx() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
+    let r = send(&a, "POST", "/201?panic", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.problem_type(), "handler-failed");
+    // Stored under StorePolicy::All: the retry gets the same 500, and the
+    // handler (which may have made its side effect first) never runs again.
+    let retry = send(&a, "POST", "/201?panic", &[KEY], "{}").await;
+    assert_eq!(retry.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(retry.replayed());
+    assert_eq!(a.runs.get(), 1);
+}
+
+#[tokio::test]
+async fn a_handler_panic_frees_the_key_when_the_policy_does_not_store_5xx() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::SuccessOnly));
+    let r = send(&a, "POST", "/201?panic", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     let r = send(&a, "POST", "/201", &[KEY], "{}").await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert!(!r.replayed());
@@ -540,9 +546,9 @@ async fn a_handler_panic_frees_the_key() {
 }
 
 #[tokio::test]
-async fn a_client_that_goes_away_frees_the_key() {
-    let a = app(IdempotencyConfig::default());
-    let req = Request::post("/201?sleep=2000")
+async fn a_client_that_goes_away_mid_handler_neither_cancels_it_nor_frees_the_key() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
+    let req = Request::post("/201?sleep=500")
         .header(KEY.0, KEY.1)
         .body(Body::from("{}"))
         .unwrap();
@@ -552,14 +558,20 @@ async fn a_client_that_goes_away_frees_the_key() {
             .await
             .is_err()
     );
-    let r = send(&a, "POST", "/201", &[KEY], "{}").await;
+    // Its retry, the case the header exists for, finds the handler running.
+    let r = send(&a, "POST", "/201?sleep=500", &[KEY], "{}").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.problem_type(), "request-in-flight");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = send(&a, "POST", "/201?sleep=500", &[KEY], "{}").await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert!(!r.replayed());
+    assert!(r.replayed(), "the handler ran to the end and was stored");
+    assert_eq!(a.runs.get(), 1);
 }
 
 #[tokio::test]
 async fn a_request_body_that_fails_is_400_and_nothing_is_reserved() {
-    let a = app(IdempotencyConfig::default());
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     let failing = Body::new(FailingStream(false));
     let req = Request::post("/201")
         .header(KEY.0, KEY.1)
@@ -593,8 +605,8 @@ impl http_body::Body for FailingStream {
 
 #[tokio::test]
 async fn fifty_simultaneous_duplicates_execute_once() {
-    let a =
-        app(IdempotencyConfig::default().in_flight(InFlightPolicy::Wait(Duration::from_secs(10))));
+    let a = app(IdempotencyConfig::new(TenantSource::Single)
+        .in_flight(InFlightPolicy::Wait(Duration::from_secs(10))));
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let router = a.router.clone();
@@ -628,7 +640,7 @@ async fn seed_004_every_response_is_stored_including_500s() {
     // "storing the resulting status code and header of the first request
     // ... regardless of whether it succeeded or failed ... including 500
     // errors"; POST and PATCH; keys up to 255; parameters compared.
-    let a = app(IdempotencyConfig::default().store(StorePolicy::All));
+    let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::All));
     let first = send(&a, "POST", "/500", &[KEY], "{}").await;
     assert_eq!(first.status, StatusCode::INTERNAL_SERVER_ERROR);
     let again = send(&a, "POST", "/500", &[KEY], "{}").await;
@@ -669,7 +681,7 @@ async fn seed_003_only_successful_responses_are_stored() {
     // "only the first successful request will have the intended effect.
     // Subsequent identical requests will return the same response as the
     // first successful one"; keys up to 255 characters.
-    let a = app(IdempotencyConfig::default().store(StorePolicy::SuccessOnly));
+    let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::SuccessOnly));
     assert_eq!(
         send(&a, "POST", "/500", &[KEY], "{}").await.status,
         StatusCode::INTERNAL_SERVER_ERROR
@@ -696,7 +708,7 @@ async fn seed_003_only_successful_responses_are_stored() {
 
 #[tokio::test]
 async fn non_server_errors_policy_stores_4xx_but_not_5xx() {
-    let a = app(IdempotencyConfig::default().store(StorePolicy::NonServerErrors));
+    let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::NonServerErrors));
     send(&a, "POST", "/503", &[KEY], "{}").await;
     assert!(!send(&a, "POST", "/503", &[KEY], "{}").await.replayed());
     send(&a, "POST", "/404", &[("idempotency-key", "k2")], "{}").await;
@@ -712,7 +724,7 @@ async fn non_server_errors_policy_stores_4xx_but_not_5xx() {
 async fn seed_002_x_idempotency_key_post_only_10_to_1024_and_replays_as_409() {
     // "X-Idempotency-Key", "between 10 and 1024 characters", "Only POST",
     // "return the original response body with a 409", "We match the body".
-    let cfg = IdempotencyConfig::default()
+    let cfg = IdempotencyConfig::new(TenantSource::Single)
         .header(HeaderName::from_static("x-idempotency-key"))
         .methods([Method::POST])
         .key_len(10..=1024)
@@ -760,7 +772,7 @@ async fn seed_002_x_idempotency_key_post_only_10_to_1024_and_replays_as_409() {
 async fn seed_001_post_put_delete_keys_up_to_255_tied_to_the_api_key_errors_replayed() {
     // "POST, PUT, or DELETE", "up to 255 characters", "return the identical
     // result, including error responses", "tied to your API key".
-    let cfg = IdempotencyConfig::default()
+    let cfg = IdempotencyConfig::new(TenantSource::Single)
         .methods([Method::POST, Method::PUT, Method::DELETE])
         .key_len(1..=255)
         .store(StorePolicy::All)
@@ -791,7 +803,7 @@ async fn seed_000_covered_paths_only_and_a_second_resource_after_24_hours() {
     // resend the same request with the same idempotency key after 24 hours,
     // a second resource will be created."
     let covered = ["/v1/postcards", "/v1/letters", "/v1/checks"];
-    let cfg = IdempotencyConfig::default()
+    let cfg = IdempotencyConfig::new(TenantSource::Single)
         .methods([Method::POST])
         .paths(move |p| covered.iter().any(|c| p.starts_with(c)));
     let a = app(cfg);
@@ -827,12 +839,18 @@ fn a_layer_that_accepts_longer_keys_than_the_store_is_refused_at_startup() {
     let store = Store::open(dir.path(), Config::default()).unwrap(); // keys up to 255
     let e = IdempotencyLayer::try_new(
         Embedded(store.clone()),
-        IdempotencyConfig::default().key_len(10..=1024),
+        IdempotencyConfig::new(TenantSource::Single).key_len(10..=1024),
     )
     .err()
     .unwrap();
     assert!(e.to_string().contains("up to 255"), "{e}");
-    assert!(IdempotencyLayer::try_new(Embedded(store), IdempotencyConfig::default()).is_ok());
+    assert!(
+        IdempotencyLayer::try_new(
+            Embedded(store),
+            IdempotencyConfig::new(TenantSource::Single)
+        )
+        .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -850,7 +868,7 @@ async fn a_handler_longer_than_the_lease_keeps_its_key() {
         .route("/{*status}", any(handler_path))
         .layer(IdempotencyLayer::new(
             Embedded(store.clone()),
-            IdempotencyConfig::default(),
+            IdempotencyConfig::new(TenantSource::Single),
         ))
         .with_state(runs.clone());
     let a = App {
@@ -883,14 +901,22 @@ async fn a_handler_longer_than_the_lease_keeps_its_key() {
 }
 
 #[tokio::test]
-async fn a_response_body_that_fails_is_502_and_frees_the_key() {
-    let a = app(IdempotencyConfig::default());
+async fn a_response_body_that_fails_is_a_500_judged_by_the_store_policy() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
     let r = send(&a, "POST", "/201?failbody", &[KEY], "{}").await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(r.problem_type(), "response-body-failed");
-    // Nothing was stored: the retry runs the handler again.
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.problem_type(), "handler-failed");
     let again = send(&a, "POST", "/201?failbody", &[KEY], "{}").await;
-    assert!(!again.replayed());
+    assert!(again.replayed(), "stored as a 500 under StorePolicy::All");
+    assert_eq!(a.runs.get(), 1);
+
+    let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::NonServerErrors));
+    assert_eq!(
+        send(&a, "POST", "/201?failbody", &[KEY], "{}").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let again = send(&a, "POST", "/201?failbody", &[KEY], "{}").await;
+    assert!(!again.replayed(), "not stored: the key was freed");
     assert_eq!(a.runs.get(), 2);
 }
 
@@ -910,7 +936,7 @@ async fn a_full_disk_answers_503_without_running_the_handler_and_recovers() {
         .route("/{*status}", any(handler_path))
         .layer(IdempotencyLayer::new(
             Embedded(store.clone()),
-            IdempotencyConfig::default(),
+            IdempotencyConfig::new(TenantSource::Single),
         ))
         .with_state(runs.clone());
     let a = App {
@@ -927,25 +953,44 @@ async fn a_full_disk_answers_503_without_running_the_handler_and_recovers() {
         errno: ENOSPC,
     });
     // The request that finds the disk full: its handler runs (the store only
-    // learns at completion), the client still gets the handler's response.
+    // learns at completion). No success leaves before it is stored: 503.
     let first = send(&a, "POST", "/201", &[("idempotency-key", "full-1")], "{}").await;
-    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first.problem_type(), "response-not-stored");
+    assert!(first.headers.contains_key("retry-after"));
     assert_eq!(a.runs.get(), 2);
-    // From then on: 503 and no handler, until writes succeed again.
-    for k in ["full-2", "full-3", "before"] {
+    // Its key stays reserved: its retry does not run the handler again.
+    let r = send(&a, "POST", "/201", &[("idempotency-key", "full-1")], "{}").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    // New keys: 503 and no handler, until writes succeed again.
+    for k in ["full-2", "full-3"] {
         let r = send(&a, "POST", "/201", &[("idempotency-key", k)], "{}").await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{k}");
         assert_eq!(r.problem_type(), "store-unavailable");
     }
-    assert_eq!(a.runs.get(), 2);
-    faults.heal();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Replays need no write: served while the disk is full.
     let again = send(&a, "POST", "/201", &[("idempotency-key", "before")], "{}").await;
     assert!(again.replayed());
     assert_eq!(
         again.body, before.body,
         "what was acknowledged before is intact"
     );
+    assert_eq!(a.runs.get(), 2);
+    faults.heal();
+    // The store writes the kept completion by itself and resumes.
+    let mut replay = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = send(&a, "POST", "/201", &[("idempotency-key", "full-1")], "{}").await;
+        if r.status != StatusCode::CONFLICT {
+            replay = Some(r);
+            break;
+        }
+    }
+    let replay = replay.expect("the kept completion is written once the disk has room");
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert!(replay.replayed());
+    assert!(replay.text().starts_with("run 2:"), "{}", replay.text());
     assert_eq!(
         send(&a, "POST", "/201", &[("idempotency-key", "full-2")], "{}")
             .await
@@ -1002,7 +1047,7 @@ async fn a_client_gone_after_the_handler_ran_still_gets_its_response_stored() {
             )
             .layer(IdempotencyLayer::new(
                 Embedded(store),
-                IdempotencyConfig::default(),
+                IdempotencyConfig::new(TenantSource::Single),
             ))
     };
     let req = || {
@@ -1011,11 +1056,16 @@ async fn a_client_gone_after_the_handler_ran_still_gets_its_response_stored() {
             .body(Body::from("{}"))
             .unwrap()
     };
-    // The client gives up while the response body is still being produced.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(100), router.clone().oneshot(req()))
-            .await
-            .is_err()
+    // The head arrives at once (the body streams); the client gives up
+    // while the body is still being produced.
+    let first = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    drop(first);
+    let r = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "still being read and stored"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let r = router.clone().oneshot(req()).await.unwrap();

@@ -10,7 +10,9 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use idemstore_redis::{RedisBackend, RedisConfig};
 //! let backend = RedisBackend::connect("redis://127.0.0.1:6379", RedisConfig::default()).await?;
-//! let layer = idemstore_http::IdempotencyLayer::new(backend, idemstore_http::IdempotencyConfig::default());
+//! // Keys are per tenant: name where the tenant comes from (here a header).
+//! let tenant = idemstore_http::TenantSource::Header(axum::http::HeaderName::from_static("x-api-key"));
+//! let layer = idemstore_http::IdempotencyLayer::new(backend, idemstore_http::IdempotencyConfig::new(tenant));
 //! # Ok(()) }
 //! ```
 //!
@@ -37,6 +39,16 @@
 //! of memory gives [`BackendError::Unavailable`] (the layer answers 503 and
 //! does not run the handler). The connection reconnects by itself
 //! (redis-rs's `ConnectionManager`), so service resumes without a restart.
+//!
+//! A completion Redis does not take (down, paused, out of memory) is kept in
+//! memory and tried again in a task of its own, with pauses growing to
+//! 500 ms and the lease renewed between tries, until it is stored, the key
+//! was taken over, or the process stops; the layer answers
+//! [`BackendError::Deferred`] with 503, and the key stays reserved in Redis
+//! meanwhile, so a retry gets 409, then the replay. A call whose reply was
+//! lost may have run: completing twice with the same token is success. What
+//! leases cannot rule out: if this replica cannot reach Redis for longer than
+//! the lease while another replica can, that replica may take the key over.
 
 use idemstore::{
     Fingerprint, Response, StoredResponse, TenantDigest, Timestamp, default_index_hash,
@@ -103,7 +115,7 @@ impl RedisConfig {
 const BEGIN: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 's', 'g', 'fp', 'le', 'td', 'k', 'r')
+local h = redis.call('HMGET', KEYS[1], 's', 'g', 'fp', 'le', 'td', 'k', 'r', 'st')
 local s = h[1]
 if s and (h[5] ~= ARGV[1] or h[6] ~= ARGV[2]) then
   return {'collision'}
@@ -115,7 +127,7 @@ end
 if s == 'p' and now < tonumber(h[4]) then
   local same = '0'
   if h[3] == ARGV[3] then same = '1' end
-  return {'inflight', tostring(tonumber(h[4]) - now), same}
+  return {'inflight', tostring(tonumber(h[4]) - now), same, tostring(now - tonumber(h[8] or now))}
 end
 local g = redis.call('HINCRBY', KEYS[1], 'g', 1)
 local le = now + tonumber(ARGV[4])
@@ -128,9 +140,11 @@ return {'reserved', tostring(g), tostring(now), tostring(le)}
 // The holder proves itself with the generation *and* a random nonce chosen at
 // begin: if the hash ever disappears (expiry of a long-stalled holder,
 // eviction, a failover) and generations restart, a stale holder's token may
-// repeat, but its nonce will not.
+// repeat, but its nonce will not. Completing twice is success: a call whose
+// reply was lost (a timeout) is retried, and must not read as fenced.
 const COMPLETE: &str = r"
 local h = redis.call('HMGET', KEYS[1], 's', 'g', 'n')
+if h[1] == 'c' and h[2] == ARGV[1] and h[3] == ARGV[2] then return 1 end
 if h[1] ~= 'p' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
@@ -313,7 +327,10 @@ impl Backend for RedisBackend {
                     done: false,
                 })),
                 Some(b"inflight") => Ok(Outcome::InFlight {
-                    retry_after: Duration::from_millis(num(reply.get(1))),
+                    lease_left: Duration::from_millis(num(reply.get(1))),
+                    running_for: reply
+                        .get(3)
+                        .map(|_| Duration::from_millis(num(reply.get(3)))),
                     same_request: reply.get(2).is_some_and(|v| v == b"1"),
                 }),
                 Some(b"replay") => {
@@ -363,6 +380,24 @@ impl RedisLease {
         self.token
     }
 
+    async fn run_complete(
+        b: &RedisBackend,
+        rkey: &str,
+        token: u64,
+        nonce: u64,
+        record: &[u8],
+        retention: Duration,
+    ) -> Result<bool, BackendError> {
+        let n: i64 = b
+            .call(|mut conn| {
+                let mut inv = b.0.scripts.complete.key(rkey);
+                inv.arg(token).arg(nonce).arg(record).arg(ms(retention));
+                async move { inv.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn run_abort(
         backend: RedisBackend,
         rkey: String,
@@ -377,6 +412,59 @@ impl RedisLease {
             })
             .await?;
         Ok(n == 1)
+    }
+}
+
+/// First pause between tries of a completion Redis did not take.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest pause between tries.
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Stores a completion whose first try failed (Redis down, slow or out of
+/// memory), trying again with growing pauses (at most `RETRY_MAX`, so the
+/// record lands soon after Redis returns) and renewing the lease between
+/// tries, until it is stored, the key was taken over, or the runtime stops.
+/// The key stays reserved in Redis throughout: a retry of the request gets
+/// 409, then the replay.
+async fn retry_complete(
+    b: RedisBackend,
+    rkey: String,
+    token: u64,
+    nonce: u64,
+    record: Vec<u8>,
+    retention: Duration,
+) {
+    let c = &b.0.config;
+    let mut pause = RETRY_FIRST;
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
+        match RedisLease::run_complete(&b, &rkey, token, nonce, &record, retention).await {
+            Ok(true) => {
+                tracing::info!("a deferred idempotent response is now stored in Redis");
+                return;
+            }
+            Ok(false) => {
+                tracing::error!(
+                    "a deferred idempotent response could not be stored: its lease ended and \
+                     a later request took the key over"
+                );
+                return;
+            }
+            Err(_) => {
+                // Keep the key ours while Redis is slow rather than down.
+                let _ = b
+                    .call(|mut conn| {
+                        let mut inv = b.0.scripts.renew.key(&rkey);
+                        inv.arg(token)
+                            .arg(nonce)
+                            .arg(ms(c.lease))
+                            .arg(ms(c.retention));
+                        async move { inv.invoke_async::<i64>(&mut conn).await }
+                    })
+                    .await;
+            }
+        }
     }
 }
 
@@ -405,6 +493,11 @@ impl Lease for RedisLease {
                 .await?;
             if n == 1 { Ok(()) } else { Err(fenced()) }
         }
+    }
+
+    fn fits(&self, response: &Response) -> Result<(), BackendError> {
+        idemstore::codec::unencodable(response)
+            .map_or(Ok(()), |why| Err(BackendError::TooLarge(why)))
     }
 
     fn complete(
@@ -442,17 +535,16 @@ impl Lease for RedisLease {
                     return Err(BackendError::TooLarge(why));
                 }
             };
-            let n: i64 = b
-                .call(|mut conn| {
-                    let mut inv = b.0.scripts.complete.key(&rkey);
-                    inv.arg(token)
-                        .arg(nonce)
-                        .arg(&record[..])
-                        .arg(ms(retention));
-                    async move { inv.invoke_async(&mut conn).await }
-                })
-                .await?;
-            if n == 1 { Ok(()) } else { Err(fenced()) }
+            match RedisLease::run_complete(&b, &rkey, token, nonce, &record, retention).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(fenced()),
+                Err(e) => {
+                    // The key stays reserved in Redis; store the record as
+                    // soon as Redis answers again, renewing the lease.
+                    tokio::spawn(retry_complete(b, rkey, token, nonce, record, retention));
+                    Err(BackendError::Deferred(e.to_string()))
+                }
+            }
         }
     }
 

@@ -83,9 +83,10 @@ fn describe<L>(o: &Outcome<L>) -> String {
     match o {
         Outcome::Reserved(_) => "reserved".into(),
         Outcome::InFlight {
-            retry_after,
+            lease_left,
             same_request,
-        } => format!("in flight ({retry_after:?}, same: {same_request})"),
+            ..
+        } => format!("in flight ({lease_left:?}, same: {same_request})"),
         Outcome::Replay(s) => format!("replay of {}", String::from_utf8_lossy(&s.response.body)),
         Outcome::Mismatch => "mismatch".into(),
     }

@@ -218,7 +218,7 @@ async fn the_layer_answers_503_while_redis_is_down_and_the_handler_does_not_run(
             )
             .layer(idemstore_http::IdempotencyLayer::new(
                 backend,
-                idemstore_http::IdempotencyConfig::default(),
+                idemstore_http::IdempotencyConfig::new(idemstore_http::TenantSource::Single),
             ))
     };
     let call = |key: &'static str| {

@@ -66,8 +66,11 @@ pub struct Config {
     /// than its last fsync took, nor at all when only one caller is
     /// completing. Zero turns the window off.
     pub group_commit_window: Duration,
-    /// After a failed write (a full disk), `begin` refuses new requests with
-    /// that error for this long, then lets them try again (default 1 s).
+    /// After a failed write (a full disk), the writer writes the records that
+    /// failed again this often until a write succeeds (default 1 s).
+    /// Meanwhile `begin` refuses new reservations with the write's error and
+    /// still serves replays; completions wait in memory with their keys
+    /// reserved ([`Error::Deferred`](crate::Error::Deferred)).
     pub write_retry_interval: Duration,
     /// Most records written in one group commit (default 4096).
     pub max_batch: usize,

@@ -84,6 +84,22 @@ pub enum Error {
     #[error("the store is closed; open it again to continue")]
     Closed,
 
+    /// A completion could not be written yet (a full disk, an I/O error on
+    /// write). The store keeps the record in memory and writes it again
+    /// every [`Config::write_retry_interval`](crate::Config::write_retry_interval)
+    /// until it succeeds or the store closes; the key stays reserved
+    /// meanwhile (`begin` answers [`InFlight`](crate::Begin::InFlight)), so
+    /// the request never runs twice, and retries replay the response once it
+    /// is written. Answer the caller "try again later" (HTTP 503).
+    #[error(
+        "the response is not stored yet ({cause}); the store keeps it and writes it again \
+         by itself, and the key stays reserved until then: tell the client to retry later"
+    )]
+    Deferred {
+        /// The write failure.
+        cause: String,
+    },
+
     /// The reservation's lease ran out and a later request took the key over,
     /// or the reservation was already finished. Nothing was written.
     #[error(
@@ -158,6 +174,7 @@ impl Error {
         matches!(
             self,
             Error::Io { .. }
+                | Error::Deferred { .. }
                 | Error::Poisoned { .. }
                 | Error::Closed
                 | Error::Corrupt { .. }
@@ -168,8 +185,9 @@ impl Error {
 
 /// Advice strings shared by I/O errors.
 pub(crate) mod advice {
-    pub(crate) const WRITE: &str =
-        "check free space and permissions of the store directory, then close and reopen the store";
+    pub(crate) const WRITE: &str = "free space on the disk or fix the store directory's permissions; the store writes again by itself once it can";
+    pub(crate) const FSYNC: &str = "the store stopped taking writes, since the kernel may have dropped what it held: \
+         close the store and open the directory again (recovery keeps every record that reached the disk)";
     pub(crate) const READ: &str =
         "check the disk and the permissions of the store directory; the record was not served";
     pub(crate) const OPEN: &str = "check that the directory exists, is writable by this process, and is on a local filesystem";

@@ -78,6 +78,12 @@ pub mod codec {
         Ok(out)
     }
 
+    /// Why the format cannot hold `response` (too many or too long headers,
+    /// a body over 4 GiB), or `None` when it can.
+    pub fn unencodable(response: &super::Response) -> Option<String> {
+        record::unencodable(response)
+    }
+
     /// Decodes what [`encode`] wrote: (tenant digest, key, record), or why not.
     pub fn decode(bytes: &[u8]) -> Result<(TenantDigest, Vec<u8>, StoredResponse), String> {
         let rec = Record::decode(bytes).map_err(|e| e.to_string())?;

@@ -134,7 +134,7 @@ fn run(shared: &Shared, inbox: &Queue, rx: &Receiver<Job>) {
 pub(crate) fn sync(shared: &Shared, segments: &[Arc<Segment>]) -> Result<()> {
     for seg in segments {
         if let Err(e) = seg.file.sync_data() {
-            let err = Error::io("fsyncing", shared.dir.join(&seg.name), e, advice::WRITE);
+            let err = Error::io("fsyncing", shared.dir.join(&seg.name), e, advice::FSYNC);
             shared.poison(err.to_string());
             return Err(err);
         }

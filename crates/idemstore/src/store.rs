@@ -56,7 +56,7 @@ pub(crate) struct Shared {
     /// Set (under the gate's write side) when the store closes.
     closed: AtomicBool,
     /// The last failed write, while writes are failing (a full disk).
-    write_failure: Mutex<Option<(std::time::Instant, Error)>>,
+    write_failure: Mutex<Option<Error>>,
     has_write_failure: AtomicBool,
     /// Senders to the writer hold the read side; see `submit`.
     gate: RwLock<()>,
@@ -153,7 +153,7 @@ impl Shared {
     }
 
     pub(crate) fn note_write_failure(&self, e: Error) {
-        *self.write_failure.lock() = Some((std::time::Instant::now(), e));
+        *self.write_failure.lock() = Some(e);
         self.has_write_failure.store(true, Ordering::SeqCst);
     }
 
@@ -163,24 +163,19 @@ impl Shared {
         }
     }
 
-    /// For `write_retry_interval` after a failed write (a full disk), new
-    /// requests are refused with the write's error instead of running a
-    /// handler whose result cannot be stored. Then they are let through
-    /// again: if the disk is still full, the next write fails and the
-    /// interval starts over; a batch that writes ends it early.
+    /// While writes fail (a full disk), new reservations are refused with
+    /// the write's error instead of running a handler whose result cannot
+    /// be stored; replays need no write and are still served. The writer
+    /// writes the failed records again every `write_retry_interval` and
+    /// ends this state itself with the first write that succeeds.
     fn check_writable(&self) -> Result<()> {
         if !self.has_write_failure.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut f = self.write_failure.lock();
-        if let Some((at, e)) = &*f
-            && at.elapsed() < self.config.write_retry_interval
-        {
-            return Err(e.clone());
+        match &*self.write_failure.lock() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
-        *f = None;
-        self.has_write_failure.store(false, Ordering::SeqCst);
-        Ok(())
     }
 
     /// Fails if the store was closed or poisoned.
@@ -561,7 +556,6 @@ impl Store {
     ) -> Result<Begin> {
         self.inner.shared.check_open()?;
         let shared = &self.inner.shared;
-        shared.check_writable()?;
         let key = key.as_ref();
         self.check_key(key)?;
         let tenant = TenantDigest::of(tenant.as_ref());
@@ -614,6 +608,7 @@ impl Store {
                     }
                 }
             }
+            shared.check_writable()?;
             if taking_over {
                 shared.counters.takeovers.fetch_add(1, Ordering::Relaxed);
             }
@@ -934,6 +929,13 @@ impl Reservation {
     /// as the store's [`Durability`](crate::Durability) says. From then on a
     /// retry with the same fingerprint replays it.
     ///
+    /// Once the record is accepted, a store failure never frees the key:
+    /// if the write fails (a full disk), this returns [`Error::Deferred`]
+    /// while the store keeps the record and writes it again by itself; the
+    /// key answers [`Begin::InFlight`] until then and replays after. A
+    /// response the store refuses ([`Error::RecordTooLarge`]) or a lost lease
+    /// ([`Error::Fenced`]) stores nothing, and the reservation is aborted.
+    ///
     /// Blocks the calling thread; from async code use
     /// [`complete_async`](Self::complete_async).
     pub fn complete(self, response: Response) -> Result<()> {
@@ -949,16 +951,25 @@ impl Reservation {
         }
     }
 
+    /// Whether the store can hold `response` as this key's record: fails
+    /// with [`Error::RecordTooLarge`] when [`complete`](Self::complete)
+    /// would refuse it, so a caller can store something smaller instead
+    /// while it still holds the key.
+    pub fn check_fits(&self, response: &Response) -> Result<()> {
+        let max = self.store.shared.config.max_record_bytes;
+        let size = record::completed_payload_len(self.key.len(), response);
+        if size > max || record::unencodable(response).is_some() {
+            return Err(Error::RecordTooLarge { size, max });
+        }
+        Ok(())
+    }
+
     fn submit_completion(&mut self, response: Response) -> Result<Commit> {
         // Refuse what cannot be stored before touching the index; dropping
         // `self` on the error path aborts the reservation and frees the key.
         self.store.shared.check_open()?;
+        self.check_fits(&response)?;
         let shared = &self.store.shared;
-        let max = shared.config.max_record_bytes;
-        let size = record::completed_payload_len(self.key.len(), &response);
-        if size > max || record::unencodable(&response).is_some() {
-            return Err(Error::RecordTooLarge { size, max });
-        }
         {
             let mut shard = shared.index.lock(&self.index_key);
             match shard.pending.get_mut(&SlotKey::from(&self.index_key)) {

@@ -148,6 +148,23 @@ pub(crate) struct Writer {
     sealed_rx: Receiver<Sealed>,
     /// The settler thread (without one the writer settles batches itself).
     settler: Option<Settler>,
+    /// Records whose write failed, oldest first, to be written again.
+    retry: Vec<Append>,
+    /// While writes fail: when to try `retry` again, and the last failure.
+    retry_at: Option<(Instant, Error)>,
+}
+
+/// Moves the records `placed` put in segment `id` to `to` (their write did
+/// not happen).
+fn take_placed_in(placed: &mut Placed, id: u32, to: &mut Vec<Append>) {
+    let mut i = 0;
+    while i < placed.len() {
+        if placed[i].1.is_some_and(|s| s.seg == id) {
+            to.push(placed.remove(i).0);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 /// What the hint file of a segment lists: every record in `[40, len)`.
@@ -191,6 +208,8 @@ impl Writer {
             sealed_tx: sealed.0,
             sealed_rx: sealed.1,
             settler: None,
+            retry: Vec::new(),
+            retry_at: None,
         }
     }
 
@@ -203,7 +222,7 @@ impl Writer {
             // it did not carry: there is concurrency worth a window.
             let Some(first) = self.next_message() else {
                 // Every sender is gone: the store was dropped.
-                self.write_batch(&mut batch);
+                self.write_batch(&mut batch, true);
                 self.finish();
                 return;
             };
@@ -223,7 +242,7 @@ impl Writer {
                 control = self.linger(&mut batch);
             }
             // Every control message first writes what is queued before it.
-            self.write_batch(&mut batch);
+            self.write_batch(&mut batch, false);
             match control {
                 None | Some(Msg::Append(_)) => {}
                 Some(Msg::Retire { upto, done }) => {
@@ -231,7 +250,12 @@ impl Writer {
                     let _ = done.send(());
                 }
                 Some(Msg::Flush(c)) => {
-                    let r = self.sync_all();
+                    let r = self.sync_all().and_then(|()| match &self.retry_at {
+                        Some((_, err)) => Err(Error::Deferred {
+                            cause: err.to_string(),
+                        }),
+                        None => Ok(()),
+                    });
                     c.settle(r);
                 }
                 Some(Msg::Shutdown) => {
@@ -322,10 +346,10 @@ impl Writer {
                 }
                 _ => None,
             };
-            let due = match (sync_due, self.queue_due(delay)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let due = [sync_due, self.queue_due(delay), self.retry_due()]
+                .into_iter()
+                .flatten()
+                .min();
             let now = Instant::now();
             let napping = now < self.last_batch + ACTIVE;
             let bell = &self.shared.doorbell;
@@ -343,8 +367,10 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => return None,
             };
             let now = Instant::now();
-            if self.queue_due(delay).is_some_and(|d| now >= d) {
-                self.write_batch(&mut Vec::new());
+            if self.retry_due().is_some_and(|d| now >= d) {
+                self.write_batch(&mut Vec::new(), true);
+            } else if self.queue_due(delay).is_some_and(|d| now >= d) {
+                self.write_batch(&mut Vec::new(), false);
             }
             if sync_due.is_some_and(|d| now >= d) {
                 let _ = self.sync_all();
@@ -399,8 +425,8 @@ impl Writer {
 
     /// Appends `batch` (and the side queue), fsyncs it in `Sync` mode, and
     /// hands it to the settler, which publishes and acknowledges it.
-    fn write_batch(&mut self, batch: &mut Vec<Append>) {
-        let Some((segments, placed)) = self.append(batch) else {
+    fn write_batch(&mut self, batch: &mut Vec<Append>, now: bool) {
+        let Some((segments, placed)) = self.append(batch, now) else {
             return;
         };
         self.last_batch = Instant::now();
@@ -429,18 +455,33 @@ impl Writer {
         }
     }
 
-    /// Appends `batch` (after the side queue's records) to its segments.
-    /// Returns the segments written and every record with its slot, or
-    /// `None` when there was nothing to do or the batch failed (and was
-    /// settled so).
-    fn append(&mut self, batch: &mut Vec<Append>) -> Option<(Vec<Arc<Segment>>, Placed)> {
+    /// Appends `batch` (after the records waiting to be written again and
+    /// the side queue's records) to its segments. Returns the segments
+    /// written and every record written or settled with them, or `None` when
+    /// nothing was written. Records whose write failed wait in `retry` (see
+    /// `defer`); while writes fail they are tried again every
+    /// `write_retry_interval`, and records that arrive meanwhile join them
+    /// unless `now` asks for a try at once.
+    fn append(
+        &mut self,
+        batch: &mut Vec<Append>,
+        now: bool,
+    ) -> Option<(Vec<Arc<Segment>>, Placed)> {
         let mut elided = Vec::new();
         self.take_queue(batch, &mut elided);
+        if !self.retry.is_empty() {
+            // What failed before goes first.
+            let mut all = std::mem::take(&mut self.retry);
+            all.append(batch);
+            *batch = all;
+        }
         if batch.is_empty() && elided.is_empty() {
             return None;
         }
         self.backlog_after_fsync = 0;
         if let Err(e) = self.shared.check_poison() {
+            // Completions stay reserved (`Completing`): the key is never
+            // freed by a failure, and the next open sees their reservations.
             let mut s = Settlement::default();
             for a in batch.drain(..).chain(elided) {
                 if let Some(d) = a.done {
@@ -450,21 +491,39 @@ impl Writer {
             s.finish();
             return None;
         }
+        if !now
+            && let Some((_, err)) = self
+                .retry_at
+                .as_ref()
+                .filter(|(at, _)| Instant::now() < *at)
+        {
+            let err = err.clone();
+            // Superseded records wait with what superseded them.
+            self.defer(elided.into_iter().chain(batch.drain(..)), &err);
+            return None;
+        }
+        let clock_now = self.shared.clock().now();
         // Lay the batch out: which segment and offset each frame goes to.
         let mut groups: Vec<(Arc<Segment>, Vec<u8>)> = Vec::new();
         let mut placed: Placed = Vec::with_capacity(batch.len() + elided.len());
         placed.extend(elided.into_iter().map(|a| (a, None)));
-        for a in batch.drain(..) {
-            if a.bucket.1 <= self.retired_upto {
-                // Expired before it could be written: nothing to keep.
+        let mut unplaced: Vec<Append> = Vec::new();
+        let mut failure: Option<Error> = None;
+        let mut records = batch.drain(..);
+        for a in records.by_ref() {
+            if a.bucket.1 <= self.retired_upto && a.entry.live_until <= clock_now {
+                // Expired before it could be written: nothing to keep. (A
+                // record still live for a bucket the compactor retired, after
+                // the clock went back, gets a segment of its own below.)
                 placed.push((a, None));
                 continue;
             }
             let gi = match self.group_for(&mut groups, a.bucket, a.frame.len()) {
                 Ok(gi) => gi,
                 Err(e) => {
-                    self.fail(placed, Some(a), e);
-                    return None;
+                    failure = Some(e);
+                    unplaced.push(a);
+                    break;
                 }
             };
             let (seg, buf) = &mut groups[gi];
@@ -478,11 +537,19 @@ impl Writer {
             };
             placed.push((a, Some(slot)));
         }
+        unplaced.extend(records);
         let mut bytes = 0u64;
-        for (seg, buf) in &mut groups {
+        let mut written_segments = Vec::with_capacity(groups.len());
+        for (seg, mut buf) in groups {
+            if failure.is_some() {
+                // An earlier segment's write failed: this one waits with it.
+                let id = seg.id();
+                take_placed_in(&mut placed, id, &mut unplaced);
+                continue;
+            }
             let at = seg.len.load(Ordering::Relaxed);
             let data = buf.len() as u64;
-            let ahead = self.preallocate(seg, at + data);
+            let ahead = self.preallocate(&seg, at + data);
             // Into zeros written ahead, the write runs on to the end of its
             // last page with zeros (no change to what the file holds): that
             // page is then wholly written, so the next batch finds it in the
@@ -491,13 +558,13 @@ impl Writer {
             let padded = (at + data).next_multiple_of(PAGE).min(ahead).max(at + data);
             #[allow(clippy::cast_possible_truncation)] // < PAGE more than buf
             buf.resize((padded - at) as usize, 0);
-            if let Err(e) = seg.file.write_all_at(buf, at) {
+            if let Err(e) = seg.file.write_all_at(&buf, at) {
                 // The segment's length is not advanced: whatever part of the
-                // buffer reached the file is overwritten by the next batch
+                // buffer reached the file is overwritten by the next write
                 // (or truncated as a torn tail by recovery).
-                let err = self.io_error("writing", seg, e);
-                self.fail(placed, None, err);
-                return None;
+                failure = Some(self.io_error("writing", &seg, e));
+                take_placed_in(&mut placed, seg.id(), &mut unplaced);
+                continue;
             }
             seg.len.store(at + data, Ordering::Release);
             bytes += data;
@@ -512,8 +579,26 @@ impl Writer {
                     });
                 }
             }
+            written_segments.push(seg);
         }
-        self.shared.clear_write_failure();
+        match failure {
+            Some(err) => {
+                // Superseded records wait with what superseded them.
+                let mut i = 0;
+                while i < placed.len() {
+                    if placed[i].1.is_none() && placed[i].0.install.is_none() {
+                        unplaced.push(placed.remove(i).0);
+                    } else {
+                        i += 1;
+                    }
+                }
+                self.defer(unplaced.into_iter(), &err);
+            }
+            None => {
+                self.retry_at = None;
+                self.shared.clear_write_failure();
+            }
+        }
         let c = &self.shared.counters;
         let written = placed.iter().filter(|(_, s)| s.is_some()).count() as u64;
         if written > 0 {
@@ -524,7 +609,10 @@ impl Writer {
             .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         self.last_completions = placed.iter().filter(|(a, _)| a.install.is_some()).count();
-        Some((groups.into_iter().map(|(seg, _)| seg).collect(), placed))
+        if placed.is_empty() {
+            return None;
+        }
+        Some((written_segments, placed))
     }
 
     /// Index into `groups` of the segment that takes `len` more bytes of
@@ -567,28 +655,43 @@ impl Writer {
     }
 
     fn io_error(&self, op: &'static str, seg: &Segment, e: std::io::Error) -> Error {
-        Error::io(op, self.shared.dir.join(&seg.name), e, advice::WRITE)
+        let advice = if op == "fsyncing" {
+            advice::FSYNC
+        } else {
+            advice::WRITE
+        };
+        Error::io(op, self.shared.dir.join(&seg.name), e, advice)
     }
 
-    /// Fails every record of a batch whose write failed (a full disk, EIO
-    /// on write). That does not poison the store: nothing was acknowledged,
-    /// the segment's length was not advanced, and the store works again once
-    /// writes succeed; meanwhile `begin` refuses new requests (see
-    /// `Shared::check_writable`). The batch's completions free their keys:
-    /// their responses were not stored, so a retry runs again. (A failed
-    /// fsync does poison it: see `settler::sync`.)
-    fn fail(&self, placed: Placed, extra: Option<Append>, err: Error) {
+    /// Keeps records whose write failed (a full disk, EIO on write) to be
+    /// written again, in order, every `write_retry_interval` until a write
+    /// succeeds. That does not poison the store: the segment's length was not
+    /// advanced and nothing was acknowledged. Their callers are told now
+    /// ([`Error::Deferred`]), while a completion's key stays reserved
+    /// (`Completing`) until its record is written: a store failure never
+    /// frees a key whose request ran. Meanwhile `begin` refuses new
+    /// reservations (see `Shared::check_writable`) but serves replays. (A
+    /// failed fsync does poison the store: see `settler::sync`.)
+    fn defer(&mut self, records: impl Iterator<Item = Append>, err: &Error) {
         self.shared.note_write_failure(err.clone());
+        let at = Instant::now() + self.shared.config.write_retry_interval;
+        self.retry_at = Some((at, err.clone()));
+        let deferred = Error::Deferred {
+            cause: err.to_string(),
+        };
         let mut s = Settlement::default();
-        for a in placed.into_iter().map(|(a, _)| a).chain(extra) {
-            if let Some(inst) = &a.install {
-                self.shared.publish_completion(inst, None);
+        for mut a in records {
+            if let Some(d) = a.done.take() {
+                s.add(d, Err(deferred.clone()));
             }
-            if let Some(d) = a.done {
-                s.add(d, Err(err.clone()));
-            }
+            self.retry.push(a);
         }
         s.finish();
+    }
+
+    /// When the records waiting to be written again are due.
+    fn retry_due(&self) -> Option<Instant> {
+        self.retry_at.as_ref().map(|(at, _)| *at)
     }
 
     fn retire(&mut self, upto: Timestamp) {
@@ -681,8 +784,20 @@ impl Writer {
     /// segment still open for appends or waiting for the compactor, so that
     /// the next open reads no segment. Skipped if the store is poisoned.
     fn finish(&mut self) {
+        if !self.retry.is_empty() {
+            // A last try for what could not be written; what still fails is
+            // lost with this process (its reservations, if written, remain).
+            self.write_batch(&mut Vec::new(), true);
+        }
         if let Some(s) = self.settler.take() {
             s.stop();
+        }
+        if let Some((_, err)) = &self.retry_at {
+            let n = self.retry.len();
+            self.shared.poison(format!(
+                "{n} records could not be written before the store closed ({err})"
+            ));
+            return;
         }
         if self.sync_all().is_err() {
             return;

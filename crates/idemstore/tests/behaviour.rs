@@ -698,15 +698,18 @@ fn a_dead_disk_gets_clear_errors_and_never_hangs() {
     let after_crash = st.crash(0); // every later I/O on `st` fails
     let r = reserve(&store, "t", "k", fp("a"));
     let e = r.complete(response("lost")).unwrap_err();
-    assert!(
-        matches!(e, Error::Io { .. } | Error::Poisoned { .. }),
-        "{e}"
-    );
-    // The failed write refuses new requests with the write's error, which
-    // says what to do (full-disk and fsync cases: tests/faults.rs).
+    assert!(matches!(e, Error::Deferred { .. }), "{e}");
+    assert!(e.to_string().contains("retry later"), "{e}");
+    // The key whose request ran stays reserved: it never runs twice.
+    assert!(matches!(
+        store.begin("t", "k", fp("a")).unwrap(),
+        Begin::InFlight(_)
+    ));
+    // New requests are refused with the write's error, which says what to do
+    // (full-disk and fsync cases: tests/faults.rs).
     let e = store.begin("t", "k2", fp("a")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
-    assert!(e.to_string().contains("close and reopen"), "{e}");
+    assert!(e.to_string().contains("writes again by itself"), "{e}");
     assert!(e.is_unavailable());
     drop(store);
     // Reopening the disk as the crash left it serves what was acknowledged.

@@ -67,21 +67,45 @@ fn a_full_disk_refuses_new_requests_and_recovers_when_space_returns() {
         panic!()
     };
     let e = r.complete(Response::new(201, body("during"))).unwrap_err();
+    let Error::Deferred { cause } = &e else {
+        panic!("{e}")
+    };
+    assert!(cause.contains("free space"), "{e}");
+    // The key whose request ran stays reserved: it never runs twice.
+    assert!(matches!(
+        store.begin("t", "during", fp()).unwrap(),
+        Begin::InFlight(_)
+    ));
+    // While the disk is full, new requests are refused before any handler,
+    // and what was acknowledged is still replayed.
+    let e = store.begin("t", "next", fp()).unwrap_err();
     assert!(
         matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull),
         "{e}"
     );
-    assert!(e.to_string().contains("free space"), "{e}");
-    // While the disk is full, new requests are refused before any handler.
-    let e = store.begin("t", "next", fp()).unwrap_err();
     assert!(e.is_unavailable(), "{e}");
-    // Not poisoned: once space returns, the store works again by itself.
+    assert_replays(&store, &acked);
+    // The store writes the failed records again on its own schedule: still
+    // failing, nothing changes.
+    std::thread::sleep(Duration::from_millis(120));
+    assert!(store.begin("t", "next", fp()).is_err());
+    // Not poisoned: once space returns, the store writes the kept response
+    // and works again by itself.
     faults.heal();
-    std::thread::sleep(Duration::from_millis(60));
-    assert!(
-        cycle(&store, "during").unwrap(),
-        "the failed key was freed, not stuck"
-    );
+    let mut waited = 0;
+    loop {
+        match store.begin("t", "during", fp()).unwrap() {
+            Begin::Replay(s) => {
+                assert_eq!(s.response.body, body("during"));
+                break;
+            }
+            Begin::InFlight(_) if waited < 200 => {
+                std::thread::sleep(Duration::from_millis(10));
+                waited += 1;
+            }
+            other => panic!("the kept response was not written: {other:?}"),
+        }
+    }
     acked.push("during".into());
     for i in 0..10 {
         let k = format!("after-{i}");
@@ -138,18 +162,38 @@ fn every_failure_point_of_a_workload_keeps_what_was_acknowledged() {
                 errno: ENOSPC,
             });
             let mut acked = Vec::new();
+            let mut kept = Vec::new();
+            let mut poisoned = false;
             for i in 0..30 {
                 let k = format!("k{i}");
                 match cycle(&store, &k) {
                     Ok(true) => acked.push(k),
                     Ok(false) => panic!("fresh key {k} not reserved"),
-                    Err(Error::Poisoned { .. }) => break, // after a failed fsync: for good
+                    Err(Error::Poisoned { .. }) => {
+                        // After a failed fsync: for good.
+                        poisoned = true;
+                        break;
+                    }
                     Err(e) => {
+                        if matches!(e, Error::Deferred { .. }) {
+                            kept.push(k);
+                        }
                         assert!(e.is_unavailable(), "{e}");
                         disk.faults().heal();
                         std::thread::sleep(Duration::from_millis(60));
                     }
                 }
+            }
+            // A response kept through a failed write is written once the
+            // disk heals, and is then as durable as any acknowledged one.
+            for k in kept.iter().filter(|_| !poisoned) {
+                let mut tries = 0;
+                while !matches!(store.begin("t", k, fp()).unwrap(), Begin::Replay(_)) {
+                    tries += 1;
+                    assert!(tries < 300, "{on:?} after {after}: kept {k} never written");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                acked.push(k.clone());
             }
             let _ = store.close();
             let store = Store::open_with_storage(Arc::new(mem.crash(0)), config()).unwrap();

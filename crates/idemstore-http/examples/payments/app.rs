@@ -203,7 +203,7 @@ fn routes<B: Backend>(backend: Option<B>) -> Router {
     if let Some(backend) = backend {
         router = router.layer(IdempotencyLayer::new(
             backend,
-            IdempotencyConfig::default().tenant(TenantSource::Header(API_KEY)),
+            IdempotencyConfig::new(TenantSource::Header(API_KEY)),
         ));
     }
     router
