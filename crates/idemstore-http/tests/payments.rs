@@ -20,17 +20,44 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The example binary, built for this test run.
+///
+/// `cargo test` builds examples, but `cargo test --test payments` does not:
+/// without this build the tests would run whatever binary an earlier build
+/// left behind. Cargo sets `CARGO` for the tests it runs; the build is a
+/// no-op when the binary is fresh.
 fn example_binary() -> PathBuf {
-    // target/<profile>/deps/payments-<hash> -> target/<profile>/examples/payments
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("payments");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples; run it through cargo",
-        bin.display()
-    );
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile dir>/deps/payments-<hash> -> target/<profile dir>/examples/payments
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            let cargo = std::env::var_os("CARGO")
+                .unwrap_or_else(|| panic!("CARGO is not set: run these tests through cargo"));
+            let profile = match dir.file_name().and_then(OsStr::to_str) {
+                Some("debug") => "dev",
+                Some(other) => other,
+                None => panic!("unexpected test binary path {}", exe.display()),
+            };
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "idemstore-http",
+                    "--example",
+                    "payments",
+                ])
+                .args(["--profile", profile])
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the payments example failed");
+            let bin = dir.join("examples").join("payments");
+            assert!(bin.exists(), "{} is missing after the build", bin.display());
+            bin
+        })
+        .clone()
 }
 
 struct Server {
