@@ -575,12 +575,22 @@ async fn closed_within(c: &mut TcpStream, within: Duration) {
 async fn a_client_sending_half_a_header_is_disconnected_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_with(dir.path(), &["--header-timeout", "1s"]);
+    // A keep-alive connection left idle after its response goes the same
+    // way as one sending half a head.
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    idle.write_all(b"GET /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-Key: alice\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut idle, Duration::from_secs(30)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let mut slow = TcpStream::connect(s.addr).await.unwrap();
     slow.write_all(b"POST /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-")
         .await
         .unwrap();
     let start = Instant::now();
-    closed_within(&mut slow, Duration::from_secs(30)).await;
+    for c in [&mut slow, &mut idle] {
+        closed_within(c, Duration::from_secs(30)).await;
+    }
     let took = start.elapsed();
     // A timer does not fire early; the default (10 s) would be far later.
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");

@@ -83,7 +83,7 @@ struct Args {
     segment_bytes: u64,
 
     /// Longest a client may take to send a request's headers; a slower
-    /// connection is closed.
+    /// connection is closed, as is a keep-alive connection idle this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     header_timeout: Duration,
 
@@ -101,7 +101,8 @@ struct Args {
     max_concurrency: NonZeroUsize,
 
     /// On SIGTERM or Ctrl-C, how long requests in flight may take to
-    /// finish before their connections are dropped.
+    /// finish before their connections are dropped (a dropped handler's key
+    /// is freed: a retry runs it again).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     shutdown_timeout: Duration,
 }

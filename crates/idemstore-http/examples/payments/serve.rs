@@ -6,12 +6,14 @@
 //! 1. the connection cap (`--max-connections`): at the cap the accept loop
 //!    waits, so further connections queue in the kernel's listen backlog;
 //! 2. hyper's header read timeout (`--header-timeout`): a connection whose
-//!    request head is not complete in time (slowloris) is closed;
+//!    request head is not complete in time (slowloris) is closed, and so is
+//!    a keep-alive connection left idle that long;
 //! 3. the concurrency limit (`--max-concurrency`): a request beyond it gets
 //!    503 problem+json with `Retry-After` at once, and never reaches the
 //!    idempotency layer, so that 503 is not stored under its key;
 //! 4. the body deadline (`--body-timeout`): the whole request body must
-//!    arrive within it, counted from the end of the head; a body still
+//!    arrive within it, counted from the head's arrival (a deadline, not an
+//!    idle timeout: dripping a byte at a time does not extend it); a body still
 //!    incomplete then fails the read, which the idempotency layer (reading
 //!    the body for its fingerprint) answers with 400 `request-body-failed`,
 //!    leaving the key free;
@@ -20,7 +22,10 @@
 //! On shutdown the listener is closed at once, idle keep-alive connections
 //! are closed, and requests in flight may finish for up to
 //! `--shutdown-timeout`; connections still open then (a hung client, one
-//! that never reads its response) are dropped, with their handlers.
+//! that never reads its response) are dropped, with their handlers. A
+//! handler dropped this way frees its key, so a retry runs it again: make
+//! the timeout longer than the slowest handler (the orchestrator's grace
+//! period, e.g. Kubernetes' 30 s, longer still).
 
 use crate::app::problem;
 use axum::Router;
