@@ -41,11 +41,15 @@
 //! # let dir = tempfile::tempdir()?;
 //! let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
 //! let config = IdempotencyConfig::new(TenantSource::extension(|a: &Account| a.0.clone().into_bytes()));
+//! let idempotency = IdempotencyLayer::new(Embedded(store), config);
 //! let app: Router = Router::new()
-//!     .route("/v1/payments", post(|| async { (StatusCode::CREATED, "paid") }))
-//!     // `route_layer`: only requests that matched a route are covered, so the
-//!     // router's own 404 and 405 are never stored under a key.
-//!     .route_layer(IdempotencyLayer::new(Embedded(store), config))
+//!     // On the route's handlers (`MethodRouter::route_layer`): the router's
+//!     // own 404 and 405 never reach the layer, so they are never stored under
+//!     // a key (`Router::route_layer` still wraps each route's 405 in axum 0.8).
+//!     .route(
+//!         "/v1/payments",
+//!         post(|| async { (StatusCode::CREATED, "paid") }).route_layer(idempotency),
+//!     )
 //!     // Outside the idempotency layer: runs first and sets `Account`.
 //!     .layer(middleware::from_fn(auth));
 //!

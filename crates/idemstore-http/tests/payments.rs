@@ -1,5 +1,8 @@
 //! The `payments` example as a real process, over real TCP: the README's
-//! curl session, 50 simultaneous duplicates, and a restart that replays.
+//! curl session, 50 simultaneous duplicates, a restart that replays, its
+//! flags, and the bounds it keeps against slow, hung and too many clients
+//! and at shutdown. Timing assertions leave generous slack (the machine is
+//! shared): each bound is checked well below the default it replaces.
 
 #![allow(clippy::unwrap_used)]
 
@@ -7,33 +10,75 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
+/// The example binary, built for this test run.
+///
+/// `cargo test` builds examples, but `cargo test --test payments` does not:
+/// without this build the tests would run whatever binary an earlier build
+/// left behind. Cargo sets `CARGO` for the tests it runs; the build is a
+/// no-op when the binary is fresh.
 fn example_binary() -> PathBuf {
-    // target/<profile>/deps/payments-<hash> -> target/<profile>/examples/payments
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("payments");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples; run it through cargo",
-        bin.display()
-    );
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile dir>/deps/payments-<hash> -> target/<profile dir>/examples/payments
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            let cargo = std::env::var_os("CARGO")
+                .unwrap_or_else(|| panic!("CARGO is not set: run these tests through cargo"));
+            let profile = match dir.file_name().and_then(OsStr::to_str) {
+                Some("debug") => "dev",
+                Some(other) => other,
+                None => panic!("unexpected test binary path {}", exe.display()),
+            };
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "idemstore-http",
+                    "--example",
+                    "payments",
+                ])
+                .args(["--profile", profile])
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the payments example failed");
+            let bin = dir.join("examples").join("payments");
+            assert!(bin.exists(), "{} is missing after the build", bin.display());
+            bin
+        })
+        .clone()
 }
 
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Kept open: the server may not lose its stdout.
+    _stdout: BufReader<ChildStdout>,
+    /// Everything the server wrote to stderr so far (also echoed).
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
     fn start(data: &Path) -> Server {
-        Server::spawn(&["--data".as_ref(), data.as_os_str()])
+        Server::start_with(data, &[])
+    }
+
+    /// On the embedded store in `data`, with more flags.
+    fn start_with(data: &Path, flags: &[&str]) -> Server {
+        let mut args = vec!["--data".as_ref(), data.as_os_str()];
+        args.extend(flags.iter().map(OsStr::new));
+        Server::spawn(&args)
     }
 
     /// A replica keeping its idempotency keys in Redis.
@@ -41,33 +86,82 @@ impl Server {
         Server::spawn(&["--redis".as_ref(), url.as_ref()])
     }
 
-    fn spawn(args: &[&std::ffi::OsStr]) -> Server {
+    fn spawn(args: &[&OsStr]) -> Server {
         let mut child = Command::new(example_binary())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[payments] {line}");
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .unwrap();
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            _stdout: stdout,
+            stderr,
+        }
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < within,
+                "payments still running {within:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the server printed on stderr, once its pipe is closed.
+    fn stderr_at_exit(&self) -> String {
+        // The reader thread sees EOF right after the exit; give it a moment.
+        let start = Instant::now();
+        loop {
+            let all = self.stderr.lock().unwrap().clone();
+            if all.contains("payments: stopped") || start.elapsed() > Duration::from_secs(5) {
+                return all;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then wait for a clean exit.
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
-        let status = self.child.wait().unwrap();
+        self.terminate();
+        let status = self.wait_for_exit(Duration::from_secs(60));
         assert!(
             status.success(),
             "payments must exit cleanly on SIGTERM: {status}"
@@ -100,14 +194,24 @@ impl Reply {
 }
 
 async fn call(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    request(addr, method, "/v1/payments", headers, body).await
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
     let mut b = Request::builder()
         .method(method)
-        .uri("/v1/payments")
+        .uri(path)
         .header("host", addr.to_string())
         .header("content-type", "application/json");
     for (k, v) in headers {
@@ -341,4 +445,430 @@ async fn two_replicas_on_one_redis_execute_duplicates_once() {
     }
     a.stop();
     b.stop();
+}
+
+/// Runs the binary with `args` to its exit (at most 30 s): status, stdout,
+/// stderr.
+fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(example_binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("payments {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status, out, err)
+}
+
+#[test]
+fn help_names_every_flag_and_bad_flags_exit_2_saying_why() {
+    let (status, help, _) = run_to_exit(&["--help"]);
+    assert!(status.success(), "--help: {status}");
+    for flag in [
+        "--listen",
+        "--data",
+        "--redis",
+        "--retention",
+        "--bucket-width",
+        "--segment-bytes",
+        "--header-timeout",
+        "--body-timeout",
+        "--max-connections",
+        "--max-concurrency",
+        "--shutdown-timeout",
+    ] {
+        assert!(help.contains(flag), "--help does not name {flag}:\n{help}");
+    }
+
+    for (args, named) in [
+        (&["--no-such-flag"][..], "--no-such-flag"),
+        (&["--retention", "5x"][..], "--retention"),
+        (&["--header-timeout", "0s"][..], "--header-timeout"),
+        (&["--max-concurrency", "0"][..], "--max-concurrency"),
+        (&["--listen", "nowhere"][..], "--listen"),
+    ] {
+        let (status, _, err) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {status} {err}");
+        assert!(
+            err.contains(named),
+            "{args:?} must say what was wrong: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_store_flags_reach_the_store() {
+    // Values the store refuses at open: the process says so and exits 1,
+    // which it could not if the flags never reached the store's Config.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (flags, named) in [
+        (&["--retention", "30s"][..], "retention"),
+        (&["--bucket-width", "48h"][..], "retention"),
+        (&["--segment-bytes", "4096"][..], "max_segment_bytes"),
+    ] {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data", data];
+        args.extend_from_slice(flags);
+        let (status, _, err) = run_to_exit(&args);
+        assert_eq!(status.code(), Some(1), "{flags:?}: {status} {err}");
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
+    // Valid non-default values start the server.
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            "--retention",
+            "2m",
+            "--bucket-width",
+            "10s",
+            "--segment-bytes",
+            "8388608",
+        ],
+    );
+    s.stop();
+}
+
+/// Reads from `c` until the end of a response head or EOF (at most
+/// `within`); what was read.
+async fn read_head(c: &mut TcpStream, within: Duration) -> String {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match c.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or_else(|_| panic!("nothing from the server within {within:?}"));
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Waits until the server closes `c` (EOF or reset), at most `within`.
+async fn closed_within(c: &mut TcpStream, within: Duration) {
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(within, c.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "still connected after {within:?}");
+}
+
+#[tokio::test]
+async fn a_client_sending_half_a_header_is_disconnected_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--header-timeout", "1s"]);
+    // A keep-alive connection left idle after its response goes the same
+    // way as one sending half a head.
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    idle.write_all(b"GET /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-Key: alice\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut idle, Duration::from_secs(30)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut slow = TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"POST /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for c in [&mut slow, &mut idle] {
+        closed_within(c, Duration::from_secs(30)).await;
+    }
+    let took = start.elapsed();
+    // A timer does not fire early; the default (10 s) would be far later.
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    // The server goes on serving others.
+    let ok = call(s.addr, "GET", &[ALICE], "").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    s.stop();
+}
+
+#[tokio::test]
+async fn a_client_stalling_in_the_body_gets_400_after_the_body_timeout_and_its_key_stays_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--body-timeout", "1s"]);
+    let mut stalled = TcpStream::connect(s.addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-Key: alice\r\n\
+              Idempotency-Key: stalled-1\r\nContent-Type: application/json\r\n\
+              Content-Length: 40\r\n\r\n{\"amount\":",
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let head = read_head(&mut stalled, Duration::from_secs(30)).await;
+    let took = start.elapsed();
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
+    assert!(took < Duration::from_secs(20), "answered after {took:?}");
+    // The failed read took no key: the same key runs the handler now.
+    let body = r#"{"amount":100,"currency":"EUR"}"#;
+    let r = call(
+        s.addr,
+        "POST",
+        &[ALICE, ("idempotency-key", "stalled-1")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(!r.replayed());
+    s.stop();
+}
+
+#[tokio::test]
+async fn beyond_max_concurrency_requests_get_503_which_is_not_stored_under_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--max-concurrency", "1"]);
+    let addr = s.addr;
+    let slow = tokio::spawn(async move {
+        call(
+            addr,
+            "POST",
+            &[ALICE, ("idempotency-key", "busy-slow")],
+            r#"{"amount":5,"currency":"EUR","delay_ms":3000}"#,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let body = r#"{"amount":6,"currency":"EUR"}"#;
+    let key = ("idempotency-key", "busy-2");
+    let shed = call(s.addr, "POST", &[ALICE, key], body).await;
+    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers["content-type"], "application/problem+json");
+    assert!(shed.headers.contains_key("retry-after"));
+    assert_eq!(slow.await.unwrap().status, StatusCode::CREATED);
+    // The 503 came from outside the idempotency layer: the key is unused.
+    let later = call(s.addr, "POST", &[ALICE, key], body).await;
+    assert_eq!(later.status, StatusCode::CREATED);
+    assert!(!later.replayed());
+    s.stop();
+}
+
+#[tokio::test]
+async fn beyond_max_connections_a_new_connection_waits_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--max-connections", "1"]);
+    // One keep-alive connection, answered (so accepted), held open.
+    let mut first = TcpStream::connect(s.addr).await.unwrap();
+    first
+        .write_all(b"GET /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-Key: alice\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut first, Duration::from_secs(30)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let addr = s.addr;
+    let second = tokio::spawn(async move { call(addr, "GET", &[ALICE], "").await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !second.is_finished(),
+        "a second connection was served while the only slot was taken"
+    );
+    drop(first);
+    let served = tokio::time::timeout(Duration::from_secs(20), second)
+        .await
+        .expect("the freed slot serves the waiting connection")
+        .unwrap();
+    assert_eq!(served.status, StatusCode::OK);
+    s.stop();
+}
+
+#[tokio::test]
+async fn sigterm_with_hung_clients_exits_within_the_shutdown_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // The header and body timeouts are far longer than the test: only the
+    // shutdown timeout can end these connections in time.
+    let mut s = Server::start_with(
+        dir.path(),
+        &[
+            "--shutdown-timeout",
+            "2s",
+            "--header-timeout",
+            "10m",
+            "--body-timeout",
+            "10m",
+        ],
+    );
+    let get = b"GET /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-Key: alice\r\n\r\n";
+    // Half a head on a fresh connection.
+    let mut fresh = TcpStream::connect(s.addr).await.unwrap();
+    fresh
+        .write_all(b"POST /v1/payments HTTP/1.1\r\nHost: pay")
+        .await
+        .unwrap();
+    // Half a head on a keep-alive connection, after a full request (which
+    // proves the server accepted it).
+    let mut kept = TcpStream::connect(s.addr).await.unwrap();
+    kept.write_all(get).await.unwrap();
+    assert!(
+        read_head(&mut kept, Duration::from_secs(30))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    kept.write_all(b"POST /v1/payments HTTP/1.1\r\nHost: pay")
+        .await
+        .unwrap();
+    // A request whose body never ends: in flight in the idempotency layer.
+    let mut stalled = TcpStream::connect(s.addr).await.unwrap();
+    stalled.write_all(get).await.unwrap();
+    assert!(
+        read_head(&mut stalled, Duration::from_secs(30))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    stalled
+        .write_all(
+            b"POST /v1/payments HTTP/1.1\r\nHost: payments\r\nX-Api-Key: alice\r\n\
+              Idempotency-Key: hung-1\r\nContent-Length: 40\r\n\r\n{\"amount\":",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    s.terminate();
+    let start = Instant::now();
+    let status = s.wait_for_exit(Duration::from_secs(20));
+    let took = start.elapsed();
+    assert!(status.success(), "{status}");
+    // It waited for the request in flight, up to the timeout.
+    assert!(took >= Duration::from_millis(1500), "exited after {took:?}");
+    let stderr = s.stderr_at_exit();
+    assert!(
+        stderr.contains("payments: stopped") && stderr.contains("dropped"),
+        "{stderr}"
+    );
+    for c in [&mut fresh, &mut kept, &mut stalled] {
+        closed_within(c, Duration::from_secs(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_in_flight_at_sigterm_completes_and_replays_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path());
+    let addr = s.addr;
+    let key = ("idempotency-key", "in-flight-at-sigterm");
+    let body = r#"{"amount":9,"currency":"EUR","delay_ms":3000}"#;
+    let in_flight = tokio::spawn(async move { call(addr, "POST", &[ALICE, key], body).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.terminate();
+    // New connections are refused while the request in flight finishes.
+    loop {
+        assert!(
+            !in_flight.is_finished(),
+            "still accepting connections while draining"
+        );
+        if TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = in_flight.await.unwrap();
+    assert_eq!(first.status, StatusCode::CREATED);
+    let status = s.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let stderr = s.stderr_at_exit();
+    assert!(stderr.contains("payments: stopped cleanly"), "{stderr}");
+
+    // Its response was stored before the store closed.
+    let s = Server::start(dir.path());
+    let again = call(s.addr, "POST", &[ALICE, key], body).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert!(again.replayed());
+    assert_eq!(again.body, first.body);
+    s.stop();
+}
+
+#[tokio::test]
+async fn lowercase_currency_codes_are_accepted_and_answered_upper_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let key = ("idempotency-key", "lower-1");
+    let lower = r#"{"amount":100,"currency":"eur"}"#;
+    let created = call(s.addr, "POST", &[ALICE, key], lower).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.json()["currency"], "EUR");
+    let again = call(s.addr, "POST", &[ALICE, key], lower).await;
+    assert!(again.replayed());
+    assert_eq!(again.body, created.body);
+    // The fingerprint covers the bytes sent: the same payment spelled
+    // "EUR" under the same key is another request.
+    let upper = call(
+        s.addr,
+        "POST",
+        &[ALICE, key],
+        r#"{"amount":100,"currency":"EUR"}"#,
+    )
+    .await;
+    assert_eq!(upper.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mixed = call(
+        s.addr,
+        "POST",
+        &[ALICE, ("idempotency-key", "lower-2")],
+        r#"{"amount":100,"currency":"Usd"}"#,
+    )
+    .await;
+    assert_eq!(mixed.json()["currency"], "USD");
+    for (i, bad) in ["eu1", "euro", "eu", "€ur"].iter().enumerate() {
+        let k = format!("lower-bad-{i}");
+        let r = call(
+            s.addr,
+            "POST",
+            &[ALICE, ("idempotency-key", &k)],
+            &format!(r#"{{"amount":100,"currency":"{bad}"}}"#),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    s.stop();
+}
+
+#[tokio::test]
+async fn the_routers_404_and_405_are_not_stored_under_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let body = r#"{"amount":100,"currency":"EUR"}"#;
+    for (method, path, key) in [
+        ("POST", "/v1/refunds", "misrouted-404"),
+        ("PATCH", "/v1/payments", "misrouted-405"),
+    ] {
+        let headers = [ALICE, ("idempotency-key", key)];
+        let wrong = request(s.addr, method, path, &headers, body).await;
+        let expected = if path == "/v1/payments" {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(wrong.status, expected, "{method} {path}");
+        let twice = request(s.addr, method, path, &headers, body).await;
+        assert_eq!(twice.status, expected, "{method} {path}");
+        assert!(!twice.replayed(), "{method} {path}: {expected} was stored");
+        // The key is still free for the right route.
+        let right = call(s.addr, "POST", &headers, body).await;
+        assert_eq!(right.status, StatusCode::CREATED, "after {method} {path}");
+        assert!(!right.replayed());
+    }
+    s.stop();
 }

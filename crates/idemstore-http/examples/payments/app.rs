@@ -1,7 +1,8 @@
 //! The `payments` service itself: its routes and handlers, and the router
-//! behind the idempotency layer. `main.rs` serves it; the W6 bench
-//! (`benches/src/http.rs`) includes this file to serve the same handler bare
-//! and behind the layer.
+//! behind the idempotency layer. `main.rs` serves it (with the timeouts and
+//! limits of `serve.rs` around it); the W6 bench (`benches/src/http.rs`)
+//! includes this file to serve the same handler bare and behind the layer,
+//! so it uses only crates the bench depends on too.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -9,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{MethodRouter, post};
 use idemstore_http::{Backend, IdempotencyConfig, IdempotencyLayer, TenantSource};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub(crate) const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 struct Payment {
     id: String,
     amount: i64,
+    /// Always upper case (ISO 4217), whichever case the client sent.
     currency: String,
     created_at: String,
 }
@@ -46,7 +48,9 @@ struct AppState {
     boot: u64,
 }
 
-fn problem(status: StatusCode, slug: &str, detail: &str) -> Response {
+/// A problem+json (RFC 9457) response of this service's own
+/// (`urn:payments:problem:<slug>`); the layer's have `urn:idemstore:`.
+pub(crate) fn problem(status: StatusCode, slug: &str, detail: &str) -> Response {
     let body = serde_json::json!({
         "type": format!("urn:payments:problem:{slug}"),
         "title": status.canonical_reason().unwrap_or("error"),
@@ -101,13 +105,13 @@ async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
             "amount must be a positive integer (minor units)",
         );
     }
-    if new.currency.len() != 3 || !new.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+    let Some(currency) = currency_code(&new.currency) else {
         return problem(
             StatusCode::BAD_REQUEST,
             "invalid-payment",
-            "currency must be a three-letter ISO 4217 code, e.g. EUR",
+            "currency must be a three-letter ISO 4217 code, e.g. EUR or eur",
         );
-    }
+    };
     if new.delay_ms > 60_000 {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -121,7 +125,7 @@ async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     let payment = Payment {
         id: format!("pay_{:x}{:06x}", state.boot, n),
         amount: new.amount,
-        currency: new.currency,
+        currency,
         created_at: rfc3339(SystemTime::now()),
     };
     state
@@ -154,6 +158,15 @@ async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respons
         serde_json::to_string(&mine).unwrap_or_default(),
     )
         .into_response()
+}
+
+/// The ISO 4217 code in `s`, in upper case: three ASCII letters in either
+/// case (Stripe's API takes and answers `"eur"`; ISO writes `"EUR"`).
+/// Payments are stored and answered in upper case. The idempotency
+/// fingerprint covers the body as sent, so `"eur"` and `"EUR"` under one key
+/// are two different requests (422), even though they mean the same payment.
+fn currency_code(s: &str) -> Option<String> {
+    (s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic())).then(|| s.to_ascii_uppercase())
 }
 
 /// `2026-11-24T10:00:00Z` from a system time (UTC, whole seconds).
@@ -191,6 +204,33 @@ pub(crate) fn app<B: Backend>(backend: B) -> Router {
     routes(Some(backend))
 }
 
+/// The idempotency layer's configuration: the tenant is the `X-Api-Key`
+/// header (so two API keys never share an idempotency key); everything else
+/// is the layer's default (the IETF draft's and Stripe's behaviour).
+pub(crate) fn idempotency_config() -> IdempotencyConfig {
+    IdempotencyConfig::new(TenantSource::Header(API_KEY))
+}
+
+/// `route` with the idempotency layer around its handlers, if there is a
+/// backend.
+///
+/// `MethodRouter::route_layer` wraps only the handlers the route has: the
+/// router's own 404 (no such path) and 405 (no such method on this path)
+/// never reach the layer, so a key sent to the wrong path or with the wrong
+/// method is not used up by a stored 404 or 405 (which every retry would
+/// then replay, even to the right route). `Router::layer` would wrap both,
+/// and `Router::route_layer` still wraps each route's 405 fallback (axum
+/// 0.8): apply it here, to each route.
+fn idempotent<B: Backend>(
+    route: MethodRouter<Arc<AppState>>,
+    backend: Option<B>,
+) -> MethodRouter<Arc<AppState>> {
+    match backend {
+        Some(backend) => route.route_layer(IdempotencyLayer::new(backend, idempotency_config())),
+        None => route,
+    }
+}
+
 fn routes<B: Backend>(backend: Option<B>) -> Router {
     let state = Arc::new(AppState {
         // Distinguishes ids across restarts and replicas.
@@ -199,14 +239,9 @@ fn routes<B: Backend>(backend: Option<B>) -> Router {
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         ..AppState::default()
     });
-    let mut router = Router::new().route("/v1/payments", post(create).get(list));
-    if let Some(backend) = backend {
-        router = router.layer(IdempotencyLayer::new(
-            backend,
-            IdempotencyConfig::new(TenantSource::Header(API_KEY)),
-        ));
-    }
-    router
+    Router::new()
+        .route("/v1/payments", idempotent(post(create).get(list), backend))
+        // Outside the routes: a 401 is never stored under a key either.
         .layer(middleware::from_fn(require_api_key))
         .with_state(state)
 }

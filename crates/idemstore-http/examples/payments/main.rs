@@ -1,64 +1,141 @@
 //! `payments`: a small payments API behind the idempotency layer, on the
 //! embedded store with `Sync` durability (a 201 leaves the server only after
-//! its record is on disk).
+//! its record is on disk), served with the timeouts and limits a service on
+//! the internet needs. Copy it as a template.
 //!
 //! ```sh
 //! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3000 --data ./payments-data
 //! # or, with several replicas sharing one Redis:
 //! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3001 --redis redis://127.0.0.1:6379
+//! # every flag, with its default:
+//! cargo run -p idemstore-http --example payments -- --help
 //! ```
 //!
 //! - every request needs `X-Api-Key` (the tenant); 401 problem+json without;
 //! - `POST /v1/payments` `{"amount": 100, "currency": "EUR", "delay_ms": 0}`
-//!   → 201 `{"id", "amount", "currency", "created_at"}`; bad JSON → 400;
+//!   → 201 `{"id", "amount", "currency", "created_at"}`; bad JSON → 400. The
+//!   currency may be sent in either case (`"eur"`, as Stripe's clients send
+//!   it, or `"EUR"`) and is stored and answered in upper case;
 //! - `GET /v1/payments` → this tenant's payments (kept in memory: a restart
 //!   forgets them, while the idempotency store remembers every response).
 //!
-//! Prints `listening on http://ADDR` when ready; SIGTERM or Ctrl-C shut it
-//! down cleanly (in-flight requests finish, the store is flushed and closed).
+//! Prints `listening on http://ADDR` on stdout when ready. SIGTERM or
+//! Ctrl-C stop it: it stops accepting, lets the requests in flight finish
+//! for up to `--shutdown-timeout`, drops the connections still open then,
+//! closes (flushes) the store once no handler runs, and prints
+//! `payments: stopped …` on stderr.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the flags, the store or Redis backend, start and stop;
+//! - `app.rs`: the routes, handlers and the idempotency layer's
+//!   configuration (also served by the W6 bench);
+//! - `serve.rs`: the accept loop with its timeouts, limits and graceful
+//!   shutdown.
 
 mod app;
+mod serve;
 
 use app::app;
+use clap::Parser;
 use idemstore::{Config, Store};
 use idemstore_http::Embedded;
 use idemstore_redis::{RedisBackend, RedisConfig};
+use serve::{Limits, Stopped, serve};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
+/// A payments API behind the Idempotency-Key layer (the idemstore-http
+/// example). Durations are written like 500ms, 30s, 1h or 1h30m.
+#[derive(Parser, Debug)]
+#[command(name = "payments")]
 struct Args {
+    /// Address to listen on (port 0 picks a free port; the address is
+    /// printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
+
+    /// Directory of the embedded idempotency store (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "./payments-data")]
     data: PathBuf,
+
+    /// Keep the idempotency keys in Redis at this URL instead of --data, so
+    /// that replicas share them.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["bucket_width", "segment_bytes"])]
     redis: Option<String>,
+
+    /// How long a completed response is replayed, counted from completion.
+    /// Must exceed the store's 60 s lease and --bucket-width.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration)]
+    retention: Duration,
+
+    /// Width of the store's expiry buckets: records expiring within one
+    /// share segment files, deleted whole when it ends (at least 1s).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    bucket_width: Duration,
+
+    /// A segment file of the store is sealed (and gets its hint file) past
+    /// this many bytes: 8 MiB (8388608) up to 1 GiB.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    segment_bytes: u64,
+
+    /// Longest a client may take to send a request's headers; a slower
+    /// connection is closed, as is a keep-alive connection idle this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    header_timeout: Duration,
+
+    /// Longest a client may take to send a request's body, counted from the
+    /// end of its headers; a slower one gets 400 and its key stays free.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    body_timeout: Duration,
+
+    /// Most connections open at once; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value = "1024")]
+    max_connections: NonZeroUsize,
+
+    /// Most requests handled at once; more get 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value = "256")]
+    max_concurrency: NonZeroUsize,
+
+    /// On SIGTERM or Ctrl-C, how long requests in flight may take to
+    /// finish before their connections are dropped (a dropped handler's key
+    /// is freed: a retry runs it again).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    shutdown_timeout: Duration,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
-        data: PathBuf::from("./payments-data"),
-        redis: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--listen" => {
-                args.listen = value
-                    .parse()
-                    .map_err(|e| format!("--listen {value}: {e}"))?
-            }
-            "--data" => args.data = PathBuf::from(value),
-            "--redis" => args.redis = Some(value),
-            other => {
-                return Err(format!(
-                    "unknown flag {other}; use --listen ADDR and --data DIR or --redis URL"
-                ));
-            }
+/// A duration flag: humantime's syntax (`500ms`, `30s`, `1h30m`), above zero.
+fn duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (write e.g. 500ms, 30s or 1h)")),
+    }
+}
+
+impl Args {
+    fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            max_connections: self.max_connections,
+            max_concurrency: self.max_concurrency,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
-    Ok(args)
+
+    fn store_config(&self) -> Config {
+        Config::default()
+            .retention(self.retention)
+            .bucket_width(self.bucket_width)
+            .max_segment_bytes(self.segment_bytes)
+    }
 }
 
+/// Completes on the first SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -74,17 +151,18 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = parse_args().map_err(|e| format!("payments: {e}"))?;
+/// Runs the service until a signal; every error is a reason it could not
+/// start or stop cleanly.
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (app, store) = match &args.redis {
         Some(url) => {
-            let backend = RedisBackend::connect(url, RedisConfig::default()).await?;
+            let config = RedisConfig::default().retention(args.retention);
+            let backend = RedisBackend::connect(url, config).await?;
             eprintln!("idempotency keys in Redis at {url}");
             (app(backend), None)
         }
         None => {
-            let store = Store::open(&args.data, Config::default())?;
+            let store = Store::open(&args.data, args.store_config())?;
             let report = store.recovery_report();
             eprintln!(
                 "store {}: {} completed and {} in-flight keys recovered",
@@ -97,12 +175,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = args.limits();
+    let stopped = serve(listener, app, &limits, shutdown_signal()).await;
+    // No handler runs any more (serve joined every connection task), so
+    // nothing can write to the store after this flush.
     if let Some(store) = store {
         store.close()?;
     }
-    eprintln!("payments: stopped cleanly");
+    match stopped {
+        Stopped::Drained => eprintln!("payments: stopped cleanly"),
+        Stopped::Cut(n) => eprintln!(
+            "payments: stopped; {n} connection(s) still open after the {} shutdown timeout were dropped",
+            humantime::format_duration(limits.shutdown_timeout)
+        ),
+    }
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Bad flags: clap prints why and exits 2; --help prints usage and exits 0.
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("payments: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
