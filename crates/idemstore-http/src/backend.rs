@@ -125,6 +125,9 @@ pub trait Lease: Send + 'static {
     fn complete(self, response: Response) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// Frees the key without storing anything.
     fn abort(self) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Stops holding the key without freeing it: it stays reserved until the
+    /// lease ends. The layer does this with work cut short by a shutdown.
+    fn abandon(self);
 }
 
 /// Bytes of a record kept for its status, headers, timestamps and framing
@@ -204,5 +207,9 @@ impl Lease for idemstore::Reservation {
 
     fn abort(self) -> impl Future<Output = Result<(), BackendError>> + Send {
         std::future::ready(idemstore::Reservation::abort(self).map_err(BackendError::from))
+    }
+
+    fn abandon(self) {
+        idemstore::Reservation::abandon(self);
     }
 }

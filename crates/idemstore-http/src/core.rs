@@ -30,11 +30,13 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The layer's shared state: backend, configuration, recent durations.
+/// The layer's shared state: backend, configuration, recent durations, and
+/// the work running for reserved keys.
 pub struct Idempotency<B> {
     backend: Arc<B>,
     config: Arc<IdempotencyConfig>,
     durations: Arc<Durations>,
+    work: InFlightWork,
 }
 
 impl<B> Clone for Idempotency<B> {
@@ -43,6 +45,58 @@ impl<B> Clone for Idempotency<B> {
             backend: self.backend.clone(),
             config: self.config.clone(),
             durations: self.durations.clone(),
+            work: self.work.clone(),
+        }
+    }
+}
+
+/// The requests whose reserved work (handler, response, storing) is still
+/// running, in tasks of their own that outlive their connections. A server
+/// shutting down waits for [`InFlightWork::idle`] after its connections
+/// close and before it closes the store, so no handler's result is lost.
+#[derive(Clone, Default, Debug)]
+pub struct InFlightWork(Arc<WorkCount>);
+
+#[derive(Default, Debug)]
+struct WorkCount {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlightWork {
+    /// How many are running now.
+    pub fn count(&self) -> usize {
+        self.0.running.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once none is running.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.0.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts one piece of work until the guard is dropped.
+    pub(crate) fn start(&self) -> WorkGuard {
+        self.0
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        WorkGuard(self.clone())
+    }
+}
+
+/// Held by a running piece of work.
+pub(crate) struct WorkGuard(InFlightWork);
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        let w = &(self.0).0;
+        if w.running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            w.idle.notify_waiters();
         }
     }
 }
@@ -160,7 +214,13 @@ impl<B: Backend> Idempotency<B> {
             backend: Arc::new(backend),
             config: Arc::new(config),
             durations: Arc::default(),
+            work: InFlightWork::default(),
         }
+    }
+
+    /// The work running for reserved keys.
+    pub fn in_flight_work(&self) -> &InFlightWork {
+        &self.work
     }
 
     /// Notes how long a keyed request on `path` took to be stored.
@@ -282,7 +342,7 @@ impl<B: Backend> Idempotency<B> {
             None => self.config.renew_every,
         };
         Renewing {
-            lease,
+            lease: Some(lease),
             every,
             next: Instant::now() + every,
             fenced: false,
@@ -301,7 +361,9 @@ impl<B: Backend> Idempotency<B> {
         body: ResponseBody<'_>,
     ) -> Finished {
         let c = &*self.config;
-        let lease = lease.lease;
+        let Some(lease) = lease.take() else {
+            return Finished::Fenced;
+        };
         if !c.store.stores(status) {
             return free(lease).await;
         }
@@ -345,8 +407,11 @@ async fn free<L: Lease>(lease: L) -> Finished {
 
 /// A lease that is renewed every `every` while [`Renewing::run`] awaits,
 /// until it is fenced. The schedule carries over from one `run` to the next.
-pub struct Renewing<L> {
-    lease: L,
+/// Dropped before [`Idempotency::finish`] took it (the runtime is shutting
+/// down under the work), it abandons the lease: the key stays reserved until
+/// the lease ends, since the handler may have made its side effects.
+pub struct Renewing<L: Lease> {
+    lease: Option<L>,
     every: Duration,
     next: Instant,
     fenced: bool,
@@ -374,7 +439,10 @@ impl<L: Lease> Renewing<L> {
                 return out;
             }
             self.next = Instant::now() + self.every;
-            match self.lease.renew().await {
+            let Some(lease) = self.lease.as_mut() else {
+                return fut.await;
+            };
+            match lease.renew().await {
                 Ok(()) => {}
                 Err(BackendError::Fenced(e)) => {
                     tracing::warn!(error = %e, "idempotency lease lost while the request ran");
@@ -388,6 +456,18 @@ impl<L: Lease> Renewing<L> {
     /// Whether the lease was found taken over.
     pub fn is_fenced(&self) -> bool {
         self.fenced
+    }
+
+    fn take(mut self) -> Option<L> {
+        self.lease.take()
+    }
+}
+
+impl<L: Lease> Drop for Renewing<L> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.abandon();
+        }
     }
 }
 

@@ -133,6 +133,7 @@ pub use config::{
     FingerprintSpec, IdempotencyConfig, InFlightPolicy, OversizeResponse, ReplayStatus,
     StorePolicy, TenantSource,
 };
+pub use core::InFlightWork;
 pub use problem::Problem;
 pub use replay::REPLAYED;
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};

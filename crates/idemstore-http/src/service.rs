@@ -94,6 +94,15 @@ impl<B: Backend> IdempotencyLayer<B> {
     }
 }
 
+impl<B: Backend> IdempotencyLayer<B> {
+    /// The work running for reserved keys, in tasks that outlive their
+    /// connections: a server shutting down waits for
+    /// [`idle`](crate::InFlightWork::idle) before closing the store.
+    pub fn in_flight_work(&self) -> crate::InFlightWork {
+        self.core.in_flight_work().clone()
+    }
+}
+
 /// A layer configuration that cannot work, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid idempotency layer configuration: {0}")]

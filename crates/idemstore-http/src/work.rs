@@ -58,6 +58,7 @@ pub(crate) async fn run<B, F, ResB, E>(
     ResB: Body<Data = Bytes> + Send + Unpin + 'static,
     ResB::Error: Into<BoxError>,
 {
+    let _running = core.in_flight_work().start();
     let mut work = Work {
         core,
         path,

@@ -1080,3 +1080,186 @@ async fn a_client_gone_after_the_handler_ran_still_gets_its_response_stored() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_tenant_header_sent_twice_is_400_and_the_handler_does_not_run() {
+    let a = app(IdempotencyConfig::new(TenantSource::Header(
+        HeaderName::from_static("x-api-key"),
+    )));
+    let r = send(
+        &a,
+        "POST",
+        "/201",
+        &[KEY, ("x-api-key", "alice"), ("x-api-key", "bob")],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.problem_type(), "tenant-ambiguous");
+    assert_eq!(a.runs.get(), 0);
+}
+
+#[test]
+fn a_response_limit_the_store_records_cannot_hold_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default().max_record_bytes(64 << 10)).unwrap();
+    let e = IdempotencyLayer::try_new(
+        Embedded(store.clone()),
+        IdempotencyConfig::new(TenantSource::Single),
+    )
+    .err()
+    .expect("1 MiB bodies cannot fit 64 KiB records");
+    assert!(e.to_string().contains("max_record_bytes"), "{e}");
+    assert!(
+        IdempotencyLayer::try_new(
+            Embedded(store),
+            IdempotencyConfig::new(TenantSource::Single).max_response_bytes(32 << 10),
+        )
+        .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_response_whose_headers_overflow_the_record_stores_the_notice_not_freeing_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default().max_record_bytes(64 << 10)).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let router = {
+        let runs = runs.clone();
+        Router::new().route(
+            "/pay",
+            axum::routing::post(move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                async { ([("x-huge", "h".repeat(40_000))], "x".repeat(30_000)) }
+            })
+            .route_layer(IdempotencyLayer::new(
+                Embedded(store),
+                IdempotencyConfig::new(TenantSource::Single).max_response_bytes(32 << 10),
+            )),
+        )
+    };
+    let req = || {
+        Request::post("/pay")
+            .header(KEY.0, KEY.1)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let first = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK, "the first client gets it all");
+    let retry = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    assert!(retry.headers().contains_key(REPLAYED));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "never run twice");
+}
+
+/// A body that yields a chunk every 20 ms forever, and notes when it is
+/// dropped.
+struct Endless(
+    std::pin::Pin<Box<tokio::time::Interval>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl http_body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        match self.0.as_mut().poll_tick(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                Bytes::from_static(b"tick "),
+            )))),
+        }
+    }
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        self.1.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn an_endless_stream_stores_the_notice_at_the_capture_deadline_and_stops_once_its_client_leaves()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let layer = IdempotencyLayer::new(
+        Embedded(store),
+        IdempotencyConfig::new(TenantSource::Single).capture_timeout(Duration::from_millis(300)),
+    );
+    let work = layer.in_flight_work();
+    let router = {
+        let dropped = dropped.clone();
+        Router::new().route(
+            "/events",
+            axum::routing::post(move || {
+                let dropped = dropped.clone();
+                async move {
+                    let tick = tokio::time::interval(Duration::from_millis(20));
+                    Body::new(Endless(Box::pin(tick), dropped))
+                }
+            })
+            .route_layer(layer),
+        )
+    };
+    let req = || {
+        Request::post("/events")
+            .header(KEY.0, KEY.1)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The first client reads the stream as it comes.
+    let first = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let mut body = first.into_body();
+    let chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(chunk.starts_with(b"tick"));
+    // A retry before the deadline: still running.
+    let r = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the deadline the notice is stored, while the first client still
+    // reads.
+    let r = router.clone().oneshot(req()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.headers().contains_key(REPLAYED), "the notice, replayed");
+    assert!(body.frame().await.unwrap().is_ok(), "still streaming");
+    assert_eq!(work.count(), 1);
+    assert!(!dropped.load(Ordering::SeqCst));
+    // The client leaves: nothing needs the body any more.
+    drop(body);
+    tokio::time::timeout(Duration::from_secs(5), work.idle())
+        .await
+        .expect("the work ends once its client is gone");
+    assert!(dropped.load(Ordering::SeqCst), "the body was dropped");
+}
+
+#[tokio::test]
+async fn retry_after_estimates_the_rest_of_the_running_request_from_recent_durations() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single));
+    // One request on the path takes ~2 s and sets the path's figure.
+    let r = send(&a, "POST", "/201?sleep=2000", &[("idempotency-key", "a")], "{}").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let slow = {
+        let router = a.router.clone();
+        tokio::spawn(async move {
+            let req = Request::post("/201?sleep=2000")
+                .header("idempotency-key", "b")
+                .body(Body::from("{}"))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = send(&a, "POST", "/201?sleep=2000", &[("idempotency-key", "b")], "{}").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let secs: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    // The store's clock is frozen in this test (running_for reads 0), so the
+    // estimate is the path's figure: 2 s and a little, rounded up.
+    assert!((2..=3).contains(&secs), "{secs}");
+    assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
+}

@@ -548,6 +548,10 @@ impl Lease for RedisLease {
         }
     }
 
+    fn abandon(self) {
+        self.abandon_inner();
+    }
+
     fn abort(mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
         self.done = true;
         let (b, rkey) = (self.backend.clone(), std::mem::take(&mut self.rkey));
@@ -559,6 +563,13 @@ impl Lease for RedisLease {
                 Err(fenced())
             }
         }
+    }
+}
+
+impl RedisLease {
+    fn abandon_inner(mut self) {
+        // The hash keeps its lease end: the key is free once it passes.
+        self.done = true;
     }
 }
 

@@ -1014,6 +1014,15 @@ impl Reservation {
         Ok(commit)
     }
 
+    /// Stops holding the key without freeing it: it stays reserved until
+    /// its lease ends, as if this process had stopped. For work cut short by
+    /// a shutdown, whose side effects may have happened: a retry is told
+    /// the request is in flight until the lease ends, instead of running it
+    /// again at once (which [`abort`](Self::abort), or dropping, would allow).
+    pub fn abandon(mut self) {
+        self.finished = true;
+    }
+
     /// Gives the key up without storing anything: a retry executes again.
     pub fn abort(mut self) -> Result<()> {
         self.abort_inner()

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
-use idemstore_http::{Backend, IdempotencyConfig, IdempotencyLayer, TenantSource};
+use idemstore_http::{Backend, IdempotencyConfig, IdempotencyLayer, InFlightWork, TenantSource};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -196,12 +196,22 @@ fn rfc3339(t: SystemTime) -> String {
 /// serves both.)
 #[allow(dead_code)]
 pub(crate) fn bare() -> Router {
-    routes(None::<idemstore_http::Embedded>)
+    routes(None::<IdempotencyLayer<idemstore_http::Embedded>>)
 }
 
 /// The service behind the idempotency layer on `backend`.
+#[allow(dead_code)]
 pub(crate) fn app<B: Backend>(backend: B) -> Router {
-    routes(Some(backend))
+    app_with_work(backend).0
+}
+
+/// [`app`], and the work its idempotency layer runs for reserved keys (in
+/// tasks that outlive their connections), which a shutdown waits for before
+/// closing the store.
+pub(crate) fn app_with_work<B: Backend>(backend: B) -> (Router, InFlightWork) {
+    let layer = IdempotencyLayer::new(backend, idempotency_config());
+    let work = layer.in_flight_work();
+    (routes(Some(layer)), work)
 }
 
 /// The idempotency layer's configuration: the tenant is the `X-Api-Key`
@@ -223,15 +233,15 @@ pub(crate) fn idempotency_config() -> IdempotencyConfig {
 /// 0.8): apply it here, to each route.
 fn idempotent<B: Backend>(
     route: MethodRouter<Arc<AppState>>,
-    backend: Option<B>,
+    layer: Option<IdempotencyLayer<B>>,
 ) -> MethodRouter<Arc<AppState>> {
-    match backend {
-        Some(backend) => route.route_layer(IdempotencyLayer::new(backend, idempotency_config())),
+    match layer {
+        Some(layer) => route.route_layer(layer),
         None => route,
     }
 }
 
-fn routes<B: Backend>(backend: Option<B>) -> Router {
+fn routes<B: Backend>(backend: Option<IdempotencyLayer<B>>) -> Router {
     let state = Arc::new(AppState {
         // Distinguishes ids across restarts and replicas.
         boot: SystemTime::now()

@@ -22,7 +22,8 @@
 //! Prints `listening on http://ADDR` on stdout when ready. SIGTERM or
 //! Ctrl-C stop it: it stops accepting, lets the requests in flight finish
 //! for up to `--shutdown-timeout`, drops the connections still open then,
-//! closes (flushes) the store once no handler runs, and prints
+//! waits (within the same timeout) for handlers whose clients left, closes
+//! (flushes) the store once no handler runs, and prints
 //! `payments: stopped …` on stderr.
 //!
 //! # Layout
@@ -36,7 +37,7 @@
 mod app;
 mod serve;
 
-use app::app;
+use app::app_with_work;
 use clap::Parser;
 use idemstore::{Config, Store};
 use idemstore_http::Embedded;
@@ -46,6 +47,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A payments API behind the Idempotency-Key layer (the idemstore-http
@@ -154,12 +156,12 @@ async fn shutdown_signal() {
 /// Runs the service until a signal; every error is a reason it could not
 /// start or stop cleanly.
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let (app, store) = match &args.redis {
+    let ((app, work), store) = match &args.redis {
         Some(url) => {
             let config = RedisConfig::default().retention(args.retention);
             let backend = RedisBackend::connect(url, config).await?;
             eprintln!("idempotency keys in Redis at {url}");
-            (app(backend), None)
+            (app_with_work(backend), None)
         }
         None => {
             let store = Store::open(&args.data, args.store_config())?;
@@ -170,15 +172,38 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 report.completed_live,
                 report.pending_live
             );
-            (app(Embedded(store.clone())), Some(store))
+            (app_with_work(Embedded(store.clone())), Some(store))
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let limits = args.limits();
-    let stopped = serve(listener, app, &limits, shutdown_signal()).await;
-    // No handler runs any more (serve joined every connection task), so
-    // nothing can write to the store after this flush.
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let signal = {
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = signalled.set(tokio::time::Instant::now());
+        }
+    };
+    let stopped = serve(listener, app, &limits, signal).await;
+    // Every connection is closed; the work of reserved keys runs in tasks of
+    // its own (a handler whose client left still finishes and is stored).
+    // Wait for it within the same shutdown timeout, then close the store.
+    let deadline = signalled
+        .get()
+        .map_or_else(tokio::time::Instant::now, |t| *t)
+        + limits.shutdown_timeout;
+    if tokio::time::timeout_at(deadline, work.idle())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "payments: {} request(s) still running at the shutdown timeout; their keys stay \
+             reserved until their leases end",
+            work.count()
+        );
+    }
     if let Some(store) = store {
         store.close()?;
     }

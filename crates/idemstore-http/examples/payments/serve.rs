@@ -22,10 +22,14 @@
 //! On shutdown the listener is closed at once, idle keep-alive connections
 //! are closed, and requests in flight may finish for up to
 //! `--shutdown-timeout`; connections still open then (a hung client, one
-//! that never reads its response) are dropped, with their handlers. A
-//! handler dropped this way frees its key, so a retry runs it again: make
-//! the timeout longer than the slowest handler (the orchestrator's grace
-//! period, e.g. Kubernetes' 30 s, longer still).
+//! that never reads its response) are dropped. A handler never runs on a
+//! connection: the idempotency layer runs it in a task of its own, which
+//! `main.rs` waits for (within the same timeout) before closing the store.
+//! Work still running at the timeout is cut off when the process exits; its
+//! key stays reserved until its lease ends (its side effects may have
+//! happened), then a retry runs it again. Make the timeout longer than the
+//! slowest handler (and the orchestrator's grace period, e.g. Kubernetes'
+//! 30 s, longer still).
 
 use crate::app::problem;
 use axum::Router;
@@ -146,8 +150,8 @@ pub(crate) async fn serve(
     let drained = tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown()).await;
     while connections.try_join_next().is_some() {}
     let open = connections.len();
-    // Aborts the connections still open (dropping their handlers, which
-    // frees their keys) and waits for every task to end.
+    // Aborts the connections still open and waits for every task to end
+    // (the layer's work for reserved keys runs on in tasks of its own).
     connections.shutdown().await;
     match drained {
         Ok(()) => Stopped::Drained,
