@@ -491,3 +491,39 @@ fn backend_problem(e: &BackendError) -> Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn retry_after_is_the_expected_rest_at_least_a_second_and_never_past_the_lease() {
+        // A 3 s call 1 s in: 2 s left, not the 60 s of lease left.
+        assert_eq!(retry_after_estimate(Some(3 * S), Some(S), 60 * S), 2 * S);
+        // Running longer than usual, or nothing known: come back in a second.
+        assert_eq!(retry_after_estimate(Some(3 * S), Some(5 * S), 60 * S), S);
+        assert_eq!(retry_after_estimate(None, Some(S), 60 * S), S);
+        // Capped by the lease: a takeover is possible then.
+        assert_eq!(retry_after_estimate(Some(90 * S), None, 10 * S), 10 * S);
+        // A holder storing its response (no lease left): a second.
+        assert_eq!(retry_after_estimate(Some(3 * S), None, Duration::ZERO), S);
+    }
+
+    #[test]
+    fn durations_are_tracked_per_path_up_to_a_bound_then_shared() {
+        let d = Durations::default();
+        d.record("/a", 4 * S);
+        d.record("/a", 8 * S);
+        assert_eq!(d.typical("/a"), Some(5 * S), "weighted towards the older");
+        assert_eq!(d.typical("/b"), None);
+        // "/a" and 255 more fill the map.
+        for i in 0..TRACKED_PATHS - 1 {
+            d.record(&format!("/p{i}"), S);
+        }
+        d.record("/overflow", 2 * S);
+        assert_eq!(d.typical("/another-untracked"), Some(2 * S));
+        assert_eq!(d.typical("/a"), Some(5 * S));
+    }
+}

@@ -218,6 +218,46 @@ async fn racing_begins_get_one_reservation_per_key<B: Backend + Clone>(b: B) {
     );
 }
 
+async fn an_abandoned_lease_keeps_its_key_until_the_lease_ends<B: Backend>(b: B) {
+    let l = reserve(&b, "t", "k", "a").await;
+    l.abandon(); // the runtime dropped the work mid-handler
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        state(&b, "t", "k", "a").await.starts_with("in flight"),
+        "not freed: its side effects may have happened"
+    );
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(state(&b, "t", "k", "a").await, "reserved", "free once the lease ended");
+}
+
+async fn in_flight_says_how_long_the_holder_has_run<B: Backend>(b: B) {
+    let _l = reserve(&b, "t", "k", "a").await;
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    match b.begin(b"t", b"k", fp("a")).await.unwrap() {
+        Outcome::InFlight {
+            lease_left,
+            running_for,
+            same_request,
+        } => {
+            assert!(same_request);
+            assert!(lease_left <= LEASE);
+            let ran = running_for.expect("both backends know when the holder started");
+            assert!(ran >= Duration::from_millis(100), "{ran:?}");
+            assert!(ran < LEASE, "{ran:?}");
+        }
+        other => panic!("expected in flight, got {}", describe(&other)),
+    }
+}
+
+async fn a_response_the_format_cannot_hold_does_not_fit<B: Backend>(b: B) {
+    let l = reserve(&b, "t", "k", "a").await;
+    let mut huge = resp("v");
+    huge.headers = (0..70_000).map(|i| (format!("h{i}"), Vec::new())).collect();
+    assert!(matches!(l.fits(&huge), Err(BackendError::TooLarge(_))));
+    assert!(l.fits(&resp("v")).is_ok());
+    l.complete(resp("v")).await.unwrap();
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod embedded_backend {
@@ -251,4 +291,7 @@ suite!(
     renew_extends_the_lease,
     completed_keys_expire_after_the_retention,
     racing_begins_get_one_reservation_per_key,
+    an_abandoned_lease_keeps_its_key_until_the_lease_ends,
+    in_flight_says_how_long_the_holder_has_run,
+    a_response_the_format_cannot_hold_does_not_fit,
 );
