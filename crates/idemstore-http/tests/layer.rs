@@ -1145,7 +1145,11 @@ async fn a_response_whose_headers_overflow_the_record_stores_the_notice_not_free
             .unwrap()
     };
     let first = router.clone().oneshot(req()).await.unwrap();
-    assert_eq!(first.status(), StatusCode::OK, "the first client gets it all");
+    assert_eq!(
+        first.status(),
+        StatusCode::OK,
+        "the first client gets it all"
+    );
     let retry = router.clone().oneshot(req()).await.unwrap();
     assert_eq!(retry.status(), StatusCode::CONFLICT);
     assert!(retry.headers().contains_key(REPLAYED));
@@ -1242,7 +1246,14 @@ async fn an_endless_stream_stores_the_notice_at_the_capture_deadline_and_stops_o
 async fn retry_after_estimates_the_rest_of_the_running_request_from_recent_durations() {
     let a = app(IdempotencyConfig::new(TenantSource::Single));
     // One request on the path takes ~2 s and sets the path's figure.
-    let r = send(&a, "POST", "/201?sleep=2000", &[("idempotency-key", "a")], "{}").await;
+    let r = send(
+        &a,
+        "POST",
+        "/201?sleep=2000",
+        &[("idempotency-key", "a")],
+        "{}",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let slow = {
         let router = a.router.clone();
@@ -1255,7 +1266,14 @@ async fn retry_after_estimates_the_rest_of_the_running_request_from_recent_durat
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let r = send(&a, "POST", "/201?sleep=2000", &[("idempotency-key", "b")], "{}").await;
+    let r = send(
+        &a,
+        "POST",
+        "/201?sleep=2000",
+        &[("idempotency-key", "b")],
+        "{}",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     let secs: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     // The store's clock is frozen in this test (running_for reads 0), so the

@@ -227,7 +227,11 @@ async fn an_abandoned_lease_keeps_its_key_until_the_lease_ends<B: Backend>(b: B)
         "not freed: its side effects may have happened"
     );
     tokio::time::sleep(LEASE).await;
-    assert_eq!(state(&b, "t", "k", "a").await, "reserved", "free once the lease ended");
+    assert_eq!(
+        state(&b, "t", "k", "a").await,
+        "reserved",
+        "free once the lease ended"
+    );
 }
 
 async fn in_flight_says_how_long_the_holder_has_run<B: Backend>(b: B) {
