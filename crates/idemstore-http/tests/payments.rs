@@ -802,6 +802,35 @@ async fn a_request_in_flight_at_sigterm_completes_and_replays_after_restart() {
 }
 
 #[tokio::test]
+async fn a_handler_whose_client_left_finishes_before_sigterm_closes_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path());
+    let addr = s.addr;
+    let key = ("idempotency-key", "client-left-before-sigterm");
+    let body = r#"{"amount":7,"currency":"EUR","delay_ms":1500}"#;
+    // The client gives up mid-handler: its connection closes, the handler
+    // runs on in the layer's own task.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        call(addr, "POST", &[ALICE, key], body),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    s.terminate();
+    let status = s.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let stderr = s.stderr_at_exit();
+    assert!(stderr.contains("payments: stopped cleanly"), "{stderr}");
+    // The server waited for it and stored it before closing the store.
+    let s = Server::start(dir.path());
+    let again = call(s.addr, "POST", &[ALICE, key], body).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert!(again.replayed(), "stored before the store closed");
+    assert_eq!(again.json()["amount"], 7);
+    s.stop();
+}
+
+#[tokio::test]
 async fn lowercase_currency_codes_are_accepted_and_answered_upper_case() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
