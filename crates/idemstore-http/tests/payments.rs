@@ -810,12 +810,18 @@ async fn a_handler_whose_client_left_finishes_before_sigterm_closes_the_store() 
     let body = r#"{"amount":7,"currency":"EUR","delay_ms":1500}"#;
     // The client gives up mid-handler: its connection closes, the handler
     // runs on in the layer's own task.
-    let gave_up = tokio::time::timeout(
-        Duration::from_millis(300),
-        call(addr, "POST", &[ALICE, key], body),
-    )
-    .await;
-    assert!(gave_up.is_err());
+    {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST /v1/payments HTTP/1.1\r\nhost: x\r\nx-api-key: alice\r\n\
+             idempotency-key: {}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            key.1,
+            body.len()
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     s.terminate();
     let status = s.wait_for_exit(Duration::from_secs(30));
     assert!(status.success(), "{status}");
