@@ -741,6 +741,8 @@ impl Store {
     }
 
     /// Makes everything written so far durable, whatever the durability mode.
+    /// Records kept after a failed write are written again first; if that
+    /// still fails, this returns [`Error::Deferred`].
     pub fn flush(&self) -> Result<()> {
         let (c, commit) = Completer::new();
         self.inner

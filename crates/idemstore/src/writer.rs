@@ -250,6 +250,11 @@ impl Writer {
                     let _ = done.send(());
                 }
                 Some(Msg::Flush(c)) => {
+                    // What waits for a retry is tried at once: a flush asks
+                    // for everything to be made durable now.
+                    if !self.retry.is_empty() {
+                        self.write_batch(&mut Vec::new(), true);
+                    }
                     let r = self.sync_all().and_then(|()| match &self.retry_at {
                         Some((_, err)) => Err(Error::Deferred {
                             cause: err.to_string(),
