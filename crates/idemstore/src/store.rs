@@ -840,9 +840,25 @@ impl Reservation {
         self.lease_end
     }
 
-    /// Settles once the reservation's newest pending record is durable. `begin`
-    /// does not wait for it; a handler whose side effects must never repeat
-    /// after a crash within the lease can wait on this before acting.
+    /// Settles once the reservation's newest pending record (from `begin`, or
+    /// the last [`renew`](Self::renew)) is as durable as the store's
+    /// [`Durability`](crate::Durability) makes any write before it is
+    /// acknowledged:
+    ///
+    /// - `Sync`: fsynced; the reservation survives a power cut.
+    /// - `Periodic` and `None`: written to the operating system, not
+    ///   fsynced; it survives a crash of the process, but a power cut before
+    ///   the next periodic fsync (or [`Store::flush`] / `close`) can lose it.
+    ///
+    /// A record that a newer record of this reservation supersedes in the
+    /// same group commit (its completion, its abort) is never written; it
+    /// settles `Ok` with that batch, whose newer record is as durable. So does
+    /// a record whose bucket had already ended when the writer reached it
+    /// (after a forward clock step): there is nothing left to keep. It
+    /// settles with an error if the record could not be written.
+    ///
+    /// `begin` does not wait for it; a handler whose side effects must never
+    /// repeat after a crash within the lease can wait on this before acting.
     pub fn persisted(&self) -> Commit {
         self.persisted.clone()
     }
