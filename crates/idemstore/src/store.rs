@@ -65,6 +65,10 @@ pub(crate) struct Shared {
     pub(crate) queue: Mutex<SideQueue>,
     /// Wakes the writer after a message was sent (see doorbell.rs).
     pub(crate) doorbell: Doorbell,
+    /// Held for a whole compaction pass and for each hint file written (see
+    /// `compactor::write_hint`): passes run one at a time, and never between
+    /// a hint writer's check that its segment exists and the hint's write.
+    pub(crate) compaction: Mutex<()>,
 }
 
 impl Shared {
@@ -495,6 +499,7 @@ impl Store {
             counters: Counters::default(),
             queue: Mutex::new(SideQueue::default()),
             doorbell: Doorbell::default(),
+            compaction: Mutex::new(()),
         });
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         // Sealed segments, writer -> compactor (for their hint files).
