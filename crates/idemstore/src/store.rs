@@ -426,6 +426,14 @@ impl fmt::Debug for Store {
     }
 }
 
+#[cfg(test)]
+impl Store {
+    /// The state shared with the background threads, for white-box tests.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+}
+
 /// Catches a panic in a background thread and poisons the store, so callers
 /// get an error instead of waiting forever.
 struct PanicGuard {
