@@ -80,6 +80,10 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
         },
     )?;
     rx.recv().map_err(|_| Error::Closed)?;
+    // These segments may hold the highest sequence numbers used so far: the
+    // floor must be above them before they go (else a restart could hand
+    // out fencing tokens already used).
+    shared.raise_floor()?;
 
     let removed = shared.segments.remove(&ids);
     let gone: HashSet<u32> = removed.iter().map(|s| s.id()).collect();

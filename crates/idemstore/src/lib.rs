@@ -56,6 +56,7 @@ mod compactor;
 mod config;
 mod doorbell;
 mod error;
+mod floor;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
