@@ -253,16 +253,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         if header.bucket_end <= now {
             // Unread but for its highest sequence number: from its hint, or
             // a scan when it has none.
-            let hinted = hints::load(
-                storage,
-                &name,
-                &header,
-                len,
-                config.index_hash,
-                &mut hint_buf,
-            )
-            .map(|h| h.header.max_seq);
-            let seg_max = match hinted {
+            let seg_max = match hints::max_seq_from_hint(storage, &name, &header, len) {
                 Some(m) => m,
                 None => {
                     let bytes = read_all(file.as_ref()).map_err(read_err)?;

@@ -1368,23 +1368,43 @@ fn fencing_tokens_keep_increasing_after_a_compaction_pass_deletes_every_segment(
 
 #[test]
 fn fencing_tokens_keep_increasing_after_open_removes_every_segment_as_expired() {
-    let st = MemStorage::new();
-    let c = clock();
-    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
-    let highest = tokens_used(&store, 9);
-    let after = st.crash(0);
-    drop(store);
-    // Down until every bucket ended: the next open removes every segment;
-    // another power cut right after it, and only the disk remembers.
-    c.advance(ALL_EXPIRED);
-    let store = Store::open_with_storage(Arc::new(after.clone()), config(&c)).unwrap();
-    assert!(store.recovery_report().expired_segments_removed > 0);
-    assert!(!after.list().unwrap().iter().any(|n| n.ends_with(".seg")));
-    let again = after.crash(0);
-    drop(store);
-    let store = Store::open_with_storage(Arc::new(again), config(&c)).unwrap();
-    let r = reserve(&store, "t", "later", fp("a"));
-    assert!(r.token() > highest, "{} after {highest}", r.token());
+    // Left by a power cut (the open scans the segments it removes), or by a
+    // clean close of a store from before floor files (it reads their hints).
+    for clean_close_without_floor in [false, true] {
+        let st = MemStorage::new();
+        let c = clock();
+        let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+        let highest = tokens_used(&store, 9);
+        let after = if clean_close_without_floor {
+            store.close().unwrap();
+            for n in st.list().unwrap() {
+                if n.ends_with(".floor") {
+                    st.remove(&n).unwrap();
+                }
+            }
+            assert!(st.list().unwrap().iter().any(|n| n.ends_with(".hint")));
+            st.clone()
+        } else {
+            st.crash(0)
+        };
+        drop(store);
+        // Down until every bucket ended: the next open removes every
+        // segment; another power cut right after it, and only the disk
+        // remembers.
+        c.advance(ALL_EXPIRED);
+        let store = Store::open_with_storage(Arc::new(after.clone()), config(&c)).unwrap();
+        assert!(store.recovery_report().expired_segments_removed > 0);
+        assert!(!after.list().unwrap().iter().any(|n| n.ends_with(".seg")));
+        let again = after.crash(0);
+        drop(store);
+        let store = Store::open_with_storage(Arc::new(again), config(&c)).unwrap();
+        let r = reserve(&store, "t", "later", fp("a"));
+        assert!(
+            r.token() > highest,
+            "{} after {highest} (clean close: {clean_close_without_floor})",
+            r.token()
+        );
+    }
 }
 
 #[test]
