@@ -134,7 +134,10 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         .max()
         .map_or(1, |id| id.wrapping_add(1))
         .max(1);
-    let mut floor = Floor::load(storage, &listing)?;
+    let mut floor = Floor::load(storage)?;
+    // Created now, while there is room, so that raising it later never
+    // needs any; if that fails, the first raise creates it.
+    let _ = floor.create(storage);
     let mut removed_any = false;
     for (_, h) in &hint_files {
         let has_segment =

@@ -1378,7 +1378,7 @@ fn fencing_tokens_keep_increasing_after_open_removes_every_segment_as_expired() 
         let after = if clean_close_without_floor {
             store.close().unwrap();
             for n in st.list().unwrap() {
-                if n.ends_with(".floor") {
+                if n == "SEQFLOOR" {
                     st.remove(&n).unwrap();
                 }
             }

@@ -1,49 +1,42 @@
-//! Sequence floor files: a lower bound for the next sequence number that
+//! The sequence floor file: a lower bound for the next sequence number that
 //! outlives the segments, so that fencing tokens never go backwards when
 //! expiry deletes the records that held the highest sequence numbers.
+//!
+//! The file (`SEQFLOOR`, 8 KiB) holds two slots, at offsets 0 and 4096, in
+//! different pages and sectors; each slot:
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic           b"IDEMFLR\0"
 //! 8       2     format version  u16 LE, currently 1
-//! 10      2     file length     u16 LE, 28
+//! 10      2     slot length     u16 LE, 28
 //! 12      4     reserved        zero
 //! 16      8     floor           u64 LE: every sequence number the store had
-//!                               used when the file was written is below it
+//!                               used when the slot was written is below it
 //! 24      4     crc             CRC-32 (IEEE) of bytes 0..24
 //! ```
 //!
-//! File name: `{floor:020}.floor`; the name must match the content. A new
-//! floor goes to a new file (never overwritten in place), so a crash while
-//! one is written leaves the previous one intact.
+//! The floor is the highest of the intact slots. A new floor overwrites the
+//! slot that does not hold the current one, so a write torn by a crash
+//! damages only a slot that no longer mattered.
 
 use super::codec::{Dec, DecodeError, Enc, err};
 
 const MAGIC: &[u8; 8] = b"IDEMFLR\0";
-/// Floor file format version written by this build.
+/// Floor format version written by this build.
 pub(crate) const VERSION: u16 = 1;
 const LEN_U16: u16 = 28;
-/// Length of a floor file.
+/// Length of a slot.
 pub(crate) const LEN: usize = LEN_U16 as usize;
 const CRC_OFFSET: usize = 24;
-/// File name suffix of floor files.
-pub(crate) const SUFFIX: &str = ".floor";
+/// The floor file's name.
+pub(crate) const FILE_NAME: &str = "SEQFLOOR";
+/// Where the two slots start.
+pub(crate) const SLOTS: [u64; 2] = [0, 4096];
+/// Length of the floor file.
+pub(crate) const FILE_LEN: u64 = 8192;
 
-/// The file name of the floor file holding `floor`.
-pub(crate) fn file_name(floor: u64) -> String {
-    format!("{floor:020}{SUFFIX}")
-}
-
-/// The floor a floor file's name claims, or `None` if the name is not one.
-pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(SUFFIX)?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
-}
-
-/// Encodes a floor file.
+/// Encodes a slot.
 pub(crate) fn encode(floor: u64) -> [u8; LEN] {
     let mut v = Vec::with_capacity(LEN);
     let mut e = Enc(&mut v);
@@ -59,7 +52,7 @@ pub(crate) fn encode(floor: u64) -> [u8; LEN] {
     out
 }
 
-/// What a floor file holds.
+/// What a slot holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {
     /// A floor this build reads.
@@ -68,14 +61,14 @@ pub(crate) enum Decoded {
     Newer(u16),
 }
 
-/// Decodes a whole floor file.
+/// Decodes a slot.
 pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
     if buf.len() != LEN {
-        return err(format!("floor file: {} bytes, expected {LEN}", buf.len()));
+        return err(format!("floor slot: {} bytes, expected {LEN}", buf.len()));
     }
     let mut d = Dec::new(buf);
     if &d.array::<8>("magic")? != MAGIC {
-        return err("not a floor file (bad magic)");
+        return err("not a floor slot (bad magic)");
     }
     let version = d.u16("version")?;
     let len = d.u16("length")?;
@@ -83,13 +76,13 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
     let floor = d.u64("floor")?;
     let crc = d.u32("crc")?;
     if crc != crc32fast::hash(&buf[..CRC_OFFSET]) {
-        return err("floor file checksum mismatch");
+        return err("floor slot checksum mismatch");
     }
     if version > VERSION {
         return Ok(Decoded::Newer(version));
     }
     if version != VERSION || usize::from(len) != LEN {
-        return err(format!("floor file version {version}, length {len}"));
+        return err(format!("floor slot version {version}, length {len}"));
     }
     Ok(Decoded::Floor(floor))
 }
@@ -99,14 +92,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roundtrip_and_name() {
-        let b = encode(1234);
-        assert_eq!(decode(&b), Ok(Decoded::Floor(1234)));
-        assert_eq!(file_name(1234), "00000000000000001234.floor");
-        assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));
-        assert_eq!(parse_file_name("12.seg"), None);
-        assert_eq!(parse_file_name(".floor"), None);
-        assert_eq!(parse_file_name("-1.floor"), None);
+    fn roundtrip() {
+        assert_eq!(decode(&encode(1234)), Ok(Decoded::Floor(1234)));
+        assert_eq!(decode(&encode(u64::MAX)), Ok(Decoded::Floor(u64::MAX)));
+        assert!(decode(&[0; LEN]).is_err());
+        // The slots are in different 4 KiB pages (and sectors).
+        assert!(SLOTS[1] - SLOTS[0] >= 4096 && SLOTS[1] + LEN as u64 <= FILE_LEN);
     }
 
     #[test]
