@@ -1410,7 +1410,7 @@ fn fencing_tokens_keep_increasing_after_open_removes_every_segment_as_expired() 
 #[test]
 fn a_clean_close_puts_every_token_handed_out_below_the_next_open() {
     // A token whose reservation record could not be written (the disk
-    // refused it) is still above nothing on disk; the close must remember it.
+    // refused it) is in no record on disk: the close must remember it.
     use idemstore::storage::{Fault, FaultOn, FaultyStorage};
     let st = MemStorage::new();
     let disk = FaultyStorage::new(Arc::new(st.clone()));
