@@ -53,8 +53,12 @@ pub struct CompactionReport {
     pub orphans_dropped: u64,
 }
 
-/// One pass: forget abandoned reservations, drop ended buckets.
+/// One pass: forget abandoned reservations, drop ended buckets. Runs on the
+/// compactor thread or on the caller's (`Store::compact_now`); the passes
+/// take turns, and no hint file is written while one runs
+/// (`Shared::compaction`).
 pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<CompactionReport> {
+    let _pass = shared.compaction.lock();
     let now = shared.clock().now();
     let mut report = CompactionReport::default();
     shared.index.for_each_shard(|s| {
@@ -76,6 +80,10 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
         },
     )?;
     rx.recv().map_err(|_| Error::Closed)?;
+    // These segments may hold the highest sequence numbers used so far: the
+    // floor must be above them before they go (else a restart could hand
+    // out fencing tokens already used).
+    shared.raise_floor()?;
 
     let removed = shared.segments.remove(&ids);
     let gone: HashSet<u32> = removed.iter().map(|s| s.id()).collect();
@@ -131,9 +139,11 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
 
 /// Writes the hint file of a segment the writer sealed, unless the segment
 /// was deleted meanwhile (its hint would outlive it). Runs on the compactor
-/// thread, or on the writer's at shutdown once the compactor has stopped, so
-/// never while a pass deletes segments.
+/// thread, or on the writer's at shutdown. Holds `Shared::compaction` from
+/// the check to the end of the write, so no pass (which also holds it)
+/// deletes the segment in between: a hint never outlives its segment.
 pub(crate) fn write_hint(shared: &Shared, sealed: Sealed) {
+    let _no_pass = shared.compaction.lock();
     let seg = &sealed.segment;
     if shared.segments.get(seg.id()).is_none() {
         return;

@@ -40,6 +40,10 @@ pub(crate) struct Doorbell {
     /// The sleep is deep: a nudge must wake it.
     deep: AtomicBool,
     thread: OnceLock<Thread>,
+    /// Waits begun (`recv` and `recv_deep` calls), for tests that check the
+    /// writer does not spin.
+    #[cfg(test)]
+    pub(crate) waits: std::sync::atomic::AtomicU64,
 }
 
 impl Doorbell {
@@ -91,6 +95,8 @@ impl Doorbell {
         queued: Option<&dyn Fn() -> bool>,
     ) -> Result<T, RecvTimeoutError> {
         let _ = self.thread.set(std::thread::current());
+        #[cfg(test)]
+        self.waits.fetch_add(1, Ordering::Relaxed);
         loop {
             match rx.try_recv() {
                 Ok(m) => return Ok(m),
@@ -194,6 +200,35 @@ mod tests {
         // Not a timing assertion on the fast path: a lost nudge costs
         // MAX_NAP (100 ms); 200 of them would take 20 s.
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_until_a_queued_records_deadline() {
+        use crate::storage::MemStorage;
+        use crate::{Begin, Config, Fingerprint, Store};
+        let delay = Duration::from_millis(300);
+        let store = Store::open_with_storage(
+            Arc::new(MemStorage::new()),
+            Config::default().pending_write_delay(delay),
+        )
+        .unwrap();
+        // Idle: past the writer's active period, in a deep sleep.
+        std::thread::sleep(Duration::from_millis(250));
+        let bell = &store.shared().doorbell;
+        let before = bell.waits.load(Ordering::Relaxed);
+        let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
+            panic!("fresh key")
+        };
+        let persisted = r.persisted();
+        std::thread::sleep(delay + Duration::from_millis(150));
+        let waits = bell.waits.load(Ordering::Relaxed) - before;
+        assert!(persisted.is_settled(), "written by its deadline");
+        // The record wakes the deep sleep; the writer then naps until the
+        // deadline, writes, and naps or sleeps again: a handful of waits. A
+        // writer polling until the deadline makes thousands.
+        assert!(waits < 20, "{waits} waits for one queued record");
+        drop(r);
+        store.close().unwrap();
     }
 
     #[test]

@@ -156,6 +156,25 @@ pub(crate) fn write(
     written
 }
 
+/// The highest seq in segment `segment_name` (`seg_header`, `seg_len`
+/// bytes on disk) as its hint's header says, if it has a hint whose header
+/// is intact and matches the segment. Reads only the header.
+pub(crate) fn max_seq_from_hint(
+    storage: &dyn Storage,
+    segment_name: &str,
+    seg_header: &segment_header::SegmentHeader,
+    seg_len: u64,
+) -> Option<u64> {
+    let file = storage.open(&hint::name_for(segment_name)?).ok()?;
+    let mut head = [0u8; hint::HEADER_LEN];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let (h, _, _) = hint::decode_header(&head).ok()?;
+    let matches = h.segment_id == seg_header.id
+        && h.segment_crc == segment_crc(seg_header)
+        && h.covered == seg_len;
+    matches.then_some(h.max_seq)
+}
+
 /// A hint that matches its segment.
 pub(crate) struct Loaded<'a> {
     pub(crate) header: Header,

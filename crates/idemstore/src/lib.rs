@@ -41,7 +41,8 @@
 //! - `index`: the sharded in-memory index (a 20-byte slot per completed key).
 //! - `writer`: the group-commit writer thread; `settler`: publishes and wakes
 //!   each written batch; `compactor`: bucket expiry.
-//! - `recovery`: rebuilding the index on open.
+//! - `recovery`: rebuilding the index on open; `floor`: the durable lower
+//!   bound that keeps fencing tokens increasing across restarts.
 //! - `format`: the on-disk format, one file per concept (see `FORMAT.md`).
 //! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images).
 //!
@@ -56,6 +57,7 @@ mod compactor;
 mod config;
 mod doorbell;
 mod error;
+mod floor;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -14,6 +14,7 @@
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
+use crate::floor::Floor;
 use crate::format::hint;
 use crate::format::record::{self, Body, Kind, Record};
 use crate::format::segment_header::{self, SegmentHeader};
@@ -72,7 +73,9 @@ pub struct RecoveryReport {
 pub(crate) struct Recovered {
     pub(crate) index: Index,
     pub(crate) segments: Segments,
+    /// Above every sequence number on disk and at least the durable floor.
     pub(crate) next_seq: u64,
+    pub(crate) floor: Floor,
     pub(crate) next_segment_id: u32,
     pub(crate) report: RecoveryReport,
 }
@@ -131,6 +134,10 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         .max()
         .map_or(1, |id| id.wrapping_add(1))
         .max(1);
+    let mut floor = Floor::load(storage)?;
+    // Created now, while there is room, so that raising it later never
+    // needs any; if that fails, the first raise creates it.
+    let _ = floor.create(storage);
     let mut removed_any = false;
     for (_, h) in &hint_files {
         let has_segment =
@@ -175,6 +182,9 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         })
         .collect();
     let mut max_seq = 0u64;
+    // Segments whose bucket ended: removed once the floor is above their
+    // sequence numbers.
+    let mut expired: Vec<String> = Vec::new();
     let mut hint_buf = Vec::new();
     // The hints are read in the loop below, one at a time, each decoded
     // before the next is read: reading them ahead overlaps the disk with
@@ -244,16 +254,18 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
             }
         };
         if header.bucket_end <= now {
-            if let Some(h) = hint::name_for(&name) {
-                remove_if_present(storage, &h).map_err(|e| {
-                    Error::io("removing expired hint", dir.join(&h), e, advice::OPEN)
-                })?;
-            }
-            remove_if_present(storage, &name).map_err(|e| {
-                Error::io("removing expired segment", path.clone(), e, advice::OPEN)
-            })?;
-            report.expired_segments_removed += 1;
-            removed_any = true;
+            // Unread but for its highest sequence number: from its hint, or
+            // a scan when it has none.
+            let seg_max = match hints::max_seq_from_hint(storage, &name, &header, len) {
+                Some(m) => m,
+                None => {
+                    let bytes = read_all(file.as_ref()).map_err(read_err)?;
+                    let base = segment_header::LEN as u64;
+                    hints::scan(&bytes[segment_header::LEN..], id, base, config.index_hash).max_seq
+                }
+            };
+            max_seq = max_seq.max(seg_max);
+            expired.push(name);
             continue;
         }
         report.segments_read += 1;
@@ -331,6 +343,25 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         )));
     }
     drop(ahead);
+    if !expired.is_empty() {
+        // Their records may hold the highest sequence numbers the store
+        // used: the floor must remember them before they go.
+        floor
+            .raise(storage, max_seq.saturating_add(1))
+            .map_err(|e| io("writing the sequence floor in", e))?;
+        for name in expired {
+            if let Some(h) = hint::name_for(&name) {
+                remove_if_present(storage, &h).map_err(|e| {
+                    Error::io("removing expired hint", dir.join(&h), e, advice::OPEN)
+                })?;
+            }
+            remove_if_present(storage, &name).map_err(|e| {
+                Error::io("removing expired segment", dir.join(&name), e, advice::OPEN)
+            })?;
+            report.expired_segments_removed += 1;
+            removed_any = true;
+        }
+    }
     if removed_any {
         storage.sync_dir().map_err(|e| io("syncing", e))?;
     }
@@ -347,7 +378,8 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
     Ok(Recovered {
         index: Index::from_shards(index_shards),
         segments,
-        next_seq: max_seq.saturating_add(1),
+        next_seq: max_seq.saturating_add(1).max(floor.value()),
+        floor,
         next_segment_id,
         report,
     })

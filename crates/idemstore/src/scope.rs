@@ -105,16 +105,26 @@ pub type IndexHashFn = fn(&TenantDigest, &[u8]) -> IndexKey;
 /// u64 len(key) || key`, truncated to 128 bits.
 pub fn default_index_hash(tenant: &TenantDigest, key: &[u8]) -> IndexKey {
     let mut h = keyed(&INDEX_HASHER, INDEX_CONTEXT);
-    h.update(&(tenant.0.len() as u64).to_le_bytes());
-    h.update(&tenant.0);
-    h.update(&(key.len() as u64).to_le_bytes());
-    h.update(key);
+    index_input(tenant, key, |part| {
+        h.update(part);
+    });
     let out = h.finalize();
     let b = out.as_bytes();
     IndexKey {
         hi: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
         lo: u64::from_le_bytes(b[8..16].try_into().unwrap_or_default()),
     }
+}
+
+/// Feeds `sink` the bytes the index key is hashed over, in order: `u64 LE
+/// len(tenant digest) || tenant digest || u64 LE len(key) || key`. Every
+/// part is preceded by its length, so the bytes decode back to exactly one
+/// (tenant digest, key) pair: no two pairs share an encoding.
+fn index_input(tenant: &TenantDigest, key: &[u8], mut sink: impl FnMut(&[u8])) {
+    sink(&(tenant.0.len() as u64).to_le_bytes());
+    sink(&tenant.0);
+    sink(&(key.len() as u64).to_le_bytes());
+    sink(key);
 }
 
 /// First eight bytes in hex, for debug output that must not leak a digest
@@ -135,13 +145,62 @@ mod tests {
         assert!(!d.0.windows(11).any(|w| w == b"sk_live_123"));
     }
 
+    fn encoded(tenant: &TenantDigest, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        index_input(tenant, key, |p| out.extend_from_slice(p));
+        out
+    }
+
+    /// Splits an encoding back into its parts: `None` unless it is exactly
+    /// one length-prefixed tenant digest and one length-prefixed key.
+    fn decode(mut b: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut part = || {
+            let len = usize::try_from(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)).ok()?;
+            let end = len.checked_add(8)?;
+            let p = b.get(8..end)?.to_vec();
+            b = &b[end..];
+            Some(p)
+        };
+        let (t, k) = (part()?, part()?);
+        b.is_empty().then_some((t, k))
+    }
+
     #[test]
     fn index_key_encoding_is_unambiguous() {
-        // Without length prefixes these two would hash the same bytes.
         let t = TenantDigest([7; 32]);
-        assert_ne!(default_index_hash(&t, b"ab"), default_index_hash(&t, b"a"));
-        let t2 = TenantDigest([8; 32]);
-        assert_ne!(default_index_hash(&t, b"k"), default_index_hash(&t2, b"k"));
+        // The exact bytes (FORMAT.md documents them; hint probes rely on them).
+        let mut want = 32u64.to_le_bytes().to_vec();
+        want.extend_from_slice(&[7; 32]);
+        want.extend_from_slice(&2u64.to_le_bytes());
+        want.extend_from_slice(b"ab");
+        assert_eq!(encoded(&t, b"ab"), want);
+        // Keys that are prefixes of one another, an empty key, a tenant that
+        // differs only in the byte before the key, keys holding what looks
+        // like a length prefix: each encoding decodes back to its own pair,
+        // so no two pairs hash the same input.
+        let mut t2 = [7; 32];
+        t2[31] = b'a';
+        let pairs: Vec<(TenantDigest, Vec<u8>)> = vec![
+            (t, b"ab".to_vec()),
+            (t, b"a".to_vec()),
+            (t, b"".to_vec()),
+            (TenantDigest(t2), b"b".to_vec()),
+            (t, [&[7u8][..], &2u64.to_le_bytes()[..], b"ab"].concat()),
+            (t, [&2u64.to_le_bytes()[..], b"ab"].concat()),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (tenant, key) in &pairs {
+            let e = encoded(tenant, key);
+            assert_eq!(decode(&e), Some((tenant.0.to_vec(), key.clone())));
+            assert!(seen.insert(e), "two pairs share an encoding");
+        }
+        // The index key is blake3 (derive-key mode) over exactly these bytes.
+        for (tenant, key) in &pairs {
+            let d = blake3::derive_key(INDEX_CONTEXT, &encoded(tenant, key));
+            let ik = default_index_hash(tenant, key);
+            assert_eq!(ik.hi.to_le_bytes(), d[..8]);
+            assert_eq!(ik.lo.to_le_bytes(), d[8..16]);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result, advice};
+use crate::floor::Floor;
 use crate::format::record::{self, Body, Pending, Record};
 use crate::format::{frame, hint};
 use crate::index::{Holder, Index, PendingEntry, Slot, SlotKey};
@@ -65,6 +66,12 @@ pub(crate) struct Shared {
     pub(crate) queue: Mutex<SideQueue>,
     /// Wakes the writer after a message was sent (see doorbell.rs).
     pub(crate) doorbell: Doorbell,
+    /// Held for a whole compaction pass and for each hint file written (see
+    /// `compactor::write_hint`): passes run one at a time, and never between
+    /// a hint writer's check that its segment exists and the hint's write.
+    pub(crate) compaction: Mutex<()>,
+    /// The durable lower bound of sequence numbers (see floor.rs).
+    floor: Mutex<Floor>,
 }
 
 impl Shared {
@@ -74,6 +81,22 @@ impl Shared {
 
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Makes the durable floor (see floor.rs) at least the next sequence
+    /// number, so that no restart can hand out one already used, whatever
+    /// is deleted after this returns.
+    pub(crate) fn raise_floor(&self) -> Result<()> {
+        let mut floor = self.floor.lock();
+        let next = self.seq.load(Ordering::SeqCst);
+        floor.raise(self.storage.as_ref(), next).map_err(|e| {
+            Error::io(
+                "writing the sequence floor in",
+                self.dir.clone(),
+                e,
+                advice::WRITE,
+            )
+        })
     }
 
     fn width_ms(&self) -> u64 {
@@ -417,6 +440,14 @@ impl fmt::Debug for Store {
     }
 }
 
+#[cfg(test)]
+impl Store {
+    /// The state shared with the background threads, for white-box tests.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+}
+
 /// Catches a panic in a background thread and poisons the store, so callers
 /// get an error instead of waiting forever.
 struct PanicGuard {
@@ -490,6 +521,8 @@ impl Store {
             counters: Counters::default(),
             queue: Mutex::new(SideQueue::default()),
             doorbell: Doorbell::default(),
+            compaction: Mutex::new(()),
+            floor: Mutex::new(rec.floor),
         });
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         // Sealed segments, writer -> compactor (for their hint files).
@@ -777,13 +810,18 @@ impl StoreInner {
         let _ = self.writer_tx.send(Msg::Shutdown);
         self.shared.doorbell.ring();
         let writer_ok = t.writer.join().is_ok();
-        self.lock.lock().take();
         if !writer_ok || !compactor_ok {
+            self.lock.lock().take();
             return Err(Error::Poisoned {
                 cause: "a background thread panicked".into(),
             });
         }
-        self.shared.check_poison()
+        let result = self.shared.check_poison();
+        // Every token handed out is now below the durable floor, even those
+        // whose records were never written: the next open starts above them.
+        let floor = result.clone().and_then(|()| self.shared.raise_floor());
+        self.lock.lock().take();
+        result.and(floor)
     }
 }
 
@@ -822,7 +860,17 @@ impl fmt::Debug for Reservation {
 }
 
 impl Reservation {
-    /// The fencing token: unique per reservation, increasing over time.
+    /// The fencing token: unique per reservation, and greater than every
+    /// token handed out before it on this directory — by this store, by any
+    /// earlier store that was closed cleanly, and, after a crash, every token
+    /// whose reservation left a record that survived the crash (one that
+    /// [`persisted`](Self::persisted) or an acknowledged completion waited
+    /// for, as far as the [`Durability`](crate::Durability) mode makes it
+    /// survive). That holds after expiry has deleted every record the
+    /// earlier tokens came with: a floor file outlives them (FORMAT.md,
+    /// "Sequence floor"). Only a token whose reservation left no record
+    /// before a crash may be handed out again: its holder died with the
+    /// process.
     pub fn token(&self) -> u64 {
         self.token
     }
@@ -837,9 +885,25 @@ impl Reservation {
         self.lease_end
     }
 
-    /// Settles once the reservation's newest pending record is durable. `begin`
-    /// does not wait for it; a handler whose side effects must never repeat
-    /// after a crash within the lease can wait on this before acting.
+    /// Settles once the reservation's newest pending record (from `begin`, or
+    /// the last [`renew`](Self::renew)) is as durable as the store's
+    /// [`Durability`](crate::Durability) makes any write before it is
+    /// acknowledged:
+    ///
+    /// - `Sync`: fsynced; the reservation survives a power cut.
+    /// - `Periodic` and `None`: written to the operating system, not
+    ///   fsynced; it survives a crash of the process, but a power cut before
+    ///   the next periodic fsync (or [`Store::flush`] / `close`) can lose it.
+    ///
+    /// A record that a newer record of this reservation supersedes in the
+    /// same group commit (its completion, its abort) is never written; it
+    /// settles `Ok` with that batch, whose newer record is as durable. So does
+    /// a record whose bucket had already ended when the writer reached it
+    /// (after a forward clock step): there is nothing left to keep. It
+    /// settles with an error if the record could not be written.
+    ///
+    /// `begin` does not wait for it; a handler whose side effects must never
+    /// repeat after a crash within the lease can wait on this before acting.
     pub fn persisted(&self) -> Commit {
         self.persisted.clone()
     }

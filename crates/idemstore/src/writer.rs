@@ -337,8 +337,9 @@ impl Writer {
     /// deadline passes and syncs on time in `Periodic` mode. Within
     /// `ACTIVE` of the last batch the writer only naps (at most
     /// `pending_write_delay`), which records put in the side queue do not
-    /// interrupt; after that it sleeps deeply, and they wake it (see
-    /// doorbell.rs).
+    /// interrupt; after that it sleeps deeply, and the first record wakes
+    /// it. While records wait it naps until their deadline (or a message):
+    /// every wait ends at a deadline, a message or a record, never sooner.
     fn next_message(&mut self) -> Option<Msg> {
         let delay = self.shared.config.pending_write_delay;
         // With no delay every queued record rings the writer: a nap then
@@ -351,12 +352,16 @@ impl Writer {
                 }
                 _ => None,
             };
-            let due = [sync_due, self.queue_due(delay), self.retry_due()]
+            let queue_due = self.queue_due(delay);
+            let due = [sync_due, queue_due, self.retry_due()]
                 .into_iter()
                 .flatten()
                 .min();
             let now = Instant::now();
-            let napping = now < self.last_batch + ACTIVE;
+            // Records waiting in the side queue have a deadline: nap until
+            // it. (A deep sleep returns at once while the queue holds
+            // records, so it would spin until the deadline.)
+            let napping = now < self.last_batch + ACTIVE || queue_due.is_some();
             let bell = &self.shared.doorbell;
             let got = if napping {
                 let until = due.map_or(now + nap, |d| d.min(now + nap));

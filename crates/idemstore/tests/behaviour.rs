@@ -655,35 +655,150 @@ fn group_commit_shares_fsyncs_between_concurrent_callers() {
     assert!(s.fsyncs <= s.batches * 2, "{s:?}");
 }
 
-#[test]
-fn commit_can_be_awaited_without_blocking_the_executor() {
-    // A tiny single-threaded executor: if `complete_async` blocked, the
-    // writer would still finish, but we also check the future returns Pending
-    // first instead of blocking inside poll.
-    use std::future::Future;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
+/// A gate the writer's fsyncs wait at while it is closed, until it is
+/// opened or `GATE_TIMEOUT` passes (so that a test whose code under test
+/// never opens it fails instead of hanging).
+#[derive(Debug, Default)]
+struct Gate {
+    closed: parking_lot::Mutex<bool>,
+    changed: parking_lot::Condvar,
+    /// An fsync waited at the gate and the timeout opened it.
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+const GATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Gate {
+    fn close(&self) {
+        *self.closed.lock() = true;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
-    let r = reserve(&store, "t", "k", fp("a"));
-    let mut fut = r.complete_async(response("async"));
-    let waker = Waker::from(Arc::new(Noop));
-    let mut cx = Context::from_waker(&waker);
-    let mut polls = 0;
-    loop {
-        polls += 1;
-        match std::pin::Pin::new(&mut fut).poll(&mut cx) {
-            Poll::Ready(r) => {
-                r.unwrap();
-                break;
+    fn open(&self) {
+        *self.closed.lock() = false;
+        self.changed.notify_all();
+    }
+    fn pass(&self) {
+        let mut closed = self.closed.lock();
+        let deadline = std::time::Instant::now() + GATE_TIMEOUT;
+        while *closed {
+            if self.changed.wait_until(&mut closed, deadline).timed_out() {
+                self.timed_out
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                *closed = false;
             }
-            Poll::Pending => std::thread::sleep(Duration::from_millis(1)),
         }
     }
-    assert!(polls >= 1);
+}
+
+/// `MemStorage` whose `sync_data` calls wait at a [`Gate`].
+#[derive(Debug, Clone)]
+struct GatedSyncs(MemStorage, Arc<Gate>);
+
+#[derive(Debug)]
+struct GatedFile(Arc<dyn idemstore::storage::StorageFile>, Arc<Gate>);
+
+impl idemstore::storage::StorageFile for GatedFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, off)
+    }
+    fn write_all_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        self.0.write_all_at(buf, off)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.1.pass();
+        self.0.sync_data()
+    }
+}
+
+impl Storage for GatedSyncs {
+    fn location(&self) -> std::path::PathBuf {
+        self.0.location()
+    }
+    fn lock(&self) -> std::io::Result<idemstore::storage::LockOutcome> {
+        self.0.lock()
+    }
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.0.list()
+    }
+    fn create(&self, name: &str) -> std::io::Result<Arc<dyn idemstore::storage::StorageFile>> {
+        Ok(Arc::new(GatedFile(self.0.create(name)?, self.1.clone())))
+    }
+    fn open(&self, name: &str) -> std::io::Result<Arc<dyn idemstore::storage::StorageFile>> {
+        Ok(Arc::new(GatedFile(self.0.open(name)?, self.1.clone())))
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.0.remove(name)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.0.sync_dir()
+    }
+}
+
+#[test]
+fn commit_can_be_awaited_without_blocking_the_executor() {
+    // A single-threaded executor runs two tasks: awaiting a commit, and a
+    // ticker that opens the gate the writer's fsync waits at only after it
+    // has run several times. If polling the commit blocked until the write
+    // was durable, the ticker could never run: the gate would open only by
+    // its timeout.
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let gate = Arc::new(Gate::default());
+    let st = GatedSyncs(MemStorage::new(), gate.clone());
+    let c = clock();
+    let store = Store::open_with_storage(Arc::new(st), config(&c)).unwrap();
+    let r = reserve(&store, "t", "k", fp("a"));
+    gate.close();
+    let commit = r.complete_async(response("async"));
+    let ticks = std::cell::Cell::new(0u32);
+    let done = std::cell::Cell::new(false);
+    let ticks_before_done = std::cell::Cell::new(None);
+    let mut awaiting: Pin<Box<dyn Future<Output = ()>>> = Box::pin(async {
+        commit.await.unwrap();
+        ticks_before_done.set(Some(ticks.get()));
+        done.set(true);
+    });
+    let mut ticker: Pin<Box<dyn Future<Output = ()>>> = Box::pin(std::future::poll_fn(|cx| {
+        if done.get() {
+            return Poll::Ready(());
+        }
+        ticks.set(ticks.get() + 1);
+        if ticks.get() == 5 {
+            gate.open();
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }));
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let (mut a_done, mut t_done) = (false, false);
+    while !(a_done && t_done) {
+        a_done = a_done || awaiting.as_mut().poll(&mut cx).is_ready();
+        t_done = t_done || ticker.as_mut().poll(&mut cx).is_ready();
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+    assert!(
+        !gate.timed_out.load(std::sync::atomic::Ordering::SeqCst),
+        "the ticker never ran while the commit was pending: polling it blocked"
+    );
+    // The commit settled only after the ticker had opened the gate.
+    assert!(
+        ticks_before_done.get().is_some_and(|t| t >= 5),
+        "{:?}",
+        ticks_before_done.get()
+    );
     assert_eq!(replay(&store, "t", "k", fp("a")).body, b"async");
 }
 
@@ -1213,6 +1328,111 @@ fn records_written_over_zeros_ahead_on_a_real_disk_all_come_back() {
     let store = Store::open(dir.path(), config(&c)).unwrap();
     assert_eq!(store.recovery_report().segments_from_hints, 0);
     check(&store);
+}
+
+/// Reserves `n` keys (completing, aborting or leaving each) and returns the
+/// highest fencing token handed out; every record is durable when it returns.
+fn tokens_used(store: &Store, n: usize) -> u64 {
+    let mut highest = 0;
+    for i in 0..n {
+        let r = reserve(store, "t", &format!("token-{i}"), fp("a"));
+        highest = highest.max(r.token());
+        r.persisted().wait().unwrap();
+        match i % 3 {
+            0 => r.complete(response("done")).unwrap(),
+            1 => r.abort().unwrap(),
+            _ => std::mem::forget(r),
+        }
+    }
+    store.flush().unwrap();
+    highest
+}
+
+/// Long enough for every bucket the test wrote to end.
+const ALL_EXPIRED: Duration = Duration::from_secs(3 * 24 * 3600);
+
+#[test]
+fn fencing_tokens_keep_increasing_after_a_compaction_pass_deletes_every_segment() {
+    let st = MemStorage::new();
+    let c = clock();
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    let highest = tokens_used(&store, 9);
+    c.advance(ALL_EXPIRED);
+    assert!(store.compact_now().unwrap().segments_dropped > 0);
+    assert_eq!(store.stats().segments, 0);
+    // A power cut, not a close: only what the pass left on disk counts.
+    let after = st.crash(0);
+    drop(store);
+    assert!(!after.list().unwrap().iter().any(|n| n.ends_with(".seg")));
+    let store = Store::open_with_storage(Arc::new(after), config(&c)).unwrap();
+    let r = reserve(&store, "t", "later", fp("a"));
+    assert!(r.token() > highest, "{} after {highest}", r.token());
+}
+
+#[test]
+fn fencing_tokens_keep_increasing_after_open_removes_every_segment_as_expired() {
+    // Left by a power cut (the open scans the segments it removes), or by a
+    // clean close of a store from before floor files (it reads their hints).
+    for clean_close_without_floor in [false, true] {
+        let st = MemStorage::new();
+        let c = clock();
+        let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+        let highest = tokens_used(&store, 9);
+        let after = if clean_close_without_floor {
+            store.close().unwrap();
+            for n in st.list().unwrap() {
+                if n == "SEQFLOOR" {
+                    st.remove(&n).unwrap();
+                }
+            }
+            assert!(st.list().unwrap().iter().any(|n| n.ends_with(".hint")));
+            st.clone()
+        } else {
+            st.crash(0)
+        };
+        drop(store);
+        // Down until every bucket ended: the next open removes every
+        // segment; another power cut right after it, and only the disk
+        // remembers.
+        c.advance(ALL_EXPIRED);
+        let store = Store::open_with_storage(Arc::new(after.clone()), config(&c)).unwrap();
+        assert!(store.recovery_report().expired_segments_removed > 0);
+        assert!(!after.list().unwrap().iter().any(|n| n.ends_with(".seg")));
+        let again = after.crash(0);
+        drop(store);
+        let store = Store::open_with_storage(Arc::new(again), config(&c)).unwrap();
+        let r = reserve(&store, "t", "later", fp("a"));
+        assert!(
+            r.token() > highest,
+            "{} after {highest} (clean close: {clean_close_without_floor})",
+            r.token()
+        );
+    }
+}
+
+#[test]
+fn a_clean_close_puts_every_token_handed_out_below_the_next_open() {
+    // A token whose reservation record could not be written (the disk
+    // refused it) is in no record on disk: the close must remember it.
+    use idemstore::storage::{Fault, FaultOn, FaultyStorage};
+    let st = MemStorage::new();
+    let disk = FaultyStorage::new(Arc::new(st.clone()));
+    let c = clock();
+    let store = Store::open_with_storage(Arc::new(disk.clone()), config(&c)).unwrap();
+    disk.faults().inject(Fault {
+        on: FaultOn::Write,
+        after: 0,
+        errno: idemstore::storage::ENOSPC,
+    });
+    let r = reserve(&store, "t", "k", fp("a"));
+    assert!(r.persisted().wait().is_err(), "the write was refused");
+    disk.faults().heal();
+    store.close().unwrap();
+    let token = r.token();
+    drop(r);
+    let store = Store::open_with_storage(Arc::new(st), config(&c)).unwrap();
+    let later = reserve(&store, "t", "k2", fp("a"));
+    assert!(later.token() > token, "{} after {token}", later.token());
 }
 
 #[test]

@@ -416,8 +416,16 @@ impl Harness {
     }
 }
 
+/// 256 cases, or `PROPTEST_CASES` (which an explicit count would override).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_model(ops in proptest::collection::vec(op(), 1..80)) {

@@ -135,6 +135,25 @@ pub(crate) fn claimed_entries(head: &[u8], file_len: u64) -> Option<u64> {
 /// Checks a whole hint file and returns its header and the entry bytes
 /// (decode them with [`entries`]).
 pub(crate) fn decode(buf: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
+    let (header, count, entries_crc) = decode_header(buf)?;
+    let body = &buf[HEADER_LEN..];
+    if usize::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(ENTRY_LEN))
+        != Some(body.len())
+    {
+        return err("hint file length does not match its entry count");
+    }
+    if crc32fast::hash(body) != entries_crc {
+        return err("hint entries checksum mismatch");
+    }
+    Ok((header, body))
+}
+
+/// Checks a hint file's header alone (its first `HEADER_LEN` bytes; the
+/// entries are not checked) and returns it with the entry count and the
+/// entries' checksum it claims.
+pub(crate) fn decode_header(buf: &[u8]) -> Result<(Header, u64, u32), DecodeError> {
     if buf.len() < HEADER_LEN {
         return err("hint file shorter than its header");
     }
@@ -164,17 +183,6 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
     {
         return err(format!("hint version {version} is not {VERSION}"));
     }
-    let body = &buf[HEADER_LEN..];
-    if usize::try_from(count)
-        .ok()
-        .and_then(|c| c.checked_mul(ENTRY_LEN))
-        != Some(body.len())
-    {
-        return err("hint file length does not match its entry count");
-    }
-    if crc32fast::hash(body) != entries_crc {
-        return err("hint entries checksum mismatch");
-    }
     let header = Header {
         segment_id,
         segment_crc,
@@ -183,7 +191,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
         records,
         probe,
     };
-    Ok((header, body))
+    Ok((header, count, entries_crc))
 }
 
 /// The entries of a body returned by [`decode`]. An entry whose kind is not

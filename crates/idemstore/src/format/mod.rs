@@ -2,6 +2,7 @@
 //! FORMAT.md at the crate root walks the same layouts with diagrams.
 
 pub(crate) mod codec;
+pub(crate) mod floor;
 pub(crate) mod frame;
 pub(crate) mod hint;
 pub(crate) mod record;

@@ -20,10 +20,30 @@ pub struct FsStorage {
 }
 
 impl FsStorage {
-    /// Storage in `dir`, created if missing.
+    /// Storage in `dir`, created if missing (with any missing parents).
+    /// Every directory it creates is made durable: the parent of each is
+    /// fsynced once it exists, so a power cut cannot take the store
+    /// directory away with the files later created (and fsynced) in it.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
+        // The directories missing now, innermost first.
+        let mut missing = Vec::new();
+        let mut at = dir.as_path();
+        while !at.as_os_str().is_empty() && !at.exists() {
+            missing.push(at);
+            match at.parent() {
+                Some(p) => at = p,
+                None => break,
+            }
+        }
         fs::create_dir_all(&dir)?;
+        for created in missing.iter().rev() {
+            let parent = match created.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            File::open(parent)?.sync_all()?;
+        }
         Ok(FsStorage { dir })
     }
 
@@ -318,6 +338,27 @@ mod tests {
         let mut back = vec![0; 3 << 20];
         st.open("a").unwrap().read_exact_at(&mut back, 0).unwrap();
         assert!(back.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn new_creates_missing_directories_and_says_what_failed() {
+        let root = tempfile::tempdir().unwrap();
+        let nested = root.path().join("a").join("b").join("store");
+        let st = FsStorage::new(&nested).unwrap();
+        assert!(nested.is_dir());
+        st.create("x").unwrap().write_all_at(b"1", 0).unwrap();
+        assert_eq!(st.list().unwrap(), vec!["x".to_owned()]);
+        // An existing directory is used as it is.
+        assert_eq!(FsStorage::new(&nested).unwrap().list().unwrap().len(), 1);
+        // A file where a directory should be: an error, nothing created.
+        std::fs::write(root.path().join("file"), b"").unwrap();
+        let e = FsStorage::new(root.path().join("file").join("store")).unwrap_err();
+        assert!(!root.path().join("file").is_dir(), "{e}");
+        let dir = root.path().join("file").join("store");
+        let e = crate::Store::open(&dir, crate::Config::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("creating the store directory"), "{msg}");
+        assert!(msg.contains(&dir.display().to_string()), "{msg}");
     }
 
     #[test]

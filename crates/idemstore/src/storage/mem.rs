@@ -1,12 +1,22 @@
 //! An in-memory directory that can simulate a power cut.
 //!
 //! Each file remembers the bytes that were made durable by `sync_data` apart
-//! from the bytes merely written; the directory remembers which files existed
-//! at the last `sync_dir`. [`MemStorage::crash`] builds what a power cut at
-//! this instant could leave behind: only files whose directory entry was
-//! synced, each holding its synced bytes plus, at random, part of what was
-//! appended after (possibly as zeros, as a filesystem that extended the size
-//! but not the data would leave it).
+//! from the changes made since (every write, zeroing and length change, in
+//! order); the directory remembers which files existed at the last
+//! `sync_dir`. [`MemStorage::crash`] builds what a power cut at this instant
+//! could leave behind: only files whose directory entry was synced, each
+//! holding its synced bytes with each later change, independently, as a
+//! disk and a page cache could have left it:
+//!
+//! - not applied, or applied whole;
+//! - torn: a prefix of it applied, or only some of its 512-byte sectors;
+//! - only the file's new size applied, the new bytes read back as zeros (a
+//!   file system that extended the size but not the data).
+//!
+//! That holds for overwrites of bytes already synced too (the writer
+//! overwrites the zeros it wrote ahead): they may come back old, new, or
+//! mixed sector by sector. Bytes no change since the last sync touched are
+//! never altered.
 
 use super::{LockOutcome, Storage, StorageFile};
 use parking_lot::Mutex;
@@ -45,10 +55,94 @@ struct MemFile {
 
 #[derive(Debug, Default, Clone)]
 struct FileData {
+    /// What reads see: `synced` with every change in `unsynced` applied.
     written: Vec<u8>,
+    /// The bytes as of the last `sync_data`: what a power cut keeps at least.
     synced: Vec<u8>,
-    /// Lowest offset changed since the last sync (`usize::MAX`: none).
-    dirty_from: usize,
+    /// Every change since the last `sync_data`, in order.
+    unsynced: Vec<Change>,
+}
+
+/// One change to a file's bytes.
+#[derive(Debug, Clone)]
+enum Change {
+    Write { offset: usize, bytes: Vec<u8> },
+    Zeros { offset: usize, len: usize },
+    SetLen(usize),
+}
+
+/// A torn write's granularity: a disk writes a sector whole or not at all.
+const SECTOR: usize = 512;
+
+impl Change {
+    /// The range of bytes it writes (none for a length change).
+    fn range(&self) -> std::ops::Range<usize> {
+        match self {
+            Change::Write { offset, bytes } => *offset..offset + bytes.len(),
+            Change::Zeros { offset, len } => *offset..offset + len,
+            Change::SetLen(_) => 0..0,
+        }
+    }
+
+    /// Applies the change's bytes within `part` (a sub-range of `range()`),
+    /// growing the file with zeros to reach it.
+    fn apply_part(&self, img: &mut Vec<u8>, part: std::ops::Range<usize>) {
+        if part.is_empty() {
+            return;
+        }
+        if img.len() < part.end {
+            img.resize(part.end, 0);
+        }
+        match self {
+            Change::Write { offset, bytes } => {
+                img[part.clone()].copy_from_slice(&bytes[part.start - offset..part.end - offset])
+            }
+            _ => img[part].fill(0),
+        }
+    }
+
+    /// Applies the whole change.
+    fn apply(&self, img: &mut Vec<u8>) {
+        match self {
+            Change::SetLen(len) => img.resize(*len, 0),
+            _ => self.apply_part(img, self.range()),
+        }
+    }
+
+    /// Applies what a power cut during or after it, before a sync, could
+    /// have left: chosen by `rng` (see the module docs).
+    fn apply_torn(&self, img: &mut Vec<u8>, rng: &mut u64) {
+        let r = self.range();
+        if let Change::SetLen(_) = self {
+            if next(rng).is_multiple_of(2) {
+                self.apply(img);
+            }
+            return;
+        }
+        match next(rng) % 5 {
+            0 => {}
+            1 => self.apply(img),
+            2 => {
+                let keep = usize::try_from(next(rng) % (r.len() as u64 + 1)).unwrap_or(0);
+                self.apply_part(img, r.start..r.start + keep);
+            }
+            3 => {
+                let mut at = r.start;
+                while at < r.end {
+                    let end = ((at / SECTOR + 1) * SECTOR).min(r.end);
+                    if next(rng).is_multiple_of(2) {
+                        self.apply_part(img, at..end);
+                    }
+                    at = end;
+                }
+            }
+            _ => {
+                if img.len() < r.end {
+                    img.resize(r.end, 0);
+                }
+            }
+        }
+    }
 }
 
 fn gone() -> io::Error {
@@ -74,8 +168,9 @@ impl MemStorage {
     /// (unlocked); this instance stops working (every call fails), as the
     /// crashed process's view of its disk would.
     ///
-    /// `seed` picks how much of each file's unsynced tail survives. With
-    /// `seed == 0` exactly the synced state survives (nothing more).
+    /// `seed` picks what becomes of each change made since its file's last
+    /// sync (see the module docs). With `seed == 0` exactly the synced state
+    /// survives (nothing more).
     pub fn crash(&self, seed: u64) -> MemStorage {
         self.inner.dead.store(true, Ordering::SeqCst);
         let state = self.inner.state.lock();
@@ -86,22 +181,16 @@ impl MemStorage {
             for (name, file) in &state.durable {
                 let d = file.data.lock();
                 let mut bytes = d.synced.clone();
-                let appended_only = d.dirty_from >= d.synced.len();
-                if seed != 0 && appended_only && d.written.len() > d.synced.len() {
-                    let extra = d.written.len() - d.synced.len();
-                    let keep = usize::try_from(next(&mut rng) % (extra as u64 + 1)).unwrap_or(0);
-                    let start = d.synced.len();
-                    if next(&mut rng).is_multiple_of(4) {
-                        bytes.resize(start + keep, 0);
-                    } else {
-                        bytes.extend_from_slice(&d.written[start..start + keep]);
+                if seed != 0 {
+                    for change in &d.unsynced {
+                        change.apply_torn(&mut bytes, &mut rng);
                     }
                 }
                 let f = Arc::new(MemFile {
                     data: Mutex::new(FileData {
                         written: bytes.clone(),
                         synced: bytes,
-                        dirty_from: usize::MAX,
+                        unsynced: Vec::new(),
                     }),
                     dir: Arc::downgrade(&out.inner),
                 });
@@ -127,7 +216,7 @@ impl MemStorage {
             data: Mutex::new(FileData {
                 written: bytes.clone(),
                 synced: bytes,
-                dirty_from: usize::MAX,
+                unsynced: Vec::new(),
             }),
             dir: Arc::downgrade(&self.inner),
         });
@@ -185,10 +274,7 @@ impl Storage for MemStorage {
             ));
         }
         let f = Arc::new(MemFile {
-            data: Mutex::new(FileData {
-                dirty_from: usize::MAX,
-                ..FileData::default()
-            }),
+            data: Mutex::new(FileData::default()),
             dir: Arc::downgrade(&self.inner),
         });
         state.files.insert(name.to_owned(), f.clone());
@@ -251,35 +337,42 @@ impl StorageFile for MemFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check()?;
-        let mut d = self.data.lock();
-        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let end = start + buf.len();
-        if d.written.len() < end {
-            d.written.resize(end, 0);
-        }
-        d.written[start..end].copy_from_slice(buf);
-        d.dirty_from = d.dirty_from.min(start);
-        Ok(())
+        let offset = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.change(Change::Write {
+            offset,
+            bytes: buf.to_vec(),
+        })
+    }
+
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
+        let offset = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.change(Change::Zeros { offset, len })
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.check()?;
-        let mut d = self.data.lock();
         let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
-        d.written.resize(len, 0);
-        d.dirty_from = d.dirty_from.min(len);
-        Ok(())
+        self.change(Change::SetLen(len))
     }
 
     fn sync_data(&self) -> io::Result<()> {
         self.check()?;
         let mut d = self.data.lock();
-        let keep = d.dirty_from.min(d.synced.len()).min(d.written.len());
-        d.synced.truncate(keep);
-        let tail = d.written[keep..].to_vec();
-        d.synced.extend_from_slice(&tail);
-        d.dirty_from = usize::MAX;
+        let d = &mut *d;
+        for change in d.unsynced.drain(..) {
+            change.apply(&mut d.synced);
+        }
+        Ok(())
+    }
+}
+
+impl MemFile {
+    /// Makes `change` visible to reads, and remembers it until the next sync.
+    fn change(&self, change: Change) -> io::Result<()> {
+        self.check()?;
+        let mut d = self.data.lock();
+        change.apply(&mut d.written);
+        d.unsynced.push(change);
         Ok(())
     }
 }
@@ -323,6 +416,65 @@ mod tests {
             seen.insert(bytes);
         }
         assert!(seen.len() > 3, "crash images should vary: {seen:?}");
+    }
+
+    #[test]
+    fn crash_may_tear_an_overwrite_of_synced_bytes_by_prefix_or_by_sector() {
+        const N: usize = 4 * SECTOR;
+        let (mut untouched, mut whole, mut prefix, mut sectors) = (0, 0, 0, 0);
+        for seed in 1..400 {
+            let s = MemStorage::new();
+            let a = s.create("a").unwrap();
+            s.sync_dir().unwrap();
+            a.write_all_at(&[b'A'; N], 0).unwrap();
+            a.sync_data().unwrap();
+            a.write_all_at(&[b'B'; N], 0).unwrap();
+            assert_eq!(s.file_bytes("a").unwrap(), vec![b'B'; N], "reads see it");
+            let img = s.crash(seed).file_bytes("a").unwrap();
+            assert_eq!(img.len(), N);
+            assert!(img.iter().all(|&b| b == b'A' || b == b'B'));
+            let bs = img.iter().filter(|&&b| b == b'B').count();
+            let is_prefix = img[..bs].iter().all(|&b| b == b'B');
+            match bs {
+                0 => untouched += 1,
+                N => whole += 1,
+                _ if is_prefix => prefix += 1,
+                _ => {
+                    // Not a prefix: whole sectors, each old or new.
+                    for sector in img.chunks(SECTOR) {
+                        assert!(sector.iter().all(|&b| b == sector[0]), "{sector:?}");
+                    }
+                    sectors += 1;
+                }
+            }
+        }
+        assert!(
+            untouched > 0 && whole > 0 && prefix > 0 && sectors > 0,
+            "{untouched} {whole} {prefix} {sectors}"
+        );
+    }
+
+    #[test]
+    fn a_sync_makes_every_change_durable_and_no_crash_alters_it() {
+        let s = MemStorage::new();
+        let a = s.create("a").unwrap();
+        s.sync_dir().unwrap();
+        a.write_zeros(0, 3000).unwrap();
+        a.write_all_at(b"xyz", 1000).unwrap();
+        a.set_len(2000).unwrap();
+        a.write_all_at(b"end", 2500).unwrap();
+        a.sync_data().unwrap();
+        let want = s.file_bytes("a").unwrap();
+        assert_eq!(want.len(), 2503);
+        for seed in 0..50 {
+            let s2 = MemStorage::new();
+            let b = s2.create("b").unwrap();
+            s2.sync_dir().unwrap();
+            b.write_all_at(&want, 0).unwrap();
+            b.sync_data().unwrap();
+            assert_eq!(s2.crash(seed).file_bytes("b").unwrap(), want);
+        }
+        assert_eq!(s.crash(9).file_bytes("a").unwrap(), want);
     }
 
     #[test]
