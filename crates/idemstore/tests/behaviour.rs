@@ -374,7 +374,10 @@ fn junk_appended_to_every_file_is_truncated_and_valid_records_still_serve() {
 fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
     let st = MemStorage::new();
     let c = clock();
-    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    // Reservation records wait long enough for their completions to
+    // supersede them, however loaded the machine (see the end).
+    let cfg = config(&c).pending_write_delay(Duration::from_secs(30));
+    let store = Store::open_with_storage(Arc::new(st.clone()), cfg).unwrap();
     fill(&store, 3);
     store.close().unwrap();
     let name = file_ending(&st, ".seg");

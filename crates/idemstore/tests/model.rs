@@ -8,10 +8,15 @@
 //! aborted is *uncertain*: it may come back as an abandoned reservation (with
 //! one of the leases it had) or be free; the model accepts either and learns
 //! which from the store's answer.
+//!
+//! The disk can also fill up (`DiskFull`, then `Heal`): a completion whose
+//! write fails is *kept* — its key stays in flight, never free — and is
+//! written once the disk heals (a flush tries at once), or lost with a crash
+//! while still kept (its key then uncertain, as a reservation's).
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
-use idemstore::storage::{MemStorage, Storage};
+use idemstore::storage::{ENOSPC, Fault, FaultOn, Faults, FaultyStorage, MemStorage, Storage};
 use idemstore::{
     Begin, Clock, Config, Durability, Error, Fingerprint, KeyState, ManualClock, Reservation,
     Response, Store, Timestamp,
@@ -37,6 +42,8 @@ enum Op {
     Compact,
     Restart,
     Crash { seed: u64 },
+    DiskFull,
+    Heal,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +59,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Compact),
         1 => Just(Op::Restart),
         2 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
+        1 => Just(Op::DiskFull),
+        1 => Just(Op::Heal),
     ]
 }
 
@@ -67,6 +76,13 @@ enum State {
         lease_end: Timestamp,
     },
     Completed {
+        fp: u8,
+        body: Vec<u8>,
+        expires_at: Timestamp,
+    },
+    /// Its handler ran and `complete` answered `Deferred` (the disk was
+    /// full): in flight until the disk heals, then completed.
+    Kept {
         fp: u8,
         body: Vec<u8>,
         expires_at: Timestamp,
@@ -112,6 +128,9 @@ struct Held {
 struct Harness {
     clock: ManualClock,
     storage: MemStorage,
+    /// The faults of the `FaultyStorage` the store runs on (over `storage`).
+    faults: Arc<Faults>,
+    full: bool,
     store: Store,
     held: Vec<Held>,
     model: Model,
@@ -138,14 +157,24 @@ fn config(clock: &ManualClock) -> Config {
         .max_segment_bytes(4096)
 }
 
+/// A storage over `mem` whose writes can be made to fail.
+fn faulty(mem: &MemStorage) -> (Arc<dyn Storage>, Arc<Faults>) {
+    let disk = FaultyStorage::new(Arc::new(mem.clone()));
+    let faults = disk.faults();
+    (Arc::new(disk), faults)
+}
+
 impl Harness {
     fn new() -> Self {
         let clock = ManualClock::new(Timestamp(1_800_000_000_000));
         let storage = MemStorage::new();
-        let store = Store::open_with_storage(Arc::new(storage.clone()), config(&clock)).unwrap();
+        let (disk, faults) = faulty(&storage);
+        let store = Store::open_with_storage(disk, config(&clock)).unwrap();
         Harness {
             clock,
             storage,
+            faults,
+            full: false,
             store,
             held: Vec::new(),
             model: Model {
@@ -175,11 +204,24 @@ impl Harness {
             } => {
                 let kk = (t, k);
                 let expected = self.model.state(kk, now);
-                let got = self
-                    .store
-                    .begin(tenant(t), key(k), fingerprint(fp))
-                    .unwrap();
+                let got = match self.store.begin(tenant(t), key(k), fingerprint(fp)) {
+                    Ok(got) => got,
+                    // A full disk refuses new reservations, and only those.
+                    Err(e) if self.full && e.is_unavailable() => {
+                        let reservable = match &expected {
+                            State::Absent | State::Uncertain(_) => true,
+                            State::Pending { lease_end, .. } => now >= *lease_end,
+                            _ => false,
+                        };
+                        prop_assert!(reservable, "{:?} refused while full: {}", expected, e);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                };
                 match (expected, got) {
+                    (State::Kept { fp: f0, .. }, Begin::InFlight(i)) => {
+                        prop_assert_eq!(i.same_request, f0 == fp);
+                    }
                     (State::Completed { fp: f0, body, .. }, Begin::Replay(s)) => {
                         prop_assert_eq!(f0, fp);
                         prop_assert_eq!(s.response.body, body);
@@ -225,6 +267,9 @@ impl Harness {
                 let expected = self.model.state((t, k), now);
                 let got = self.store.get(tenant(t), key(k)).unwrap();
                 match (expected, got) {
+                    (State::Kept { .. }, Some(KeyState::Pending { abandoned, .. })) => {
+                        prop_assert!(!abandoned)
+                    }
                     (State::Absent, None) | (State::Uncertain(_), None) => {}
                     (State::Pending { lease_end, .. }, None) => prop_assert!(now >= lease_end),
                     (State::Completed { body, .. }, Some(KeyState::Completed(s))) => {
@@ -263,7 +308,17 @@ impl Harness {
                 let owns = self.owns(&h, now);
                 let body = vec![body; usize::from(body) + 1];
                 let res = h.r.complete(Response::new(200, body.clone()));
-                if owns {
+                if owns && matches!(res, Err(Error::Deferred { .. })) {
+                    prop_assert!(self.full, "deferred with a healthy disk: {:?}", res);
+                    self.model.keys.insert(
+                        h.key,
+                        State::Kept {
+                            fp: h.fp,
+                            body,
+                            expires_at: now.saturating_add(RETENTION),
+                        },
+                    );
+                } else if owns {
                     prop_assert!(res.is_ok(), "{:?}", res);
                     self.model.keys.insert(
                         h.key,
@@ -319,9 +374,21 @@ impl Harness {
             }
             Op::Advance { secs } => self.clock.advance(Duration::from_secs(secs)),
             Op::Compact => {
-                self.store.compact_now().unwrap();
+                let res = self.store.compact_now();
+                prop_assert!(res.is_ok() || self.full, "{:?}", res);
             }
+            Op::DiskFull => {
+                self.faults.inject(Fault {
+                    on: FaultOn::Write,
+                    after: 0,
+                    errno: ENOSPC,
+                });
+                self.full = true;
+            }
+            Op::Heal => self.heal()?,
             Op::Restart => {
+                // A clean close needs a disk that takes writes.
+                self.heal()?;
                 self.abandon_holders();
                 self.store.close().unwrap();
                 // A clean close made everything durable: nothing is uncertain.
@@ -329,8 +396,7 @@ impl Harness {
                 // Open from the hint files (all written by the close), then
                 // from the segments alone: both must find the same store.
                 let open = || {
-                    Store::open_with_storage(Arc::new(self.storage.clone()), config(&self.clock))
-                        .unwrap()
+                    Store::open_with_storage(faulty(&self.storage).0, config(&self.clock)).unwrap()
                 };
                 let a = open();
                 let ra = a.recovery_report().clone();
@@ -352,6 +418,13 @@ impl Harness {
                 self.abandon_holders();
                 let after = self.storage.crash(seed);
                 let _ = self.store.close(); // the dead disk makes this fail; fine
+                // Kept completions were never written: lost with the process.
+                for (k, s) in self.model.keys.iter_mut() {
+                    if let State::Kept { .. } = s {
+                        let cands = self.model.volatile.get(k).cloned().unwrap_or_default();
+                        *s = State::Uncertain(cands);
+                    }
+                }
                 for (k, cands) in self.model.volatile.drain() {
                     let s = self.model.keys.entry(k).or_insert(State::Absent);
                     if let State::Completed { .. } = s {
@@ -364,9 +437,68 @@ impl Harness {
                     *s = State::Uncertain(all);
                 }
                 self.storage = after;
-                self.store =
-                    Store::open_with_storage(Arc::new(self.storage.clone()), config(&self.clock))
-                        .unwrap();
+                let (disk, faults) = faulty(&self.storage);
+                self.faults = faults;
+                self.full = false;
+                self.store = Store::open_with_storage(disk, config(&self.clock)).unwrap();
+            }
+        }
+        Ok(())
+    }
+
+    /// The disk takes writes again: a flush writes what the store kept, and
+    /// every kept completion then replays (or, expired meanwhile, is gone).
+    fn heal(&mut self) -> Result<(), TestCaseError> {
+        if !self.full {
+            return Ok(());
+        }
+        self.faults.heal();
+        self.full = false;
+        let res = self.store.flush();
+        prop_assert!(res.is_ok(), "flush after healing: {:?}", res);
+        let now = self.clock.now();
+        let kept: Vec<Key> = self
+            .model
+            .keys
+            .iter()
+            .filter(|(_, s)| matches!(s, State::Kept { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in kept {
+            let Some(State::Kept {
+                fp,
+                body,
+                expires_at,
+            }) = self.model.keys.remove(&k)
+            else {
+                continue;
+            };
+            // Published by the writer's settler right after the flush's write.
+            let mut tries = 0;
+            let got = loop {
+                let got = self.store.get(tenant(k.0), key(k.1)).unwrap();
+                if !matches!(got, Some(KeyState::Pending { .. })) || tries == 2000 {
+                    break got;
+                }
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            if expires_at <= now {
+                prop_assert!(got.is_none(), "{:?} expired while kept: {:?}", k, got);
+                self.model.keys.insert(k, State::Absent);
+            } else {
+                match got {
+                    Some(KeyState::Completed(s)) => prop_assert_eq!(&s.response.body, &body),
+                    other => prop_assert!(false, "kept {:?} not written: {:?}", k, other),
+                }
+                self.model.keys.insert(
+                    k,
+                    State::Completed {
+                        fp,
+                        body,
+                        expires_at,
+                    },
+                );
             }
         }
         Ok(())
