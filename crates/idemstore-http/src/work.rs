@@ -78,9 +78,7 @@ pub(crate) async fn run<B, F, ResB, E>(
                 panic = panic_message(&panic),
                 "handler panicked; answering 500"
             );
-            let answer = work.failed(lease).await;
-            let _ = reply.send(Ok(answer));
-            return;
+            return work.failed_reply(lease, reply).await;
         }
     };
     let (parts, body) = response.into_parts();
@@ -119,18 +117,14 @@ pub(crate) async fn run<B, F, ResB, E>(
             }
             Ok(Some(Some(Err(e)))) => {
                 tracing::warn!(error = %e, "handler response body failed; answering 500");
-                let answer = work.failed(lease).await;
-                let _ = reply.send(Ok(answer));
-                return;
+                return work.failed_reply(lease, reply).await;
             }
             Err(panic) => {
                 tracing::error!(
                     panic = panic_message(&panic),
                     "handler response body panicked; answering 500"
                 );
-                let answer = work.failed(lease).await;
-                let _ = reply.send(Ok(answer));
-                return;
+                return work.failed_reply(lease, reply).await;
             }
             // Still being produced: stream it.
             Ok(None) => break,
@@ -189,6 +183,12 @@ impl<B: Backend> Work<B> {
             )
             .await;
         answer(fin, p.map(full))
+    }
+
+    /// [`failed`](Self::failed), answered to the first client.
+    async fn failed_reply<E>(&mut self, lease: Renewing<B::Lease>, reply: Reply<E>) {
+        let answer = self.failed(lease).await;
+        let _ = reply.send(Ok(answer));
     }
 
     /// Sends a body that is still being produced to `client` (if it still

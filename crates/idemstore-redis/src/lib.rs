@@ -380,6 +380,27 @@ impl RedisLease {
         self.token
     }
 
+    /// Extends the lease; `false` when the key is no longer this holder's.
+    async fn run_renew(
+        b: &RedisBackend,
+        rkey: &str,
+        token: u64,
+        nonce: u64,
+    ) -> Result<bool, BackendError> {
+        let c = &b.0.config;
+        let n: i64 = b
+            .call(|mut conn| {
+                let mut inv = b.0.scripts.renew.key(rkey);
+                inv.arg(token)
+                    .arg(nonce)
+                    .arg(ms(c.lease))
+                    .arg(ms(c.retention));
+                async move { inv.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn run_complete(
         b: &RedisBackend,
         rkey: &str,
@@ -434,7 +455,6 @@ async fn retry_complete(
     record: Vec<u8>,
     retention: Duration,
 ) {
-    let c = &b.0.config;
     let mut pause = RETRY_FIRST;
     loop {
         tokio::time::sleep(pause).await;
@@ -453,16 +473,7 @@ async fn retry_complete(
             }
             Err(_) => {
                 // Keep the key ours while Redis is slow rather than down.
-                let _ = b
-                    .call(|mut conn| {
-                        let mut inv = b.0.scripts.renew.key(&rkey);
-                        inv.arg(token)
-                            .arg(nonce)
-                            .arg(ms(c.lease))
-                            .arg(ms(c.retention));
-                        async move { inv.invoke_async::<i64>(&mut conn).await }
-                    })
-                    .await;
+                let _ = RedisLease::run_renew(&b, &rkey, token, nonce).await;
             }
         }
     }
@@ -480,18 +491,11 @@ impl Lease for RedisLease {
         let rkey = self.rkey.clone();
         let (token, nonce) = (self.token, self.nonce);
         async move {
-            let c = &b.0.config;
-            let n: i64 = b
-                .call(|mut conn| {
-                    let mut inv = b.0.scripts.renew.key(&rkey);
-                    inv.arg(token)
-                        .arg(nonce)
-                        .arg(ms(c.lease))
-                        .arg(ms(c.retention));
-                    async move { inv.invoke_async(&mut conn).await }
-                })
-                .await?;
-            if n == 1 { Ok(()) } else { Err(fenced()) }
+            if RedisLease::run_renew(&b, &rkey, token, nonce).await? {
+                Ok(())
+            } else {
+                Err(fenced())
+            }
         }
     }
 
