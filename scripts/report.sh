@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The performance report: every workload of the performance issue, idemstore
+# The performance report: every workload (W1-W6), idemstore
 # beside its peers in one run, printed as markdown.
 #
 #   scripts/report.sh [SECONDS_PER_CELL (2)] [KEYS for W4/W5 (1000000)]

@@ -1,6 +1,7 @@
 //! Behaviour of the layer in front of an axum router, in-process
-//! (`tower::ServiceExt::oneshot`). Tests named `seed_NNN_*` reproduce the
-//! promise of the public API document `shared/seeds/NNN_*.txt`.
+//! (`tower::ServiceExt::oneshot`). The "profiles" near the end configure the
+//! layer as public idempotent APIs document their behaviour, each test named
+//! after what it pins.
 
 #![allow(clippy::unwrap_used)]
 
@@ -636,10 +637,10 @@ async fn fifty_simultaneous_duplicates_execute_once() {
 // ---- store policies ----------------------------------------------------
 
 #[tokio::test]
-async fn seed_004_every_response_is_stored_including_500s() {
-    // "storing the resulting status code and header of the first request
-    // ... regardless of whether it succeeded or failed ... including 500
-    // errors"; POST and PATCH; keys up to 255; parameters compared.
+async fn every_response_is_stored_and_replayed_including_500s() {
+    // The first request's status and headers are kept whatever it
+    // answered, server errors included; POST and PATCH are covered, keys run
+    // up to 255 bytes, and a retry must send the same parameters.
     let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::All));
     let first = send(&a, "POST", "/500", &[KEY], "{}").await;
     assert_eq!(first.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -670,17 +671,16 @@ async fn seed_004_every_response_is_stored_including_500s() {
             .status,
         StatusCode::CREATED
     );
-    // DELETE and GET are not covered: "no effect".
+    // DELETE and GET are not covered: the key has no effect on them.
     send(&a, "DELETE", "/200", &[KEY], "").await;
     assert!(!send(&a, "DELETE", "/200", &[KEY], "").await.replayed());
     assert_eq!(a.runs.get(), 5);
 }
 
 #[tokio::test]
-async fn seed_003_only_successful_responses_are_stored() {
-    // "only the first successful request will have the intended effect.
-    // Subsequent identical requests will return the same response as the
-    // first successful one"; keys up to 255 characters.
+async fn only_successful_responses_are_stored_and_failures_run_again() {
+    // Only the first request that succeeds takes effect; identical
+    // requests after it get that success back; keys run up to 255 bytes.
     let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::SuccessOnly));
     assert_eq!(
         send(&a, "POST", "/500", &[KEY], "{}").await.status,
@@ -721,9 +721,10 @@ async fn non_server_errors_policy_stores_4xx_but_not_5xx() {
 }
 
 #[tokio::test]
-async fn seed_002_x_idempotency_key_post_only_10_to_1024_and_replays_as_409() {
-    // "X-Idempotency-Key", "between 10 and 1024 characters", "Only POST",
-    // "return the original response body with a 409", "We match the body".
+async fn replays_as_409_with_original_body_under_x_idempotency_key_for_post_only() {
+    // The key travels in X-Idempotency-Key, is 10 to 1024 characters long,
+    // covers POST alone, and a replay carries the original body with a 409;
+    // the body is part of what must match.
     let cfg = IdempotencyConfig::new(TenantSource::Single)
         .header(HeaderName::from_static("x-idempotency-key"))
         .methods([Method::POST])
@@ -769,9 +770,10 @@ async fn seed_002_x_idempotency_key_post_only_10_to_1024_and_replays_as_409() {
 }
 
 #[tokio::test]
-async fn seed_001_post_put_delete_keys_up_to_255_tied_to_the_api_key_errors_replayed() {
-    // "POST, PUT, or DELETE", "up to 255 characters", "return the identical
-    // result, including error responses", "tied to your API key".
+async fn post_put_and_delete_replay_errors_too_and_keys_belong_to_the_api_key() {
+    // POST, PUT and DELETE are covered with keys up to 255 characters; a
+    // retry gets the identical result, errors included; a key belongs to the
+    // API key that sent it.
     let cfg = IdempotencyConfig::new(TenantSource::Single)
         .methods([Method::POST, Method::PUT, Method::DELETE])
         .key_len(1..=255)
@@ -797,11 +799,10 @@ async fn seed_001_post_put_delete_keys_up_to_255_tied_to_the_api_key_errors_repl
 }
 
 #[tokio::test]
-async fn seed_000_covered_paths_only_and_a_second_resource_after_24_hours() {
-    // "resend the same POST request to /v1/postcards, /v1/letters, or
-    // /v1/checks"; "This key will expire after 24 hours, meaning if you
-    // resend the same request with the same idempotency key after 24 hours,
-    // a second resource will be created."
+async fn only_the_covered_paths_and_a_second_resource_after_the_24_hour_retention() {
+    // Only POSTs to the postcard, letter and check resources are covered;
+    // a key lasts 24 hours, and the same request with the same key after
+    // that creates a second resource.
     let covered = ["/v1/postcards", "/v1/letters", "/v1/checks"];
     let cfg = IdempotencyConfig::new(TenantSource::Single)
         .methods([Method::POST])
