@@ -1,6 +1,6 @@
 //! All file I/O of the engine goes through these two small traits, so that
 //! tests can swap the disk for an in-memory one that simulates crashes
-//! ([`MemStorage`]) and, later, one that injects faults.
+//! ([`MemStorage`]) or one that fails chosen calls ([`FaultyStorage`]).
 //!
 //! Contract an implementation must keep (the engine's durability rests on it):
 //! - after `sync_data` returns `Ok`, the file's bytes written so far survive a
