@@ -53,7 +53,9 @@ impl<B> Clone for Idempotency<B> {
 /// The requests whose reserved work (handler, response, storing) is still
 /// running, in tasks of their own that outlive their connections. A server
 /// shutting down waits for [`InFlightWork::idle`] after its connections
-/// close and before it closes the store, so no handler's result is lost.
+/// close and before it closes the store, so no handler is cut short by the
+/// shutdown. (A backend that retries failed completions in the background
+/// has a wait of its own, e.g. `RedisBackend::settled`.)
 #[derive(Clone, Default, Debug)]
 pub struct InFlightWork(Arc<WorkCount>);
 

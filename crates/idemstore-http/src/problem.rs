@@ -152,7 +152,7 @@ impl Problem {
                 "response-not-stored",
                 "Request processed; result not recorded yet",
                 format!(
-                    "The request was processed, but its result could not be recorded yet; retry after {} s with the same key to get it. It will not be processed again.",
+                    "The request was processed, but its result could not be recorded yet; retry after {} s with the same key to get it.",
                     retry_after_secs(*retry_after)
                 ),
             ),

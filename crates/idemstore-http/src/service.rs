@@ -192,9 +192,14 @@ where
             // in a task of their own, so a client that goes away cancels none
             // of it and never frees the key (see work.rs).
             let request = Request::from_parts(parts, boxed(Full::new(bytes)));
-            let handler = inner.call(request);
+            // Called inside the task, where a panic of `call` itself is
+            // caught like one of its future.
+            let handler = async move { inner.call(request).await };
             let (reply, answer) = tokio::sync::oneshot::channel();
-            tokio::spawn(work::run(core, lease, handler, keyed.path, reply));
+            // Counted before the spawn: a shutdown that waits for the work
+            // cannot miss a task not yet polled.
+            let running = core.in_flight_work().start();
+            tokio::spawn(work::run(core, lease, handler, keyed.path, reply, running));
             match answer.await {
                 Ok(result) => result,
                 // The task ended without answering (a bug in the layer).

@@ -23,7 +23,7 @@
 
 use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, Prefixed, boxed, full};
-use crate::core::{Finished, Idempotency, Renewing, ResponseBody};
+use crate::core::{Finished, Idempotency, Renewing, ResponseBody, WorkGuard};
 use crate::problem::Problem;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Response, StatusCode};
@@ -52,13 +52,14 @@ pub(crate) async fn run<B, F, ResB, E>(
     handler: F,
     path: String,
     reply: Reply<E>,
+    running: WorkGuard,
 ) where
     B: Backend,
     F: Future<Output = Result<Response<ResB>, E>>,
     ResB: Body<Data = Bytes> + Send + Unpin + 'static,
     ResB::Error: Into<BoxError>,
 {
-    let _running = core.in_flight_work().start();
+    let _running = running;
     let mut work = Work {
         core,
         path,
@@ -225,10 +226,13 @@ impl<B: Backend> Work<B> {
                 }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(error = %e, "streamed response body failed");
-                    if let Some(tx) = &client {
-                        let _ = tx.send(Err(e)).await;
-                    }
+                    // Stored first; the client (if it still reads) then sees
+                    // its body fail, without waiting on a client that does
+                    // not read.
                     self.failed(lease).await;
+                    if let Some(tx) = &client {
+                        let _ = tx.try_send(Err(e));
+                    }
                     return;
                 }
                 Err(panic) => {
@@ -236,10 +240,10 @@ impl<B: Backend> Work<B> {
                         panic = panic_message(&panic),
                         "streamed response body panicked"
                     );
-                    if let Some(tx) = &client {
-                        let _ = tx.send(Err("response body panicked".into())).await;
-                    }
                     self.failed(lease).await;
+                    if let Some(tx) = &client {
+                        let _ = tx.try_send(Err("response body panicked".into()));
+                    }
                     return;
                 }
             };
@@ -252,8 +256,9 @@ impl<B: Backend> Work<B> {
                 }
             }
             let Some(tx) = &client else { continue };
+            // A slow client: its lease is renewed while the frame waits.
             let gone = tokio::select! {
-                permit = tx.reserve() => match permit {
+                permit = lease.run(tx.reserve()) => match permit {
                     Ok(p) => {
                         p.send(Ok(frame));
                         false
@@ -277,10 +282,14 @@ impl<B: Backend> Work<B> {
             return;
         }
         loop {
-            let item = match catch_unwind(body.frame()).await {
-                Ok(Some(item)) => item,
-                Ok(None) => return,
-                Err(_) => Err("response body panicked".into()),
+            let item = tokio::select! {
+                item = catch_unwind(body.frame()) => match item {
+                    Ok(Some(item)) => item,
+                    Ok(None) => return,
+                    Err(_) => Err("response body panicked".into()),
+                },
+                // The client left while the body stalls: stop now.
+                () = tx.closed() => return,
             };
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
@@ -292,7 +301,9 @@ impl<B: Backend> Work<B> {
 
 /// What the first client gets once the record is settled: the response, or
 /// 503 when it could not be stored yet (in `Sync` no success leaves before
-/// its record is durable; the retry gets 409, then the replay).
+/// its record is durable; the retry gets 409, then the replay). A fenced
+/// holder's response is sent unstored: a later request took the key over
+/// after this one's lease ended, and its result is the key's.
 fn answer(fin: Finished, response: Response<BoxBody>) -> Response<BoxBody> {
     match fin {
         Finished::Stored | Finished::Freed | Finished::Fenced => response,

@@ -1282,3 +1282,176 @@ async fn retry_after_estimates_the_rest_of_the_running_request_from_recent_durat
     assert!((2..=3).contains(&secs), "{secs}");
     assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
 }
+
+/// `frames` chunks as fast as asked, then `end`: an error, or a stall.
+struct ThenFail {
+    left: usize,
+    stall: bool,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for ThenFail {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        // Pending first, so the layer streams this body.
+        if self.pause.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        if self.left > 0 {
+            self.left -= 1;
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![
+                b'x';
+                1024
+            ])))));
+        }
+        if self.stall {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("body failed"))))
+    }
+}
+
+impl Drop for ThenFail {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+fn streaming_app(
+    frames: usize,
+    stall: bool,
+    capture: Duration,
+) -> (
+    Router,
+    idemstore_http::InFlightWork,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<AtomicUsize>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let layer = IdempotencyLayer::new(
+        Embedded(store),
+        IdempotencyConfig::new(TenantSource::Single).capture_timeout(capture),
+    );
+    let work = layer.in_flight_work();
+    let router = {
+        let (dropped, runs) = (dropped.clone(), runs.clone());
+        Router::new().route(
+            "/s",
+            axum::routing::post(move || {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let dropped = dropped.clone();
+                async move {
+                    Body::new(ThenFail {
+                        left: frames,
+                        stall,
+                        dropped,
+                        pause: Box::pin(tokio::time::sleep(Duration::from_millis(10))),
+                    })
+                }
+            })
+            .route_layer(layer),
+        )
+    };
+    (router, work, dropped, runs, dir)
+}
+
+fn post_s() -> Request<Body> {
+    Request::post("/s")
+        .header(KEY.0, KEY.1)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_streamed_body_that_fails_is_stored_even_when_its_client_stopped_reading() {
+    // Frames that fill the channel to the client (16), a client that never
+    // reads, then the body fails: storing the 500 must not wait for the
+    // client. (A client that stops reading earlier holds the stream up to
+    // `capture_timeout`, after which the notice is stored.)
+    let (router, work, _, runs, _dir) = streaming_app(16, false, Duration::from_secs(10));
+    let first = router.clone().oneshot(post_s()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK, "streamed");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let r = router.clone().oneshot(post_s()).await.unwrap();
+            if r.status() != StatusCode::CONFLICT {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .map(|r| {
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.headers().contains_key(REPLAYED));
+    })
+    .expect("the failure is stored without waiting for the client");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), work.idle())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_stream_ends_its_work_once_the_client_leaves_after_the_deadline() {
+    let (router, work, dropped, _, _dir) = streaming_app(1, true, Duration::from_millis(200));
+    let first = router.clone().oneshot(post_s()).await.unwrap();
+    let mut body = first.into_body();
+    assert!(body.frame().await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the deadline: the notice is stored; the stalled body is still
+    // read for the client that is still there.
+    let r = router.clone().oneshot(post_s()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.headers().contains_key(REPLAYED));
+    assert_eq!(work.count(), 1);
+    drop(body);
+    tokio::time::timeout(Duration::from_secs(5), work.idle())
+        .await
+        .expect("the client left: the stalled body is not waited for");
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_service_whose_call_panics_is_a_stored_500_not_a_freed_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = calls.clone();
+        tower::service_fn(move |_req: Request<idemstore_http::body::BoxBody>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            assert!(calls.load(Ordering::SeqCst) > 100, "call itself panics");
+            async { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
+        })
+    };
+    let svc = tower::Layer::layer(
+        &IdempotencyLayer::new(
+            Embedded(store),
+            IdempotencyConfig::new(TenantSource::Single),
+        ),
+        svc,
+    );
+    let req = || {
+        Request::post("/x")
+            .header(KEY.0, KEY.1)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = svc.clone().oneshot(req()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let r = svc.clone().oneshot(req()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.headers().contains_key(REPLAYED), "stored, not freed");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -179,6 +179,27 @@ struct Inner {
     conn: ConnectionManager,
     config: RedisConfig,
     scripts: Scripts,
+    /// Completions being retried in the background.
+    deferred: Deferred,
+}
+
+/// A count of background completion retries, and a way to wait for none.
+#[derive(Default)]
+struct Deferred {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a background completion retry.
+struct DeferredGuard(RedisBackend);
+
+impl Drop for DeferredGuard {
+    fn drop(&mut self) {
+        let d = &(self.0).0.deferred;
+        if d.running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            d.idle.notify_waiters();
+        }
+    }
 }
 
 /// The shared backend. Cheap to clone.
@@ -242,7 +263,38 @@ impl RedisBackend {
                 abort: Script::new(ABORT),
                 renew: Script::new(RENEW),
             },
+            deferred: Deferred::default(),
         })))
+    }
+
+    /// Completions Redis did not take that are being retried in the
+    /// background (see the crate docs, "Failure").
+    pub fn deferred_completions(&self) -> usize {
+        self.0
+            .deferred
+            .running
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once no completion is being retried: a server shutting down
+    /// awaits this (bounded by its own timeout) after the layer's work, so a
+    /// response kept while Redis was away is not dropped with the process.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.0.deferred.idle.notified();
+            if self.deferred_completions() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn deferred_guard(&self) -> DeferredGuard {
+        self.0
+            .deferred
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        DeferredGuard(self.clone())
     }
 
     fn key_of(&self, tenant: &TenantDigest, key: &[u8]) -> String {
@@ -444,22 +496,32 @@ const RETRY_MAX: Duration = Duration::from_millis(500);
 /// Stores a completion whose first try failed (Redis down, slow or out of
 /// memory), trying again with growing pauses (at most `RETRY_MAX`, so the
 /// record lands soon after Redis returns) and renewing the lease between
-/// tries, until it is stored, the key was taken over, or the runtime stops.
-/// The key stays reserved in Redis throughout: a retry of the request gets
-/// 409, then the replay.
+/// tries, until it is stored, the key was taken over, the retention has
+/// passed (the record would have expired by then: the key is left to its
+/// lease), or the runtime stops. The key stays reserved in Redis meanwhile:
+/// a retry of the request gets 409, then the replay.
 async fn retry_complete(
-    b: RedisBackend,
+    guard: DeferredGuard,
     rkey: String,
     token: u64,
     nonce: u64,
     record: Vec<u8>,
     retention: Duration,
 ) {
+    let b = &guard.0;
+    let give_up = tokio::time::Instant::now() + retention;
     let mut pause = RETRY_FIRST;
     loop {
+        if tokio::time::Instant::now() >= give_up {
+            tracing::error!(
+                "a deferred idempotent response could not be stored in Redis within the \
+                 retention; its key is left to its lease"
+            );
+            return;
+        }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_MAX);
-        match RedisLease::run_complete(&b, &rkey, token, nonce, &record, retention).await {
+        match RedisLease::run_complete(b, &rkey, token, nonce, &record, retention).await {
             Ok(true) => {
                 tracing::info!("a deferred idempotent response is now stored in Redis");
                 return;
@@ -473,7 +535,7 @@ async fn retry_complete(
             }
             Err(_) => {
                 // Keep the key ours while Redis is slow rather than down.
-                let _ = RedisLease::run_renew(&b, &rkey, token, nonce).await;
+                let _ = RedisLease::run_renew(b, &rkey, token, nonce).await;
             }
         }
     }
@@ -545,7 +607,8 @@ impl Lease for RedisLease {
                 Err(e) => {
                     // The key stays reserved in Redis; store the record as
                     // soon as Redis answers again, renewing the lease.
-                    tokio::spawn(retry_complete(b, rkey, token, nonce, record, retention));
+                    let guard = b.deferred_guard();
+                    tokio::spawn(retry_complete(guard, rkey, token, nonce, record, retention));
                     Err(BackendError::Deferred(e.to_string()))
                 }
             }

@@ -154,6 +154,17 @@ pub(crate) struct Writer {
     retry_at: Option<(Instant, Error)>,
 }
 
+/// Poisons the store with its message, if any, when dropped.
+struct PoisonOnDrop(Arc<Shared>, Option<String>);
+
+impl Drop for PoisonOnDrop {
+    fn drop(&mut self) {
+        if let Some(cause) = self.1.take() {
+            self.0.poison(cause);
+        }
+    }
+}
+
 /// Moves the records `placed` put in segment `id` to `to` (their write did
 /// not happen).
 fn take_placed_in(placed: &mut Placed, id: u32, to: &mut Vec<Append>) {
@@ -492,6 +503,8 @@ impl Writer {
         if let Err(e) = self.shared.check_poison() {
             // Completions stay reserved (`Completing`): the key is never
             // freed by a failure, and the next open sees their reservations.
+            // Nothing is retried on a poisoned store.
+            self.retry_at = None;
             let mut s = Settlement::default();
             for a in batch.drain(..).chain(elided) {
                 if let Some(d) = a.done {
@@ -509,7 +522,9 @@ impl Writer {
         {
             let err = err.clone();
             // Superseded records wait with what superseded them.
-            self.defer(elided.into_iter().chain(batch.drain(..)), &err);
+            // Joining the list leaves its retry time as it is: only a
+            // failed write puts it off.
+            self.defer(elided.into_iter().chain(batch.drain(..)), &err, false);
             return None;
         }
         let clock_now = self.shared.clock().now();
@@ -602,7 +617,7 @@ impl Writer {
                         i += 1;
                     }
                 }
-                self.defer(unplaced.into_iter(), &err);
+                self.defer(unplaced.into_iter(), &err, true);
             }
             None => {
                 self.retry_at = None;
@@ -682,10 +697,12 @@ impl Writer {
     /// frees a key whose request ran. Meanwhile `begin` refuses new
     /// reservations (see `Shared::check_writable`) but serves replays. (A
     /// failed fsync does poison the store: see `settler::sync`.)
-    fn defer(&mut self, records: impl Iterator<Item = Append>, err: &Error) {
-        self.shared.note_write_failure(err.clone());
-        let at = Instant::now() + self.shared.config.write_retry_interval;
-        self.retry_at = Some((at, err.clone()));
+    fn defer(&mut self, records: impl Iterator<Item = Append>, err: &Error, failed_now: bool) {
+        if failed_now {
+            self.shared.note_write_failure(err.clone());
+            let at = Instant::now() + self.shared.config.write_retry_interval;
+            self.retry_at = Some((at, err.clone()));
+        }
         let deferred = Error::Deferred {
             cause: err.to_string(),
         };
@@ -701,6 +718,9 @@ impl Writer {
 
     /// When the records waiting to be written again are due.
     fn retry_due(&self) -> Option<Instant> {
+        if self.retry.is_empty() {
+            return None;
+        }
         self.retry_at.as_ref().map(|(at, _)| *at)
     }
 
@@ -802,13 +822,19 @@ impl Writer {
         if let Some(s) = self.settler.take() {
             s.stop();
         }
-        if let Some((_, err)) = &self.retry_at {
-            let n = self.retry.len();
-            self.shared.poison(format!(
-                "{n} records could not be written before the store closed ({err})"
-            ));
-            return;
-        }
+        // What was written is made durable (and hinted) even if some records
+        // could not be written; those are reported by poisoning the closing
+        // store, so `close` says so.
+        let unwritten = (!self.retry.is_empty())
+            .then(|| self.retry_at.as_ref().map(|(_, e)| e.to_string()))
+            .flatten()
+            .map(|err| {
+                format!(
+                    "{} records could not be written before the store closed ({err})",
+                    self.retry.len()
+                )
+            });
+        let _poison_at_end = PoisonOnDrop(self.shared.clone(), unwritten);
         if self.sync_all().is_err() {
             return;
         }

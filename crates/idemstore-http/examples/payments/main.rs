@@ -156,11 +156,13 @@ async fn shutdown_signal() {
 /// Runs the service until a signal; every error is a reason it could not
 /// start or stop cleanly.
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut redis = None;
     let ((app, work), store) = match &args.redis {
         Some(url) => {
             let config = RedisConfig::default().retention(args.retention);
             let backend = RedisBackend::connect(url, config).await?;
             eprintln!("idempotency keys in Redis at {url}");
+            redis = Some(backend.clone());
             (app_with_work(backend), None)
         }
         None => {
@@ -194,10 +196,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .get()
         .map_or_else(tokio::time::Instant::now, |t| *t)
         + limits.shutdown_timeout;
-    if tokio::time::timeout_at(deadline, work.idle())
-        .await
-        .is_err()
-    {
+    // With Redis, completions it did not take are retried in the background:
+    // wait for those too.
+    let settled = async {
+        work.idle().await;
+        if let Some(r) = &redis {
+            r.settled().await;
+        }
+    };
+    if tokio::time::timeout_at(deadline, settled).await.is_err() {
         eprintln!(
             "payments: {} request(s) still running at the shutdown timeout; their keys stay \
              reserved until their leases end",
