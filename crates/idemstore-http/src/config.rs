@@ -237,11 +237,80 @@ impl fmt::Debug for IdempotencyConfig {
 
 impl IdempotencyConfig {
     /// Sets the key header.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     .header(HeaderName::from_static("x-idempotency-key"));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let key = [("x-idempotency-key", "k-1")];
+    /// send(Method::POST, "/pay", &key, "{}").await;
+    /// let (_, replayed, _) = send(Method::POST, "/pay", &key, "{}").await;
+    /// assert!(replayed);
+    /// // The standard header is not looked at: this request runs.
+    /// let (_, replayed, _) = send(Method::POST, "/pay", &[("idempotency-key", "k-1")], "{}").await;
+    /// assert!(!replayed);
+    /// assert_eq!(runs.load(SeqCst), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn header(mut self, name: HeaderName) -> Self {
         self.header = name;
         self
     }
     /// Sets the covered methods.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     .methods([Method::POST, Method::PUT, Method::DELETE]);
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let key = [("idempotency-key", "k-1")];
+    /// send(Method::DELETE, "/card/1", &key, "").await;
+    /// assert!(send(Method::DELETE, "/card/1", &key, "").await.1, "DELETE is covered");
+    /// send(Method::PATCH, "/card/1", &[("idempotency-key", "k-2")], "").await;
+    /// assert!(!send(Method::PATCH, "/card/1", &[("idempotency-key", "k-2")], "").await.1, "PATCH is not");
+    /// # Ok(()) }
+    /// ```
     pub fn methods(mut self, m: impl IntoIterator<Item = Method>) -> Self {
         self.methods = m.into_iter().collect();
         self
@@ -252,36 +321,269 @@ impl IdempotencyConfig {
         self
     }
     /// Makes the key required on covered requests.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single).key_required(true);
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let (status, _, _) = send(Method::POST, "/pay", &[], "{}").await;
+    /// assert_eq!(status, StatusCode::BAD_REQUEST);
+    /// assert_eq!(runs.load(SeqCst), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn key_required(mut self, yes: bool) -> Self {
         self.key_required = yes;
         self
     }
     /// Sets the accepted key length in bytes.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// // The store must accept keys that long too (checked at startup).
+    /// # drop(store);
+    /// let store = idemstore::Store::open(dir.path(), idemstore::Config::default().key_len(1..=1024))?;
+    /// let config = IdempotencyConfig::new(TenantSource::Single).key_len(10..=1024);
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let (status, _, _) = send(Method::POST, "/pay", &[("idempotency-key", "short")], "{}").await;
+    /// assert_eq!(status, StatusCode::BAD_REQUEST, "5 bytes is under the 10 allowed");
+    /// let (status, _, _) = send(Method::POST, "/pay", &[("idempotency-key", "long-enough-1")], "{}").await;
+    /// assert_eq!(status, StatusCode::CREATED);
+    /// # Ok(()) }
+    /// ```
     pub fn key_len(mut self, r: RangeInclusive<usize>) -> Self {
         self.key_len = r;
         self
     }
     /// Sets which responses are stored.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::SuccessOnly);
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let key = [("idempotency-key", "k-1")];
+    /// let (status, _, _) = send(Method::POST, "/pay/500", &key, "{}").await;
+    /// assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    /// // Not stored: the retry runs the handler again.
+    /// let (_, replayed, _) = send(Method::POST, "/pay/500", &key, "{}").await;
+    /// assert!(!replayed);
+    /// assert_eq!(runs.load(SeqCst), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn store(mut self, p: StorePolicy) -> Self {
         self.store = p;
         self
     }
     /// Sets the replay status.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     .replay_status(ReplayStatus::Fixed(StatusCode::CONFLICT));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let key = [("idempotency-key", "k-1")];
+    /// let (first, _, body) = send(Method::POST, "/pay", &key, "{}").await;
+    /// assert_eq!(first, StatusCode::CREATED);
+    /// let (again, replayed, replay_body) = send(Method::POST, "/pay", &key, "{}").await;
+    /// assert_eq!((again, replayed), (StatusCode::CONFLICT, true));
+    /// assert_eq!(replay_body, body, "the original body, with the fixed status");
+    /// # Ok(()) }
+    /// ```
     pub fn replay_status(mut self, s: ReplayStatus) -> Self {
         self.replay_status = s;
         self
     }
     /// Sets the in-flight policy.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// # use std::time::Duration;
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     .in_flight(InFlightPolicy::Wait(Duration::from_secs(5)));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let key = [("idempotency-key", "k-1")];
+    /// // Two at once: the second waits for the first and replays it.
+    /// let (a, b) = tokio::join!(send(Method::POST, "/pay", &key, "{}"), send(Method::POST, "/pay", &key, "{}"));
+    /// assert_eq!((a.0, b.0), (StatusCode::CREATED, StatusCode::CREATED));
+    /// assert_eq!(a.2, b.2);
+    /// assert_eq!(runs.load(SeqCst), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn in_flight(mut self, p: InFlightPolicy) -> Self {
         self.in_flight = p;
         self
     }
     /// Sets what the fingerprint covers.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single).fingerprint(FingerprintSpec {
+    ///     body: false,
+    ///     ..FingerprintSpec::default()
+    /// });
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let key = [("idempotency-key", "k-1")];
+    /// send(Method::POST, "/pay", &key, r#"{"amount":1}"#).await;
+    /// // The body is not compared: another body with the key replays.
+    /// assert!(send(Method::POST, "/pay", &key, r#"{"amount":2}"#).await.1);
+    /// // The path is: another path with the key is a mismatch (422).
+    /// assert_eq!(send(Method::POST, "/other", &key, "{}").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    /// # Ok(()) }
+    /// ```
     pub fn fingerprint(mut self, f: FingerprintSpec) -> Self {
         self.fingerprint = f;
         self
     }
     /// Sets the request body limit.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single).max_request_bytes(8);
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let (status, _, _) = send(Method::POST, "/pay", &[("idempotency-key", "k-1")], "a body over 8 bytes").await;
+    /// assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    /// assert_eq!(runs.load(SeqCst), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn max_request_bytes(mut self, n: usize) -> Self {
         self.max_request_bytes = n;
         self
@@ -292,11 +594,81 @@ impl IdempotencyConfig {
         self
     }
     /// Sets what happens to responses over the limit.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     .max_response_bytes(4)
+    ///     .oversize(OversizeResponse::StoreNotice);
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let key = [("idempotency-key", "k-1")];
+    /// let (_, _, body) = send(Method::POST, "/pay", &key, "{}").await;
+    /// assert_eq!(body, "run 1", "the first client gets all of it");
+    /// // A retry learns the request ran and that its response cannot be replayed.
+    /// let (status, replayed, _) = send(Method::POST, "/pay", &key, "{}").await;
+    /// assert_eq!((status, replayed), (StatusCode::CONFLICT, true));
+    /// assert_eq!(runs.load(SeqCst), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn oversize(mut self, o: OversizeResponse) -> Self {
         self.oversize = o;
         self
     }
     /// Sets where the tenant comes from.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::any, body::Body, http::{HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # use std::sync::{Arc, atomic::{AtomicUsize, Ordering::SeqCst}};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// # let runs = Arc::new(AtomicUsize::new(0));
+    /// # let handler = { let runs = runs.clone(); move |req: Request<Body>| { let n = runs.fetch_add(1, SeqCst) + 1;
+    /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
+    /// #     async move { (status, format!("run {n}")) } } };
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     .tenant(TenantSource::Header(HeaderName::from_static("x-api-key")));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
+    /// #     let mut b = Request::builder().method(method).uri(path);
+    /// #     for (k, v) in headers { b = b.header(*k, *v); }
+    /// #     let req = b.body(Body::from(body)).unwrap();
+    /// #     let app = app.clone();
+    /// #     async move { let r = app.oneshot(req).await.unwrap();
+    /// #         let replayed = r.headers().contains_key(REPLAYED); let status = r.status();
+    /// #         (status, replayed, r.into_body().collect().await.unwrap().to_bytes()) } };
+    /// let alice = [("idempotency-key", "k-1"), ("x-api-key", "alice")];
+    /// let bob = [("idempotency-key", "k-1"), ("x-api-key", "bob")];
+    /// send(Method::POST, "/pay", &alice, "{}").await;
+    /// assert!(!send(Method::POST, "/pay", &bob, "{}").await.1, "Bob's key is his own");
+    /// assert!(send(Method::POST, "/pay", &alice, "{}").await.1);
+    /// assert_eq!(send(Method::POST, "/pay", &[("idempotency-key", "k-2")], "{}").await.0, StatusCode::UNAUTHORIZED);
+    /// # Ok(()) }
+    /// ```
     pub fn tenant(mut self, t: TenantSource) -> Self {
         self.tenant = t;
         self
