@@ -7,84 +7,12 @@
 use idemstore::{Fingerprint, Response};
 use idemstore_http::{Backend, BackendError, Lease, Outcome};
 use idemstore_redis::{RedisBackend, RedisConfig};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-struct Redis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        r.up();
-        r
-    }
-
-    /// Starts (or restarts) the server, with an append-only file so a
-    /// restart keeps what was acknowledged.
-    fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .args(["--enable-debug-command", "local"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server must be installed (scripts/test.sh does it): {e}")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use idemstore_tests::RedisServer as Redis;
 
 fn config() -> RedisConfig {
     RedisConfig::default()
@@ -249,7 +177,7 @@ async fn a_slow_redis_fails_within_the_timeout() {
     let redis = Redis::start();
     let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
     // Block the server for 2 s (as a long-running command or a stall would).
-    let port = redis.port.to_string();
+    let port = redis.port().to_string();
     let sleeper = std::thread::spawn(move || {
         Command::new("redis-cli")
             .args(["-p", &port, "DEBUG", "SLEEP", "2"])
@@ -295,7 +223,7 @@ async fn a_stale_holder_stays_fenced_even_if_the_key_vanished_and_generations_re
     let out = Command::new("redis-cli")
         .args([
             "-p",
-            &redis.port.to_string(),
+            &redis.port().to_string(),
             "--scan",
             "--pattern",
             "idem:*",
@@ -304,7 +232,7 @@ async fn a_stale_holder_stays_fenced_even_if_the_key_vanished_and_generations_re
         .unwrap();
     for key in String::from_utf8_lossy(&out.stdout).lines() {
         Command::new("redis-cli")
-            .args(["-p", &redis.port.to_string(), "DEL", key])
+            .args(["-p", &redis.port().to_string(), "DEL", key])
             .output()
             .unwrap();
     }

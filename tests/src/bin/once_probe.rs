@@ -6,7 +6,7 @@
 //! the disk fills up or Redis is paused.
 //!
 //! ```sh
-//! cargo run -p idemstore-http --example once_probe -- --listen 127.0.0.1:0 --effects /tmp/effects \
+//! cargo run -p idemstore-tests --bin once_probe -- --listen 127.0.0.1:0 --effects /tmp/effects \
 //!     (--data DIR | --redis URL) [--write-retry-ms N] [--redis-timeout-ms N]
 //! ```
 //!

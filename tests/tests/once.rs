@@ -4,7 +4,7 @@
 //! effect, a streamed response whose client goes away, a full disk (a real
 //! tmpfs, as root), and Redis paused with SIGSTOP while a handler completes.
 //!
-//! The service is the `once_probe` example: its handler appends the key to an
+//! The service is the `once_probe` binary of this crate: its handler appends the key to an
 //! effects file *before* it awaits, so every execution is counted.
 
 #![allow(clippy::unwrap_used)]
@@ -14,23 +14,17 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use idemstore_tests::{RedisServer as Redis, Tmpfs};
+
 fn probe_binary() -> PathBuf {
-    // target/<profile>/deps/once-<hash> -> target/<profile>/examples/once_probe
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("once_probe");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples; run it through cargo",
-        bin.display()
-    );
-    bin
+    // Built by cargo with this test: a binary of this crate.
+    PathBuf::from(env!("CARGO_BIN_EXE_once_probe"))
 }
 
 /// The probe service as a child process.
@@ -263,73 +257,6 @@ async fn the_embedded_store_runs_each_key_once_under_client_timeouts_panics_and_
     a_streamed_response_is_stored_when_its_client_left(&p).await;
 }
 
-/// A redis-server of the test's own, so it can be paused.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server must be installed (scripts/test.sh does it): {e}")
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_runs_each_key_once_under_client_timeouts_panics_and_streams() {
     let redis = Redis::start();
@@ -372,30 +299,6 @@ async fn redis_paused_while_a_handler_completes_keeps_the_key_and_stores_it_late
     assert_eq!(p.effects()["paused-1"], 1, "never run twice");
 }
 
-/// A mounted tmpfs; unmounted on drop.
-struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs(dir.path().to_path_buf(), dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Responses big enough that a small disk fills within a few hundred.
 const PAD: &str = "pad=8000";
 
@@ -410,7 +313,7 @@ async fn a_full_disk_under_a_real_server_never_runs_a_key_twice_and_recovers() {
             return;
         }
     };
-    let p = Probe::embedded(&fs.0.join("store"));
+    let p = Probe::embedded(&fs.path().join("store"));
     let mut acked = Vec::new();
     for i in 0..10 {
         let key = format!("before-{i}");
@@ -418,13 +321,7 @@ async fn a_full_disk_under_a_real_server_never_runs_a_key_twice_and_recovers() {
         assert_eq!(r.status, StatusCode::CREATED);
         acked.push((key, r.body));
     }
-    // Fill the file system.
-    let filler = fs.0.join("filler");
-    {
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0xEE; 4096];
-        while f.write_all(&chunk).is_ok() {}
-    }
+    let filler = fs.fill();
     let mut kept = Vec::new();
     let mut refused = 0;
     for i in 0..400 {

@@ -11,47 +11,11 @@ use axum::routing::post;
 use http_body_util::BodyExt;
 use idemstore::{Config, Store};
 use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, REPLAYED, TenantSource};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use idemstore_tests::Tmpfs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tower::ServiceExt;
-
-/// A mounted tmpfs; unmounted (then its mount point removed) on drop.
-struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs(dir.path().to_path_buf(), dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Writes a filler file until the filesystem is full.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0xEEu8; 4096];
-    while f.write_all(&chunk).is_ok() {}
-    let _ = f.sync_all();
-    path
-}
 
 async fn post_key(app: &Router, key: &str) -> (StatusCode, bool, bytes::Bytes) {
     let req = Request::post("/v1/payments")
@@ -77,7 +41,7 @@ async fn a_filled_disk_never_runs_a_key_twice_serves_replays_and_recovers_when_f
             return;
         }
     };
-    let data = fs.0.join("store");
+    let data = fs.path().join("store");
     let config = || {
         Config::default()
             .write_retry_interval(Duration::from_millis(100))
@@ -114,7 +78,7 @@ async fn a_filled_disk_never_runs_a_key_twice_serves_replays_and_recovers_when_f
         assert_eq!(status, StatusCode::CREATED);
         acked.push((key, body));
     }
-    let filler = fill(&fs.0);
+    let filler = fs.fill();
     // Requests run until the store hits the full disk. A request whose
     // handler ran but whose response could not be written gets 503 and keeps
     // its key; new requests get 503 without running the handler; replays of
