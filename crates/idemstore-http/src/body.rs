@@ -1,7 +1,7 @@
 //! Bodies: the boxed body types the layer speaks, reading a response body up
 //! to a limit, and a body that replays a read prefix before the rest.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -44,7 +44,7 @@ impl Body for BoxBody {
 }
 
 /// Boxes any body with `Bytes` data.
-pub fn boxed<B>(body: B) -> BoxBody
+pub(crate) fn boxed<B>(body: B) -> BoxBody
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -53,7 +53,7 @@ where
 }
 
 /// A complete body.
-pub fn full(bytes: Bytes) -> BoxBody {
+pub(crate) fn full(bytes: Bytes) -> BoxBody {
     if bytes.is_empty() {
         boxed(Empty::new())
     } else {
@@ -61,50 +61,9 @@ pub fn full(bytes: Bytes) -> BoxBody {
     }
 }
 
-/// A response body read up to a limit.
-pub enum Collected<B> {
-    /// All of it.
-    Whole(Bytes),
-    /// More than the limit: what was read, and the unread rest.
-    TooLarge {
-        /// The data read so far (a little over the limit at most by one frame).
-        prefix: Bytes,
-        /// The rest of the body.
-        rest: B,
-    },
-    /// The body failed.
-    Failed(BoxError),
-}
-
-/// Reads `body` until it ends or exceeds `limit` bytes. Trailers are dropped.
-pub async fn collect_limited<B>(mut body: B, limit: usize) -> Collected<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    let mut buf = BytesMut::new();
-    loop {
-        match body.frame().await {
-            None => return Collected::Whole(buf.freeze()),
-            Some(Err(e)) => return Collected::Failed(e.into()),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                    if buf.len() > limit {
-                        return Collected::TooLarge {
-                            prefix: buf.freeze(),
-                            rest: body,
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-
 pin_project_lite::pin_project! {
     /// `prefix`, then the rest of `rest`.
-    pub struct Prefixed<B> {
+    pub(crate) struct Prefixed<B> {
         prefix: Option<Bytes>,
         #[pin]
         rest: B,
@@ -113,7 +72,7 @@ pin_project_lite::pin_project! {
 
 impl<B> Prefixed<B> {
     /// A body that yields `prefix` first.
-    pub fn new(prefix: Bytes, rest: B) -> Self {
+    pub(crate) fn new(prefix: Bytes, rest: B) -> Self {
         Prefixed {
             prefix: Some(prefix),
             rest,
@@ -159,43 +118,16 @@ impl<B: Body<Data = Bytes>> Body for Prefixed<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-
-    /// A body that yields the given chunks one frame each.
-    struct Chunks(VecDeque<Bytes>);
-
-    impl Body for Chunks {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-        }
-    }
-
-    fn chunks(parts: &[&'static [u8]]) -> Chunks {
-        Chunks(parts.iter().map(|p| Bytes::from_static(p)).collect())
-    }
 
     #[tokio::test]
-    async fn collects_whole_bodies_and_stops_past_the_limit_without_losing_bytes() {
-        match collect_limited(chunks(&[b"ab", b"cd"]), 4).await {
-            Collected::Whole(b) => assert_eq!(b.as_ref(), b"abcd"),
-            _ => panic!("expected the whole body"),
-        }
-        match collect_limited(chunks(&[b"ab", b"cd", b"ef", b"gh"]), 3).await {
-            Collected::TooLarge { prefix, rest } => {
-                assert_eq!(prefix.as_ref(), b"abcd");
-                let all = Prefixed::new(prefix, rest)
-                    .collect()
-                    .await
-                    .unwrap()
-                    .to_bytes();
-                assert_eq!(all.as_ref(), b"abcdefgh");
-            }
-            _ => panic!("expected too large"),
-        }
+    async fn a_prefixed_body_yields_its_prefix_then_the_rest_and_sizes_both() {
+        let body = Prefixed::new(
+            Bytes::from_static(b"ab"),
+            Full::new(Bytes::from_static(b"cd")),
+        );
+        let hint = body.size_hint();
+        assert_eq!((hint.lower(), hint.upper()), (4, Some(4)));
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all.as_ref(), b"abcd");
     }
 }

@@ -13,10 +13,10 @@ use std::ops::RangeInclusive;
 
 /// Why a key header was refused. The message tells the client what to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyError(pub String);
+pub(crate) struct KeyError(pub String);
 
 /// The key a header value carries.
-pub fn parse_key(value: &HeaderValue, len: &RangeInclusive<usize>) -> Result<String, KeyError> {
+pub(crate) fn parse_key(value: &HeaderValue, len: &RangeInclusive<usize>) -> Result<String, KeyError> {
     let raw = value.as_bytes();
     let key = if raw.first() == Some(&b'"') {
         let item: sfv::Item = sfv::Parser::new(raw).parse().map_err(|e| {

@@ -112,28 +112,29 @@
 //!   `problem.rs`: every rejection and its status, in one place;
 //!   `replay.rs`: stored records to and from HTTP responses;
 //!   `backend.rs`: the async store trait and the embedded engine behind it;
-//!   `core.rs`: the decisions, independent of tower;
+//!   `steps.rs`: the decisions, independent of tower (another framework's middleware drives the same steps);
 //!   `service.rs`: the tower layer and service; `body.rs`: body plumbing.
 
 pub mod backend;
-pub mod body;
+mod body;
 pub mod config;
-pub mod core;
 pub mod fingerprint;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod key;
+mod key;
 pub mod problem;
-pub mod replay;
+mod replay;
 mod service;
+pub mod steps;
 mod work;
 
 pub use backend::{Backend, BackendError, Embedded, Lease, Outcome};
+pub use body::{BoxBody, BoxError};
 pub use config::{
     FingerprintSpec, IdempotencyConfig, InFlightPolicy, OversizeResponse, ReplayStatus,
     StorePolicy, TenantSource,
 };
-pub use core::InFlightWork;
 pub use problem::Problem;
 pub use replay::REPLAYED;
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};
+pub use steps::InFlightWork;

@@ -29,7 +29,7 @@ const NOT_STORED: [HeaderName; 11] = [
 ];
 
 /// Whether a response header is kept in the stored record.
-pub fn is_stored_header(name: &HeaderName, connection: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_stored_header(name: &HeaderName, connection: Option<&HeaderValue>) -> bool {
     if NOT_STORED.contains(name) {
         return false;
     }
@@ -43,7 +43,7 @@ pub fn is_stored_header(name: &HeaderName, connection: Option<&HeaderValue>) -> 
 }
 
 /// The record to store for a handler response.
-pub fn to_stored(status: StatusCode, headers: &HeaderMap, body: Bytes) -> idemstore::Response {
+pub(crate) fn to_stored(status: StatusCode, headers: &HeaderMap, body: Bytes) -> idemstore::Response {
     let connection = headers.get(header::CONNECTION);
     idemstore::Response {
         status: status.as_u16(),
@@ -58,7 +58,7 @@ pub fn to_stored(status: StatusCode, headers: &HeaderMap, body: Bytes) -> idemst
 
 /// The response a retry gets: the stored status (or the fixed one), headers
 /// and body, plus `Idempotent-Replayed: true`.
-pub fn to_replay(stored: &StoredResponse, status: ReplayStatus) -> Response<Bytes> {
+pub(crate) fn to_replay(stored: &StoredResponse, status: ReplayStatus) -> Response<Bytes> {
     let r = &stored.response;
     let mut out = Response::new(Bytes::copy_from_slice(&r.body));
     *out.status_mut() = match status {

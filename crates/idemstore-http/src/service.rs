@@ -5,9 +5,9 @@
 use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, boxed, full};
 use crate::config::IdempotencyConfig;
-use crate::core::{Idempotency, Prepared, Started};
 use crate::fingerprint::fingerprint;
 use crate::problem::Problem;
+use crate::steps::{Idempotency, Prepared, Started};
 use crate::work;
 use bytes::Bytes;
 use http::{Request, Response};

@@ -23,8 +23,8 @@
 
 use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, Prefixed, boxed, full};
-use crate::core::{Finished, Idempotency, Renewing, ResponseBody, WorkGuard};
 use crate::problem::Problem;
+use crate::steps::{Finished, Idempotency, Renewing, ResponseBody, WorkGuard};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};

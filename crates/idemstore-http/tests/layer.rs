@@ -1429,7 +1429,7 @@ async fn a_service_whose_call_panics_is_a_stored_500_not_a_freed_key() {
     let calls = Arc::new(AtomicUsize::new(0));
     let svc = {
         let calls = calls.clone();
-        tower::service_fn(move |_req: Request<idemstore_http::body::BoxBody>| {
+        tower::service_fn(move |_req: Request<idemstore_http::BoxBody>| {
             calls.fetch_add(1, Ordering::SeqCst);
             assert!(calls.load(Ordering::SeqCst) > 100, "call itself panics");
             async { Ok::<_, std::convert::Infallible>(Response::new(Body::empty())) }
