@@ -23,98 +23,103 @@ pub(crate) fn run(
     always: Option<&RedisServer>,
 ) -> Ratios {
     let (secs, conns, rounds) = (settings.secs, settings.conns, settings.rounds);
+    if !settings.wants("pairs") {
+        return Vec::new();
+    }
+    let mut cells: Vec<Cell<'_>> = vec![
+        ("raw limit", Box::new(|| peers::raw::run(64, secs))),
+        (
+            "threads",
+            Box::new(|| idemstore(Durability::Sync, 64, secs)),
+        ),
+        (
+            "async tasks",
+            Box::new(|| idemstore_async(Durability::Sync, 64, secs)),
+        ),
+        (
+            "sled, one flush",
+            Box::new(|| peers::sled::run(64, secs, false)),
+        ),
+        (
+            "sled, flush per step",
+            Box::new(|| peers::sled::run(64, secs, true)),
+        ),
+        (
+            "OS-thread floor",
+            Box::new(|| peers::thread_floor::run(64, secs)),
+        ),
+        ("redb", Box::new(|| peers::redb::run(64, secs))),
+    ];
+    if let Some(server) = always {
+        cells.push((
+            "Redis 7 always (SET NX PX)",
+            Box::new(move || peers::redis::setnx(server, 64, secs)),
+        ));
+    }
+    cells.push((
+        "W6 bare",
+        Box::new(|| {
+            idemstore_benches::http::run(rt, idemstore_benches::http::router(), conns, secs)
+        }),
+    ));
+    cells.push((
+        "W6 Sync",
+        Box::new(|| layered(rt, Durability::Sync, conns, secs)),
+    ));
+    let fns: Vec<&dyn Fn() -> f64> = cells.iter().map(|(_, f)| f.as_ref()).collect();
+    let p = paired(rounds, &fns);
+    let names: Vec<&str> = cells.iter().map(|(n, _)| *n).collect();
+    let pairs = ratios(&names, &p);
+    let _ = writeln!(
+        out,
+        "\nPaired ratios, all at 64 callers or connections: {rounds} rounds, each running {} back to back, {secs} s each\n",
+        names.join(", ")
+    );
+    let _ = writeln!(out, "| ratio | median | lowest | highest |");
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    for (name, (med, lo, hi)) in &pairs {
+        let _ = writeln!(out, "| {name} | {med:.2} | {lo:.2} | {hi:.2} |");
+    }
+    pairs
+}
+
+/// The ratios of the cells named `names` whose per-round values are `p`: W1
+/// at 64 of idemstore (threads, then async tasks) ÷ each peer, then ÷ the
+/// raw limit; the bounds the machine puts on those; W6 `Sync` ÷ bare.
+fn ratios(names: &[&str], p: &[Vec<f64>]) -> Ratios {
     let mut pairs: Ratios = Vec::new();
-    if settings.wants("pairs") {
-        let mut cells: Vec<Cell<'_>> = vec![
-            ("raw limit", Box::new(|| peers::raw::run(64, secs))),
-            (
-                "threads",
-                Box::new(|| idemstore(Durability::Sync, 64, secs)),
-            ),
-            (
-                "async tasks",
-                Box::new(|| idemstore_async(Durability::Sync, 64, secs)),
-            ),
-            (
-                "sled, one flush",
-                Box::new(|| peers::sled::run(64, secs, false)),
-            ),
-            (
-                "sled, flush per step",
-                Box::new(|| peers::sled::run(64, secs, true)),
-            ),
-            (
-                "OS-thread floor",
-                Box::new(|| peers::thread_floor::run(64, secs)),
-            ),
-            ("redb", Box::new(|| peers::redb::run(64, secs))),
-        ];
-        if let Some(server) = always {
-            cells.push((
-                "Redis 7 always (SET NX PX)",
-                Box::new(move || peers::redis::setnx(server, 64, secs)),
-            ));
-        }
-        cells.push((
-            "W6 bare",
-            Box::new(|| {
-                idemstore_benches::http::run(rt, idemstore_benches::http::router(), conns, secs)
-            }),
-        ));
-        cells.push((
-            "W6 Sync",
-            Box::new(|| layered(rt, Durability::Sync, conns, secs)),
-        ));
-        let fns: Vec<&dyn Fn() -> f64> = cells.iter().map(|(_, f)| f.as_ref()).collect();
-        let p = paired(rounds, &fns);
-        let col = |name: &str| cells.iter().position(|(n, _)| *n == name);
-        for how in ["threads", "async tasks"] {
-            for (peer, _) in cells
-                .iter()
-                .skip(3)
-                .take_while(|(n, _)| !n.starts_with("W6"))
-            {
-                if let (Some(a), Some(b)) = (col(how), col(peer)) {
-                    pairs.push((
-                        format!("W1 Sync @64 {how} ÷ {peer}"),
-                        ratio_stats(&p[a], &p[b]),
-                    ));
-                }
-            }
-            if let (Some(a), Some(b)) = (col(how), col("raw limit")) {
+    let col = |name: &str| names.iter().position(|n| *n == name);
+    for how in ["threads", "async tasks"] {
+        for peer in names.iter().skip(3).take_while(|n| !n.starts_with("W6")) {
+            if let (Some(a), Some(b)) = (col(how), col(peer)) {
                 pairs.push((
-                    format!("W1 Sync @64 {how} ÷ raw limit"),
+                    format!("W1 Sync @64 {how} ÷ {peer}"),
                     ratio_stats(&p[a], &p[b]),
                 ));
             }
         }
-        // What bounds the W1 targets on this machine, whatever the store.
-        for (a, b) in [
-            ("OS-thread floor", "raw limit"),
-            ("raw limit", "sled, one flush"),
-            ("raw limit", "sled, flush per step"),
-        ] {
-            if let (Some(i), Some(j)) = (col(a), col(b)) {
-                pairs.push((format!("bound: {a} ÷ {b}"), ratio_stats(&p[i], &p[j])));
-            }
-        }
-        if let (Some(a), Some(b)) = (col("W6 Sync"), col("W6 bare")) {
+        if let (Some(a), Some(b)) = (col(how), col("raw limit")) {
             pairs.push((
-                "W6 behind the layer, Sync ÷ bare handler".to_owned(),
+                format!("W1 Sync @64 {how} ÷ raw limit"),
                 ratio_stats(&p[a], &p[b]),
             ));
         }
-        let names: Vec<&str> = cells.iter().map(|(n, _)| *n).collect();
-        let _ = writeln!(
-            out,
-            "\nPaired ratios, all at 64 callers or connections: {rounds} rounds, each running {} back to back, {secs} s each\n",
-            names.join(", ")
-        );
-        let _ = writeln!(out, "| ratio | median | lowest | highest |");
-        let _ = writeln!(out, "| --- | --- | --- | --- |");
-        for (name, (med, lo, hi)) in &pairs {
-            let _ = writeln!(out, "| {name} | {med:.2} | {lo:.2} | {hi:.2} |");
+    }
+    // What bounds the W1 targets on this machine, whatever the store.
+    for (a, b) in [
+        ("OS-thread floor", "raw limit"),
+        ("raw limit", "sled, one flush"),
+        ("raw limit", "sled, flush per step"),
+    ] {
+        if let (Some(i), Some(j)) = (col(a), col(b)) {
+            pairs.push((format!("bound: {a} ÷ {b}"), ratio_stats(&p[i], &p[j])));
         }
+    }
+    if let (Some(a), Some(b)) = (col("W6 Sync"), col("W6 bare")) {
+        pairs.push((
+            "W6 behind the layer, Sync ÷ bare handler".to_owned(),
+            ratio_stats(&p[a], &p[b]),
+        ));
     }
     pairs
 }
