@@ -1,9 +1,9 @@
 //! W6: HTTP over loopback. The `payments` example's own service (the
-//! `payments` crate's library, so this is the same handler), served by
-//! axum bare or behind the idempotency layer on the embedded
-//! store; 64 client connections (HTTP/1.1, keep-alive), each `POST
-//! /v1/payments` with an API key and a fresh `Idempotency-Key`. Client and
-//! server share the machine, as they share it in both variants.
+//! `payments` crate's library, so this is the same handler), served by axum
+//! bare or behind the idempotency layer on the embedded store; 64 client
+//! connections (HTTP/1.1, keep-alive), each `POST /v1/payments` with an API
+//! key and a fresh `Idempotency-Key`. Client and server share the machine,
+//! as they share it in both variants.
 
 use axum::Router;
 use axum::body::Body;

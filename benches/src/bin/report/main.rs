@@ -5,8 +5,8 @@
 //!
 //! `cargo run --release -p idemstore-benches --bin report -- [SECONDS_PER_CELL] [KEYS]`
 //!
-//! Peers, each written the way a competent user would build an idempotency
-//! store on it:
+//! Peers (`idemstore_benches::peers`, a module each), each written the way a
+//! competent user would build an idempotency store on it:
 //! - raw limit: append the same bytes a batch of `callers` completions writes,
 //!   then fdatasync, in a loop (the disk's ceiling);
 //! - sled 0.34: compare-and-swap to reserve, insert on completion, `flush`
