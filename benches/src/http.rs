@@ -1,25 +1,15 @@
-//! W6: HTTP over loopback. The `payments` example's own service (its
-//! source is included from the example, so this is the same handler),
-//! served by axum bare or behind the idempotency layer on the embedded
-//! store; 64 client connections (HTTP/1.1, keep-alive), each `POST
-//! /v1/payments` with an API key and a fresh `Idempotency-Key`. Client and
-//! server share the machine, as they share it in both variants.
+//! W6: HTTP over loopback. The `payments` example's own service (the
+//! `payments` crate's library, so this is the same handler), served by axum
+//! bare or behind the idempotency layer on the embedded store; 64 client
+//! connections (HTTP/1.1, keep-alive), each `POST /v1/payments` with an API
+//! key and a fresh `Idempotency-Key`. Client and server share the machine,
+//! as they share it in both variants.
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use std::time::{Duration, Instant};
-
-#[allow(
-    dead_code,
-    unreachable_pub,
-    clippy::cast_possible_truncation,
-    clippy::cast_possible_wrap,
-    clippy::cast_sign_loss
-)]
-#[path = "../../crates/idemstore-http/examples/payments/app.rs"]
-mod payments;
 
 /// `W6_HANDLER=trivial` swaps the payments service for a handler that only
 /// formats a small JSON 201 (no parsing, no state): the layer's own cost

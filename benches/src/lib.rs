@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod http;
 pub mod mixed;
 pub mod open;
+pub mod peers;
 
 use idemstore::{Begin, Fingerprint, Response, Store};
 use std::sync::{Arc, Barrier};
@@ -188,4 +189,13 @@ pub fn cycles_for(secs: f64, callers: usize, mut chunk: impl FnMut(u64, u64)) ->
         run += 1;
     }
     done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The tokio runtime every async workload here runs on: 2 workers.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }

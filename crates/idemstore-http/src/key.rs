@@ -16,7 +16,10 @@ use std::ops::RangeInclusive;
 pub(crate) struct KeyError(pub String);
 
 /// The key a header value carries.
-pub(crate) fn parse_key(value: &HeaderValue, len: &RangeInclusive<usize>) -> Result<String, KeyError> {
+pub(crate) fn parse_key(
+    value: &HeaderValue,
+    len: &RangeInclusive<usize>,
+) -> Result<String, KeyError> {
     let raw = value.as_bytes();
     let key = if raw.first() == Some(&b'"') {
         let item: sfv::Item = sfv::Parser::new(raw).parse().map_err(|e| {

@@ -43,7 +43,11 @@ pub(crate) fn is_stored_header(name: &HeaderName, connection: Option<&HeaderValu
 }
 
 /// The record to store for a handler response.
-pub(crate) fn to_stored(status: StatusCode, headers: &HeaderMap, body: Bytes) -> idemstore::Response {
+pub(crate) fn to_stored(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> idemstore::Response {
     let connection = headers.get(header::CONNECTION);
     idemstore::Response {
         status: status.as_u16(),

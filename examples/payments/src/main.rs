@@ -4,11 +4,11 @@
 //! the internet needs. Copy it as a template.
 //!
 //! ```sh
-//! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3000 --data ./payments-data
+//! cargo run --release -p payments -- --listen 127.0.0.1:3000 --data ./payments-data
 //! # or, with several replicas sharing one Redis:
-//! cargo run --release -p idemstore-http --example payments -- --listen 127.0.0.1:3001 --redis redis://127.0.0.1:6379
+//! cargo run --release -p payments -- --listen 127.0.0.1:3001 --redis redis://127.0.0.1:6379
 //! # every flag, with its default:
-//! cargo run -p idemstore-http --example payments -- --help
+//! cargo run -p payments -- --help
 //! ```
 //!
 //! - every request needs `X-Api-Key` (the tenant); 401 problem+json without;
@@ -29,19 +29,18 @@
 //! # Layout
 //!
 //! - `main.rs`: the flags, the store or Redis backend, start and stop;
-//! - `app.rs`: the routes, handlers and the idempotency layer's
-//!   configuration (also served by the W6 bench);
+//! - `app.rs`: the library: the routes, handlers and the idempotency
+//!   layer's configuration (also served by the W6 bench);
 //! - `serve.rs`: the accept loop with its timeouts, limits and graceful
 //!   shutdown.
 
-mod app;
 mod serve;
 
-use app::app_with_work;
 use clap::Parser;
 use idemstore::{Config, Store};
 use idemstore_http::Embedded;
 use idemstore_redis::{RedisBackend, RedisConfig};
+use payments::app_with_work;
 use serve::{Limits, Stopped, serve};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -50,7 +49,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A payments API behind the Idempotency-Key layer (the idemstore-http
+/// A payments API behind the Idempotency-Key layer (the idemstore
 /// example). Durations are written like 500ms, 30s, 1h or 1h30m.
 #[derive(Parser, Debug)]
 #[command(name = "payments")]
@@ -138,18 +137,24 @@ impl Args {
 }
 
 /// Completes on the first SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// A future that resolves on SIGTERM or Ctrl-C. The handlers are installed
+/// when this is called, not when the future is first polled: a signal sent
+/// right after "listening" is printed must shut the server down cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
+    async move {
+        match term {
+            Some(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => {
+                let _ = ctrl_c.await;
+            }
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
     }
 }
 
@@ -178,13 +183,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let stop = shutdown_signal();
     println!("listening on http://{}", listener.local_addr()?);
     let limits = args.limits();
     let signalled = Arc::new(std::sync::OnceLock::new());
     let signal = {
         let signalled = signalled.clone();
         async move {
-            shutdown_signal().await;
+            stop.await;
             let _ = signalled.set(tokio::time::Instant::now());
         }
     };

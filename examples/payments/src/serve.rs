@@ -31,7 +31,6 @@
 //! slowest handler (and the orchestrator's grace period, e.g. Kubernetes'
 //! 30 s, longer still).
 
-use crate::app::problem;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -39,6 +38,7 @@ use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use payments::problem;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;

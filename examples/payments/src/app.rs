@@ -1,8 +1,8 @@
 //! The `payments` service itself: its routes and handlers, and the router
-//! behind the idempotency layer. `main.rs` serves it (with the timeouts and
-//! limits of `serve.rs` around it); the W6 bench (`benches/src/http.rs`)
-//! includes this file to serve the same handler bare and behind the layer,
-//! so it uses only crates the bench depends on too.
+//! behind the idempotency layer. The `payments` binary (`main.rs`) serves it
+//! with the timeouts and limits of `serve.rs` around it; the W6 bench
+//! (`benches/src/http.rs`) serves the same handler bare ([`bare`]) and
+//! behind the layer ([`app`]).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 
 /// The header carrying the caller's API key (the tenant).
-pub(crate) const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 #[derive(Clone, Serialize)]
 struct Payment {
@@ -50,7 +50,7 @@ struct AppState {
 
 /// A problem+json (RFC 9457) response of this service's own
 /// (`urn:payments:problem:<slug>`); the layer's have `urn:idemstore:`.
-pub(crate) fn problem(status: StatusCode, slug: &str, detail: &str) -> Response {
+pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response {
     let body = serde_json::json!({
         "type": format!("urn:payments:problem:{slug}"),
         "title": status.canonical_reason().unwrap_or("error"),
@@ -192,23 +192,21 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The service without the idempotency layer: the API-key check, the
-/// routes and their state. (The example serves only [`app`]; the bench
+/// routes and their state. (The binary serves only [`app`]; the bench
 /// serves both.)
-#[allow(dead_code)]
-pub(crate) fn bare() -> Router {
+pub fn bare() -> Router {
     routes(None::<IdempotencyLayer<idemstore_http::Embedded>>)
 }
 
 /// The service behind the idempotency layer on `backend`.
-#[allow(dead_code)]
-pub(crate) fn app<B: Backend>(backend: B) -> Router {
+pub fn app<B: Backend>(backend: B) -> Router {
     app_with_work(backend).0
 }
 
 /// [`app`], and the work its idempotency layer runs for reserved keys (in
 /// tasks that outlive their connections), which a shutdown waits for before
 /// closing the store.
-pub(crate) fn app_with_work<B: Backend>(backend: B) -> (Router, InFlightWork) {
+pub fn app_with_work<B: Backend>(backend: B) -> (Router, InFlightWork) {
     let layer = IdempotencyLayer::new(backend, idempotency_config());
     let work = layer.in_flight_work();
     (routes(Some(layer)), work)
@@ -217,7 +215,7 @@ pub(crate) fn app_with_work<B: Backend>(backend: B) -> (Router, InFlightWork) {
 /// The idempotency layer's configuration: the tenant is the `X-Api-Key`
 /// header (so two API keys never share an idempotency key); everything else
 /// is the layer's default (the IETF draft's and Stripe's behaviour).
-pub(crate) fn idempotency_config() -> IdempotencyConfig {
+pub fn idempotency_config() -> IdempotencyConfig {
     IdempotencyConfig::new(TenantSource::Header(API_KEY))
 }
 

@@ -20,17 +20,17 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The example binary, built for this test run.
+/// The example binary (the `payments` crate's), built for this test run.
 ///
-/// `cargo test` builds examples, but `cargo test --test payments` does not:
+/// `cargo test -p idemstore-http` does not build another package's binary:
 /// without this build the tests would run whatever binary an earlier build
-/// left behind. Cargo sets `CARGO` for the tests it runs; the build is a
-/// no-op when the binary is fresh.
+/// left behind, or none. Cargo sets `CARGO` for the tests it runs; the build
+/// is a no-op when the binary is fresh.
 fn example_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            // target/<profile dir>/deps/payments-<hash> -> target/<profile dir>/examples/payments
+            // target/<profile dir>/deps/payments-<hash> -> target/<profile dir>/payments
             let exe = std::env::current_exe().unwrap();
             let dir = exe.parent().unwrap().parent().unwrap();
             let cargo = std::env::var_os("CARGO")
@@ -41,19 +41,12 @@ fn example_binary() -> PathBuf {
                 None => panic!("unexpected test binary path {}", exe.display()),
             };
             let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "idemstore-http",
-                    "--example",
-                    "payments",
-                ])
+                .args(["build", "--quiet", "-p", "payments", "--bin", "payments"])
                 .args(["--profile", profile])
                 .status()
                 .unwrap();
             assert!(status.success(), "building the payments example failed");
-            let bin = dir.join("examples").join("payments");
+            let bin = dir.join("payments");
             assert!(bin.exists(), "{} is missing after the build", bin.display());
             bin
         })

@@ -1,0 +1,137 @@
+//! A quick side-by-side report of every workload of the performance issue,
+//! idemstore beside its peers in one run, printed as markdown with ratios.
+//! W1: the durable begin→complete cycle (512 B body, fresh keys) at 1, 8 and
+//! 64 concurrent callers.
+//!
+//! `cargo run --release -p idemstore-benches --bin report -- [SECONDS_PER_CELL] [KEYS]`
+//!
+//! Peers (`idemstore_benches::peers`, a module each), each written the way a
+//! competent user would build an idempotency store on it:
+//! - raw limit: append the same bytes a batch of `callers` completions writes,
+//!   then fdatasync, in a loop (the disk's ceiling);
+//! - sled 0.34: compare-and-swap to reserve, insert on completion, `flush`
+//!   after the completion (idemstore's guarantee), and a variant that also
+//!   flushes the reservation;
+//! - redb: one write transaction per step (reserve; complete with a row in
+//!   an expiry table, redb having no TTL), each committed with its default
+//!   immediate durability; and a batched variant, where one committer thread
+//!   applies every queued step in one transaction (group commit by hand);
+//! - the OS-thread floor: group commit with no store at all (callers queue
+//!   and park, one thread appends and fdatasyncs, another wakes them): at 64
+//!   callers, where the CPUs are the limit, what parking and waking the
+//!   threads costs with no store work at all;
+//! - Redis 7 on loopback (started here when `redis-server` is installed),
+//!   with `appendfsync always` and `everysec`, two ways: as the issue
+//!   describes the peer (`SET NX PX` to reserve, a script to complete with
+//!   fencing, one multiplexed connection; the targets use this one), and
+//!   through this project's Redis backend (one Lua script per operation).
+//!
+//! W2: replay latency (p50/p99) in-process, beside a Redis GET on loopback.
+//!
+//! W3: the mixed workload on the `Backend` trait (embedded and Redis).
+//! W4/W5: open time, heap and disk for KEYS live keys (the `index_memory`
+//! binary, run as a child process). W6: HTTP over loopback, bare vs layer.
+//! Last, the performance issue's targets with what was measured.
+//!
+//! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
+//!
+//! Then every ratio target again, paired: `PAIRED_ROUNDS` (5) rounds, each
+//! running W1 at 64 (threads, async tasks, raw limit, both sled variants,
+//! the OS-thread floor, redb, Redis always with `SET NX PX`) and W6 (bare and
+//! Sync) back to back, so that the machine's drift hits both sides of a ratio
+//! alike; the targets table uses their medians, and "bound" rows give the
+//! ceilings the machine puts on the W1 targets.
+//!
+//! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6,pairs` runs only those sections;
+//! `W6_CONNS=N` changes W6's connection count (64 by default, the issue's);
+//! `W6_HANDLER=trivial` serves a stateless JSON 201 instead of the
+//! `payments` example's handler;
+//! `GCW_US=N` sets W6's stores' `group_commit_window` in µs.
+//!
+//! # Layout
+//!
+//! One file per workload (`w1.rs`, `w2.rs`, `w3.rs`, `w45.rs`, `w6.rs`,
+//! `paired.rs`), each measuring and printing its table; `targets.rs` prints
+//! the targets from what they measured; `stores.rs` runs idemstore itself;
+//! the peers live in the library (`idemstore_benches::peers`).
+
+mod paired;
+mod stores;
+mod table;
+mod targets;
+mod w1;
+mod w2;
+mod w3;
+mod w45;
+mod w6;
+
+/// The command line and the environment of a report.
+pub(crate) struct Settings {
+    /// Seconds per cell (the first argument; 2 by default).
+    pub(crate) secs: f64,
+    /// Live keys for W4/W5 (the second argument; 1 000 000 by default).
+    pub(crate) keys: u64,
+    /// `REPORT_ONLY`: the sections to run, comma-separated (all if unset).
+    only: Option<String>,
+    /// `W6_CONNS`: W6's connection count (the issue's figure is 64).
+    pub(crate) conns: usize,
+    /// `PAIRED_ROUNDS`: rounds of the paired ratios (5).
+    pub(crate) rounds: usize,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let arg = |i: usize, d: f64| {
+            std::env::args()
+                .nth(i)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(d)
+        };
+        let secs = arg(1, 2.0);
+        let keys: u64 = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1_000_000);
+        Settings {
+            secs,
+            keys,
+            only: std::env::var("REPORT_ONLY").ok(),
+            conns: std::env::var("W6_CONNS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64),
+            rounds: std::env::var("PAIRED_ROUNDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5),
+        }
+    }
+
+    /// Whether section `w` (`w1`, `w2`, `w3`, `w45`, `w6`, `pairs`) runs.
+    pub(crate) fn wants(&self, w: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == w))
+    }
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let mut out = std::io::stdout().lock();
+    let (w1, servers) = w1::run(&mut out, &settings);
+    let w2 = w2::run(&mut out, &settings, servers.first());
+    let rt = idemstore_benches::runtime();
+    w3::run(&mut out, &settings, &rt, &servers);
+    let w6 = w6::run(&mut out, &settings, &rt);
+    let w45 = w45::run(&mut out, &settings);
+    // The first server runs with appendfsync always.
+    let pairs = paired::run(&mut out, &settings, &rt, servers.first());
+    let measured = targets::Measured {
+        w1,
+        w2,
+        w45,
+        w6,
+        pairs,
+    };
+    targets::print(&mut out, &measured);
+}

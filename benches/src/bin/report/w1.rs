@@ -1,0 +1,103 @@
+//! W1: the durable begin→complete cycle (512 B body, fresh keys) at 1, 8
+//! and 64 concurrent callers, idemstore beside every peer.
+
+use crate::Settings;
+use crate::stores::{idemstore, idemstore_async, modes};
+use idemstore_benches::peers::redis::RedisServer;
+use idemstore_benches::peers::{self, BODY};
+use std::io::Write;
+
+const CALLERS: [usize; 3] = [1, 8, 64];
+
+/// W1's rows: each store's cycles/s at 1, 8 and 64 callers, idemstore
+/// `Sync` first.
+pub(crate) type Rows = Vec<(String, Vec<f64>)>;
+
+/// Measures and prints W1 if it is wanted. Starts the Redis servers the
+/// later workloads use too (`appendfsync always`, then `everysec`), wanted
+/// or not, and returns them with the rows.
+pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Vec<RedisServer>) {
+    let secs = settings.secs;
+    let mut rows: Rows = Vec::new();
+    let w1 = settings.wants("w1");
+    let mut row = |name: &str, f: &dyn Fn(usize) -> f64| {
+        if !w1 {
+            return;
+        }
+        let cells: Vec<f64> = CALLERS.iter().map(|&c| f(c)).collect();
+        eprintln!("{name}: {cells:?}");
+        rows.push((name.to_owned(), cells));
+    };
+    for (i, (mode, d)) in modes().into_iter().enumerate() {
+        row(&format!("idemstore {mode}"), &|c| idemstore(d, c, secs));
+        if i == 0 {
+            row(
+                &format!("idemstore {mode}, async tasks (2 tokio workers)"),
+                &|c| idemstore_async(d, c, secs),
+            );
+        }
+    }
+    row("raw limit (append + fdatasync, batch = callers)", &|c| {
+        peers::raw::run(c, secs)
+    });
+    row("sled 0.34, one flush (CAS, insert, flush)", &|c| {
+        peers::sled::run(c, secs, false)
+    });
+    row(
+        "sled 0.34, flush per step (CAS, flush, insert, flush)",
+        &|c| peers::sled::run(c, secs, true),
+    );
+    row("OS-thread floor (group commit, no store)", &|c| {
+        peers::thread_floor::run(c, secs)
+    });
+    row("redb (a write txn per step, expiry table)", &|c| {
+        peers::redb::run(c, secs)
+    });
+    row("redb batched (group commit by hand)", &|c| {
+        peers::redb::run_batched(c, secs)
+    });
+    let mut servers = Vec::new();
+    for mode in ["always", "everysec"] {
+        let Some(server) = RedisServer::start(mode) else {
+            eprintln!(
+                "Redis {mode}: skipped: redis-server is not installed (scripts/test.sh installs it)"
+            );
+            continue;
+        };
+        row(
+            &format!("Redis 7, appendfsync {mode} (SET NX PX, complete script)"),
+            &|c| peers::redis::setnx(&server, c, secs),
+        );
+        row(
+            &format!("Redis 7, appendfsync {mode}, idemstore-redis backend (Lua)"),
+            &|c| peers::redis::backend(&server, c, secs),
+        );
+        servers.push(server);
+    }
+    let ours = rows
+        .first()
+        .map_or_else(|| vec![f64::NAN; 3], |r| r.1.clone());
+    if w1 {
+        let _ = writeln!(
+            out,
+            "W1 durable begin→complete, {BODY} B body, fresh keys, cycles/s ({secs} s per cell)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| store | 1 caller | 8 callers | 64 callers | idemstore Sync ÷ this, at 64 |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+        for (name, cells) in &rows {
+            let c: Vec<String> = cells.iter().map(|v| format!("{v:.0}")).collect();
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {:.2}× |",
+                c[0],
+                c[1],
+                c[2],
+                ours[2] / cells[2]
+            );
+        }
+    }
+    (rows, servers)
+}

@@ -1,0 +1,50 @@
+//! W3: the mixed workload on the `Backend` trait, on the embedded store in
+//! each durability mode and on Redis.
+
+use crate::Settings;
+use crate::stores::{modes, with_store};
+use crate::table::ratio_table;
+use idemstore::Config;
+use idemstore_benches::peers::redis::RedisServer;
+use std::io::Write;
+
+/// Measures and prints W3 if it is wanted (on each of `servers` too:
+/// `appendfsync always`, then `everysec`).
+pub(crate) fn run(
+    out: &mut impl Write,
+    settings: &Settings,
+    rt: &tokio::runtime::Runtime,
+    servers: &[RedisServer],
+) {
+    let secs = settings.secs;
+    let mut w3: Vec<(String, f64)> = Vec::new();
+    let w3_on = settings.wants("w3");
+    for (mode, d) in modes().into_iter().filter(|_| w3_on) {
+        let r = with_store(Config::default().durability(d), |store| {
+            idemstore_benches::mixed::run(rt, idemstore_http::Embedded(store.clone()), 64, secs)
+        });
+        eprintln!("W3 idemstore {mode}: {r:.0}");
+        w3.push((format!("idemstore {mode}"), r));
+    }
+    for (server, mode) in servers.iter().zip(["always", "everysec"]).filter(|_| w3_on) {
+        let url = server.url();
+        let backend = rt
+            .block_on(idemstore_redis::RedisBackend::connect(
+                &url,
+                idemstore_redis::RedisConfig::default(),
+            ))
+            .expect("connect");
+        let r = idemstore_benches::mixed::run(rt, backend, 64, secs);
+        eprintln!("W3 Redis {mode}: {r:.0}");
+        w3.push((format!("Redis 7, appendfsync {mode}"), r));
+    }
+    if w3_on {
+        ratio_table(
+            out,
+            "W3 mixed (80% new, 15% replay, 5% conflicting duplicate), 64 tasks on the `Backend` trait, ops/s",
+            "| store | ops/s | idemstore Sync ÷ this |",
+            &w3,
+            (|first, r| first / r, "×"),
+        );
+    }
+}

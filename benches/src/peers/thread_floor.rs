@@ -1,0 +1,83 @@
+//! The OS-thread floor: group commit with no store at all (callers queue
+//! and park, one thread appends and fdatasyncs, another wakes them).
+
+use super::threads;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Group commit with nothing else, for callers that are OS threads blocking
+/// until their write is fsynced. At 64 callers the CPUs are the limit and
+/// this is what parking and waking the threads costs without any store
+/// work; at a few callers it is no ceiling (each batch takes an extra
+/// thread hop here that idemstore's writer avoids when idle). `callers`
+/// threads each queue themselves and park; a committer thread sleeps until
+/// the queue is non-empty, takes it, appends the batch's bytes (640 B per
+/// caller, as [`raw`](super::raw)) and fdatasyncs; a third thread unparks the batch
+/// meanwhile, so waking overlaps the next fsync (as idemstore's settler
+/// does). No index, no encoding, no records.
+pub fn run(callers: usize, secs: f64) -> f64 {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex};
+    /// A parked caller and the flag that releases it.
+    type Waiting = (std::thread::Thread, Arc<AtomicBool>);
+    let queue: Arc<(Mutex<Vec<Waiting>>, Condvar)> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Waiting>>();
+    let waker = std::thread::spawn(move || {
+        for batch in rx {
+            for (t, done) in batch {
+                done.store(true, Ordering::Release);
+                t.unpark();
+            }
+        }
+    });
+    let dir = tempfile::tempdir_in(".").expect("tempdir");
+    let file = std::fs::File::create(dir.path().join("floor")).expect("create");
+    let committer = {
+        let (queue, stop) = (queue.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let record = vec![0x5au8; 640];
+            let mut off = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let batch = {
+                    let mut q = queue.0.lock().expect("queue");
+                    if q.is_empty() {
+                        // Bounded, so that `stop` is seen.
+                        q = queue
+                            .1
+                            .wait_timeout(q, Duration::from_millis(1))
+                            .expect("queue")
+                            .0;
+                    }
+                    std::mem::take(&mut *q)
+                };
+                if batch.is_empty() {
+                    continue;
+                }
+                let buf = record.repeat(batch.len());
+                file.write_all_at(&buf, off).expect("write");
+                file.sync_data().expect("fdatasync");
+                off += buf.len() as u64;
+                tx.send(batch).expect("waker");
+            }
+        })
+    };
+    let rate = threads(callers, secs, move |_, _| {
+        let done = Arc::new(AtomicBool::new(false));
+        {
+            let mut q = queue.0.lock().expect("queue");
+            q.push((std::thread::current(), done.clone()));
+            if q.len() == 1 {
+                queue.1.notify_one();
+            }
+        }
+        while !done.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = committer.join();
+    let _ = waker.join();
+    rate
+}
