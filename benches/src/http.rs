@@ -31,11 +31,11 @@ pub fn router() -> Router {
 pub fn layered(store: &idemstore::Store) -> Router {
     if trivial_handler() {
         return trivial().layer(idemstore_http::IdempotencyLayer::new(
-            idemstore_http::Embedded(store.clone()),
+            store.clone(),
             idemstore_http::IdempotencyConfig::new(idemstore_http::TenantSource::Single),
         ));
     }
-    payments::app(idemstore_http::Embedded(store.clone()))
+    payments::app(store.clone())
 }
 
 /// A JSON 201 of the payments shape, formatted from nothing.

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use idemstore::{Config, Fingerprint, Response, Store};
-use idemstore_http::{Backend, BackendError, Embedded, Lease, Outcome};
+use idemstore_http::{Backend, BackendError, Lease, Outcome};
 use idemstore_redis::{RedisBackend, RedisConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,13 +56,13 @@ async fn redis() -> RedisBackend {
     .unwrap()
 }
 
-fn embedded() -> (Embedded, tempfile::TempDir) {
+fn embedded() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::default()
         .lease(LEASE)
         .retention(RETENTION)
         .bucket_width(Duration::from_secs(1));
-    (Embedded(Store::open(dir.path(), cfg).unwrap()), dir)
+    (Store::open(dir.path(), cfg).unwrap(), dir)
 }
 
 async fn reserve<B: Backend>(b: &B, tenant: &str, key: &str, f: &str) -> B::Lease {

@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use http_body_util::BodyExt;
 use idemstore::{Config, Store};
-use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, REPLAYED, TenantSource};
+use idemstore_http::{IdempotencyConfig, IdempotencyLayer, REPLAYED, TenantSource};
 use idemstore_tests::Tmpfs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,7 +67,7 @@ async fn a_filled_disk_never_runs_a_key_twice_serves_replays_and_recovers_when_f
                 }),
             )
             .layer(IdempotencyLayer::new(
-                Embedded(store.clone()),
+                store.clone(),
                 IdempotencyConfig::new(TenantSource::Single).max_response_bytes(16 << 10),
             ))
     };
@@ -192,7 +192,7 @@ async fn a_filled_disk_never_runs_a_key_twice_serves_replays_and_recovers_when_f
             post(|| async { (StatusCode::CREATED, "must not run") }),
         )
         .layer(IdempotencyLayer::new(
-            Embedded(store.clone()),
+            store.clone(),
             IdempotencyConfig::new(TenantSource::Single).max_response_bytes(16 << 10),
         ));
     for (key, body) in &acked {

@@ -1,5 +1,5 @@
 //! The store behind the layer, as an async trait: the embedded engine
-//! ([`Embedded`]), or a shared one for many replicas (`idemstore-redis`).
+//! ([`Store`] itself), or a shared one for many replicas (`idemstore-redis`).
 //!
 //! A backend promises what `idemstore::Store` does: one reservation per
 //! (tenant, key) at a time, replay of completed responses to the same
@@ -136,31 +136,28 @@ pub trait Lease: Send + 'static {
 /// not-replayable notice instead).
 pub const RECORD_ROOM: usize = 16 * 1024;
 
-/// The embedded engine as a backend.
+/// The embedded engine is a backend as it is: `IdempotencyLayer::new(store,
+/// config)`.
 ///
 /// `begin` runs on the calling task: it never waits for the disk (at most one
 /// `pread` of a stored record, normally from the page cache). `complete`
 /// awaits the group commit without blocking the executor.
-#[derive(Debug, Clone)]
-pub struct Embedded(pub Store);
-
-impl Backend for Embedded {
+impl Backend for Store {
     type Lease = idemstore::Reservation;
 
     fn max_key_len(&self) -> Option<usize> {
-        Some(self.0.config().max_key_len)
+        Some(self.config().max_key_len)
     }
 
     fn lease(&self) -> Option<Duration> {
-        Some(self.0.config().lease)
+        Some(self.config().lease)
     }
 
     fn max_response_body(&self) -> Option<usize> {
         Some(
-            self.0
-                .config()
+            self.config()
                 .max_record_bytes
-                .saturating_sub(RECORD_ROOM + self.0.config().max_key_len),
+                .saturating_sub(RECORD_ROOM + self.config().max_key_len),
         )
     }
 
@@ -170,10 +167,10 @@ impl Backend for Embedded {
         key: &[u8],
         fingerprint: Fingerprint,
     ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send {
-        let result = self.0.begin(tenant, key, fingerprint).map(|b| match b {
+        let result = self.begin(tenant, key, fingerprint).map(|b| match b {
             Begin::Reserved(r) => Outcome::Reserved(r),
             Begin::InFlight(i) => {
-                let now = self.0.now();
+                let now = self.now();
                 Outcome::InFlight {
                     lease_left: now.until(i.lease_end),
                     running_for: Some(i.started_at.until(now)),

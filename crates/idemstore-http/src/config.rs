@@ -254,7 +254,7 @@ impl IdempotencyConfig {
     /// #     async move { (status, format!("run {n}")) } } };
     /// let config = IdempotencyConfig::new(TenantSource::Single)
     ///     .header(HeaderName::from_static("x-idempotency-key"));
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -295,7 +295,7 @@ impl IdempotencyConfig {
     /// #     async move { (status, format!("run {n}")) } } };
     /// let config = IdempotencyConfig::new(TenantSource::Single)
     ///     .methods([Method::POST, Method::PUT, Method::DELETE]);
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -337,7 +337,7 @@ impl IdempotencyConfig {
     /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
     /// #     async move { (status, format!("run {n}")) } } };
     /// let config = IdempotencyConfig::new(TenantSource::Single).key_required(true);
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -375,7 +375,7 @@ impl IdempotencyConfig {
     /// # drop(store);
     /// let store = idemstore::Store::open(dir.path(), idemstore::Config::default().key_len(1..=1024))?;
     /// let config = IdempotencyConfig::new(TenantSource::Single).key_len(10..=1024);
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -411,7 +411,7 @@ impl IdempotencyConfig {
     /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
     /// #     async move { (status, format!("run {n}")) } } };
     /// let config = IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::SuccessOnly);
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -451,7 +451,7 @@ impl IdempotencyConfig {
     /// #     async move { (status, format!("run {n}")) } } };
     /// let config = IdempotencyConfig::new(TenantSource::Single)
     ///     .replay_status(ReplayStatus::Fixed(StatusCode::CONFLICT));
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -491,7 +491,7 @@ impl IdempotencyConfig {
     /// # use std::time::Duration;
     /// let config = IdempotencyConfig::new(TenantSource::Single)
     ///     .in_flight(InFlightPolicy::Wait(Duration::from_secs(5)));
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -532,7 +532,7 @@ impl IdempotencyConfig {
     ///     body: false,
     ///     ..FingerprintSpec::default()
     /// });
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -570,7 +570,7 @@ impl IdempotencyConfig {
     /// #     let status = if req.uri().path().ends_with("/500") { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::CREATED };
     /// #     async move { (status, format!("run {n}")) } } };
     /// let config = IdempotencyConfig::new(TenantSource::Single).max_request_bytes(8);
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -612,7 +612,7 @@ impl IdempotencyConfig {
     /// let config = IdempotencyConfig::new(TenantSource::Single)
     ///     .max_response_bytes(4)
     ///     .oversize(OversizeResponse::StoreNotice);
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }
@@ -652,7 +652,7 @@ impl IdempotencyConfig {
     /// #     async move { (status, format!("run {n}")) } } };
     /// let config = IdempotencyConfig::new(TenantSource::Single)
     ///     .tenant(TenantSource::Header(HeaderName::from_static("x-api-key")));
-    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(Embedded(store), config));
+    /// # let app = Router::new().route("/{*p}", any(handler)).layer(IdempotencyLayer::new(store, config));
     /// # let send = |method: Method, path: &str, headers: &[(&str, &str)], body: &'static str| {
     /// #     let mut b = Request::builder().method(method).uri(path);
     /// #     for (k, v) in headers { b = b.header(*k, *v); }

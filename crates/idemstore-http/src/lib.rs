@@ -16,7 +16,7 @@
 //! use axum::{Router, routing::post, extract::Request, middleware::{self, Next}};
 //! use axum::http::{StatusCode, header::AUTHORIZATION};
 //! use axum::response::{IntoResponse, Response};
-//! use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, TenantSource};
+//! use idemstore_http::{IdempotencyConfig, IdempotencyLayer, TenantSource};
 //! use tower::ServiceExt;
 //!
 //! /// The account a request is for, as the auth layer established it.
@@ -41,7 +41,7 @@
 //! # let dir = tempfile::tempdir()?;
 //! let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
 //! let config = IdempotencyConfig::new(TenantSource::extension(|a: &Account| a.0.clone().into_bytes()));
-//! let idempotency = IdempotencyLayer::new(Embedded(store), config);
+//! let idempotency = IdempotencyLayer::new(store, config);
 //! let app: Router = Router::new()
 //!     // On the route's handlers (`MethodRouter::route_layer`): the router's
 //!     // own 404 and 405 never reach the layer, so they are never stored under
@@ -128,7 +128,7 @@ mod service;
 pub mod steps;
 mod work;
 
-pub use backend::{Backend, BackendError, Embedded, Lease, Outcome};
+pub use backend::{Backend, BackendError, Lease, Outcome};
 pub use body::{BoxBody, BoxError};
 pub use config::{
     FingerprintSpec, IdempotencyConfig, InFlightPolicy, OversizeResponse, ReplayStatus,

@@ -33,7 +33,7 @@ impl<B> Clone for IdempotencyLayer<B> {
 }
 
 impl<B: Backend> IdempotencyLayer<B> {
-    /// A layer over `backend` (e.g. [`Embedded`](crate::Embedded)) with
+    /// A layer over `backend` (e.g. an [`idemstore::Store`]) with
     /// `config`.
     ///
     /// # Panics

@@ -13,8 +13,8 @@ use axum::routing::any;
 use http_body_util::BodyExt;
 use idemstore::{Config, ManualClock, Store, Timestamp};
 use idemstore_http::{
-    Embedded, FingerprintSpec, IdempotencyConfig, IdempotencyLayer, InFlightPolicy,
-    OversizeResponse, REPLAYED, ReplayStatus, StorePolicy, TenantSource,
+    FingerprintSpec, IdempotencyConfig, IdempotencyLayer, InFlightPolicy, OversizeResponse,
+    REPLAYED, ReplayStatus, StorePolicy, TenantSource,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,7 +93,7 @@ fn app(config: IdempotencyConfig) -> App {
     let runs = Runs::default();
     let router = Router::new()
         .route("/{*status}", any(handler_path))
-        .layer(IdempotencyLayer::new(Embedded(store.clone()), config))
+        .layer(IdempotencyLayer::new(store.clone(), config))
         .with_state(runs.clone());
     App {
         router,
@@ -413,7 +413,7 @@ async fn the_tenant_can_come_from_an_auth_layers_extension() {
     }));
     let router = Router::new()
         .route("/{*status}", any(handler_path))
-        .layer(IdempotencyLayer::new(Embedded(store), cfg))
+        .layer(IdempotencyLayer::new(store, cfg))
         .layer(axum::middleware::from_fn(
             |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
                 // The "auth layer": the account is derived from a bearer token.
@@ -839,19 +839,13 @@ fn a_layer_that_accepts_longer_keys_than_the_store_is_refused_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Config::default()).unwrap(); // keys up to 255
     let e = IdempotencyLayer::try_new(
-        Embedded(store.clone()),
+        store.clone(),
         IdempotencyConfig::new(TenantSource::Single).key_len(10..=1024),
     )
     .err()
     .unwrap();
     assert!(e.to_string().contains("up to 255"), "{e}");
-    assert!(
-        IdempotencyLayer::try_new(
-            Embedded(store),
-            IdempotencyConfig::new(TenantSource::Single)
-        )
-        .is_ok()
-    );
+    assert!(IdempotencyLayer::try_new(store, IdempotencyConfig::new(TenantSource::Single)).is_ok());
 }
 
 #[tokio::test]
@@ -868,7 +862,7 @@ async fn a_handler_longer_than_the_lease_keeps_its_key() {
     let router = Router::new()
         .route("/{*status}", any(handler_path))
         .layer(IdempotencyLayer::new(
-            Embedded(store.clone()),
+            store.clone(),
             IdempotencyConfig::new(TenantSource::Single),
         ))
         .with_state(runs.clone());
@@ -936,7 +930,7 @@ async fn a_full_disk_answers_503_without_running_the_handler_and_recovers() {
     let router = Router::new()
         .route("/{*status}", any(handler_path))
         .layer(IdempotencyLayer::new(
-            Embedded(store.clone()),
+            store.clone(),
             IdempotencyConfig::new(TenantSource::Single),
         ))
         .with_state(runs.clone());
@@ -1047,7 +1041,7 @@ async fn a_client_gone_after_the_handler_ran_still_gets_its_response_stored() {
                 }),
             )
             .layer(IdempotencyLayer::new(
-                Embedded(store),
+                store,
                 IdempotencyConfig::new(TenantSource::Single),
             ))
     };
@@ -1104,16 +1098,13 @@ async fn a_tenant_header_sent_twice_is_400_and_the_handler_does_not_run() {
 fn a_response_limit_the_store_records_cannot_hold_is_refused_at_startup() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Config::default().max_record_bytes(64 << 10)).unwrap();
-    let e = IdempotencyLayer::try_new(
-        Embedded(store.clone()),
-        IdempotencyConfig::new(TenantSource::Single),
-    )
-    .err()
-    .expect("1 MiB bodies cannot fit 64 KiB records");
+    let e = IdempotencyLayer::try_new(store.clone(), IdempotencyConfig::new(TenantSource::Single))
+        .err()
+        .expect("1 MiB bodies cannot fit 64 KiB records");
     assert!(e.to_string().contains("max_record_bytes"), "{e}");
     assert!(
         IdempotencyLayer::try_new(
-            Embedded(store),
+            store,
             IdempotencyConfig::new(TenantSource::Single).max_response_bytes(32 << 10),
         )
         .is_ok()
@@ -1134,7 +1125,7 @@ async fn a_response_whose_headers_overflow_the_record_stores_the_notice_not_free
                 async { ([("x-huge", "h".repeat(40_000))], "x".repeat(30_000)) }
             })
             .route_layer(IdempotencyLayer::new(
-                Embedded(store),
+                store,
                 IdempotencyConfig::new(TenantSource::Single).max_response_bytes(32 << 10),
             )),
         )
@@ -1193,7 +1184,7 @@ async fn an_endless_stream_stores_the_notice_at_the_capture_deadline_and_stops_o
     let store = Store::open(dir.path(), Config::default()).unwrap();
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let layer = IdempotencyLayer::new(
-        Embedded(store),
+        store,
         IdempotencyConfig::new(TenantSource::Single).capture_timeout(Duration::from_millis(300)),
     );
     let work = layer.in_flight_work();
@@ -1338,7 +1329,7 @@ fn streaming_app(
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let runs = Arc::new(AtomicUsize::new(0));
     let layer = IdempotencyLayer::new(
-        Embedded(store),
+        store,
         IdempotencyConfig::new(TenantSource::Single).capture_timeout(capture),
     );
     let work = layer.in_flight_work();
@@ -1436,10 +1427,7 @@ async fn a_service_whose_call_panics_is_a_stored_500_not_a_freed_key() {
         })
     };
     let svc = tower::Layer::layer(
-        &IdempotencyLayer::new(
-            Embedded(store),
-            IdempotencyConfig::new(TenantSource::Single),
-        ),
+        &IdempotencyLayer::new(store, IdempotencyConfig::new(TenantSource::Single)),
         svc,
     );
     let req = || {

@@ -195,7 +195,7 @@ fn rfc3339(t: SystemTime) -> String {
 /// routes and their state. (The binary serves only [`app`]; the bench
 /// serves both.)
 pub fn bare() -> Router {
-    routes(None::<IdempotencyLayer<idemstore_http::Embedded>>)
+    routes(None::<IdempotencyLayer<idemstore::Store>>)
 }
 
 /// The service behind the idempotency layer on `backend`.

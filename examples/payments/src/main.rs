@@ -38,7 +38,6 @@ mod serve;
 
 use clap::Parser;
 use idemstore::{Config, Store};
-use idemstore_http::Embedded;
 use idemstore_redis::{RedisBackend, RedisConfig};
 use payments::app_with_work;
 use serve::{Limits, Stopped, serve};
@@ -179,7 +178,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 report.completed_live,
                 report.pending_live
             );
-            (app_with_work(Embedded(store.clone())), Some(store))
+            (app_with_work(store.clone()), Some(store))
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -24,7 +24,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use http_body::Frame;
 use idemstore::{Config, Store};
-use idemstore_http::{Embedded, IdempotencyConfig, IdempotencyLayer, TenantSource};
+use idemstore_http::{IdempotencyConfig, IdempotencyLayer, TenantSource};
 use idemstore_redis::{RedisBackend, RedisConfig};
 use std::future::Future;
 use std::io::Write;
@@ -158,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .max_record_bytes(64 << 10)
                     .max_segment_bytes(256 << 10),
             )?;
-            let layer = IdempotencyLayer::try_new(Embedded(store.clone()), config)?;
+            let layer = IdempotencyLayer::try_new(store.clone(), config)?;
             (routes.route_layer(layer).with_state(state), Some(store))
         }
         (None, Some(url)) => {

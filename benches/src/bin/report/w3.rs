@@ -21,7 +21,7 @@ pub(crate) fn run(
     let w3_on = settings.wants("w3");
     for (mode, d) in modes().into_iter().filter(|_| w3_on) {
         let r = with_store(Config::default().durability(d), |store| {
-            idemstore_benches::mixed::run(rt, idemstore_http::Embedded(store.clone()), 64, secs)
+            idemstore_benches::mixed::run(rt, store.clone(), 64, secs)
         });
         eprintln!("W3 idemstore {mode}: {r:.0}");
         w3.push((format!("idemstore {mode}"), r));
