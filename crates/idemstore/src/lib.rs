@@ -38,9 +38,14 @@
 //! ## Layout
 //!
 //! - [`store`](crate::Store): `Store`, `begin`, `Reservation` — the API.
+//! - `shared`: the state callers and background threads share, and the gate
+//!   every message to the writer passes; `poison`: the store's first fatal
+//!   cause; `pipeline`: the messages between threads.
 //! - `index`: the sharded in-memory index (a 20-byte slot per completed key).
-//! - `writer`: the group-commit writer thread; `settler`: publishes and wakes
-//!   each written batch; `compactor`: bucket expiry.
+//! - `write/`: `writer`, the group-commit writer thread (append, fsync);
+//!   `settler`, which publishes and wakes each written batch.
+//! - `compactor`: bucket expiry; `hints`: hint files, written for each segment
+//!   the writer seals.
 //! - `recovery`: rebuilding the index on open; `floor`: the durable lower
 //!   bound that keeps fencing tokens increasing across restarts.
 //! - `format`: the on-disk format, one file per concept (see `FORMAT.md`).
@@ -69,11 +74,10 @@ mod recovery;
 mod response;
 mod scope;
 mod segment;
-mod settler;
 mod shared;
 pub mod storage;
 mod store;
-mod writer;
+mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use commit::Commit;

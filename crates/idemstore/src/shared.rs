@@ -60,7 +60,7 @@ pub(crate) struct Shared {
     /// Wakes the writer after a message was sent (see doorbell.rs).
     pub(crate) doorbell: Doorbell,
     /// Held for a whole compaction pass and for each hint file written (see
-    /// `compactor::write_hint`): passes run one at a time, and never between
+    /// `hints::write_sealed`): passes run one at a time, and never between
     /// a hint writer's check that its segment exists and the hint's write.
     pub(crate) compaction: Mutex<()>,
     /// The durable lower bound of sequence numbers (see floor.rs).

@@ -14,7 +14,7 @@ use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, IndexKey, TenantDigest};
 use crate::shared::{Looked, Shared};
 use crate::storage::{FsStorage, LockOutcome, Storage};
-use crate::writer::Writer;
+use crate::write::writer::Writer;
 use crossbeam_channel::{Sender, bounded};
 use parking_lot::Mutex;
 use std::any::Any;

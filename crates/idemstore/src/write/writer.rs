@@ -32,11 +32,12 @@ use crate::config::Durability;
 use crate::error::{Error, advice};
 use crate::format::segment_header::SegmentHeader;
 use crate::format::{frame, hint};
+use crate::hints;
 use crate::index::Slot;
 use crate::pipeline::{Append, Msg, Sealed, SegmentEntries};
 use crate::segment::{self, Segment};
-use crate::settler::{self, Placed, Settler};
 use crate::shared::Shared;
+use crate::write::settler::{self, Placed, Settler};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -383,7 +384,7 @@ impl Writer {
             Ok(())
         } else if self.shared.config.durability == Durability::Sync {
             let started = Instant::now();
-            let result = settler::sync(&self.shared, &segments);
+            let result = sync(&self.shared, &segments);
             self.last_fsync = started.elapsed();
             self.backlog_after_fsync = self.rx.len();
             result
@@ -619,7 +620,7 @@ impl Writer {
     /// (`Completing`) until its record is written: a store failure never
     /// frees a key whose request ran. Meanwhile `begin` refuses new
     /// reservations (see `Shared::check_writable`) but serves replays. (A
-    /// failed fsync does poison the store: see `settler::sync`.)
+    /// failed fsync does poison the store: see `fsync`.)
     fn defer(&mut self, records: impl Iterator<Item = Append>, err: &Error) {
         self.shared.note_write_failure(err.clone());
         let at = Instant::now() + self.shared.config.write_retry_interval;
@@ -696,14 +697,9 @@ impl Writer {
             // Harmless: the next open truncates the zeros (and scans).
             return Ok(());
         }
-        seg.file.sync_data().map_err(|e| {
-            let err = self.io_error("fsyncing", seg, e);
-            self.shared.poison(err.to_string());
-            err
-        })?;
+        fsync(&self.shared, seg)?;
         // That fsync made everything written to it durable too.
         self.dirty.remove(&seg.id());
-        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -715,13 +711,8 @@ impl Writer {
             if self.trim(seg).is_err() {
                 return;
             }
-            if self.dirty.remove(&seg.id()).is_some() {
-                if let Err(e) = seg.file.sync_data() {
-                    let err = self.io_error("fsyncing", seg, e);
-                    self.shared.poison(err.to_string());
-                    return;
-                }
-                self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if self.dirty.remove(&seg.id()).is_some() && fsync(&self.shared, seg).is_err() {
+                return;
             }
             let entries = self.entries.remove(&seg.id()).unwrap_or_default();
             let _ = self.sealed_tx.send(Sealed { segment, entries });
@@ -766,7 +757,7 @@ impl Writer {
             .collect();
         todo.extend(self.sealed_rx.try_iter());
         for sealed in todo {
-            crate::compactor::write_hint(&self.shared, sealed);
+            hints::write_sealed(&self.shared, sealed);
         }
     }
 
@@ -774,7 +765,28 @@ impl Writer {
     fn sync_all(&mut self) -> Result<(), Error> {
         self.last_sync = Instant::now();
         let dirty: Vec<Arc<Segment>> = self.dirty.drain().map(|(_, s)| s).collect();
-        settler::sync(&self.shared, &dirty)?;
+        sync(&self.shared, &dirty)?;
         self.shared.check_poison()
     }
+}
+
+/// fsyncs each of `segments` (see `fsync`).
+fn sync(shared: &Shared, segments: &[Arc<Segment>]) -> Result<(), Error> {
+    for seg in segments {
+        fsync(shared, seg)?;
+    }
+    Ok(())
+}
+
+/// fsyncs `seg` and counts it. A failure poisons the store: the kernel may
+/// have dropped the dirty pages, so nothing written since the last good
+/// fsync can be trusted (PostgreSQL's lesson).
+fn fsync(shared: &Shared, seg: &Segment) -> Result<(), Error> {
+    if let Err(e) = seg.file.sync_data() {
+        let err = Error::io("fsyncing", shared.dir.join(&seg.name), e, advice::FSYNC);
+        shared.poison(err.to_string());
+        return Err(err);
+    }
+    shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }

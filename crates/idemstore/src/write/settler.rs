@@ -23,10 +23,9 @@
 
 use crate::commit::Settlement;
 use crate::doorbell::Doorbell;
-use crate::error::{Error, Result, advice};
+use crate::error::Result;
 use crate::index::Slot;
 use crate::pipeline::Append;
-use crate::segment::Segment;
 use crate::shared::Shared;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
@@ -126,21 +125,6 @@ fn run(shared: &Shared, inbox: &Queue, rx: &Receiver<Job>) {
         settle(shared, job.placed, job.result);
         inbox.unsettled.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// fsyncs each of `segments`. A failure poisons the store: the kernel may
-/// have dropped the dirty pages, so nothing written since the last good
-/// fsync can be trusted (PostgreSQL's lesson).
-pub(crate) fn sync(shared: &Shared, segments: &[Arc<Segment>]) -> Result<()> {
-    for seg in segments {
-        if let Err(e) = seg.file.sync_data() {
-            let err = Error::io("fsyncing", shared.dir.join(&seg.name), e, advice::FSYNC);
-            shared.poison(err.to_string());
-            return Err(err);
-        }
-        shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
 }
 
 /// Settles a batch: on success publishes its completions in the index and
