@@ -189,7 +189,7 @@ impl Loaded<'_> {
     /// The entries (checked by their checksum when loaded).
     pub(crate) fn entries(
         &self,
-    ) -> impl Iterator<Item = Result<Entry, crate::format::codec::DecodeError>> + '_ {
+    ) -> impl Iterator<Item = Result<Entry, crate::format::primitive::DecodeError>> + '_ {
         hint::entries(&self.bytes[hint::HEADER_LEN..])
     }
 }

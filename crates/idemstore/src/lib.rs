@@ -48,7 +48,9 @@
 //!   the writer seals.
 //! - `recovery`: rebuilding the index on open; `floor`: the durable lower
 //!   bound that keeps fencing tokens increasing across restarts.
-//! - `format`: the on-disk format, one file per concept (see `FORMAT.md`).
+//! - `format`: the on-disk format, one file per concept (see `FORMAT.md`),
+//!   built on `format::primitive`'s little-endian integers; `format::codec`
+//!   is the public [`codec`] of a completed record.
 //! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images).
 //!
 //! `ARCHITECTURE.md` in the repository walks one `complete()` from the call to
@@ -84,7 +86,8 @@ pub use commit::Commit;
 pub use compactor::CompactionReport;
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
+pub use format::codec;
 pub use recovery::RecoveryReport;
-pub use response::{Response, StoredResponse, codec};
+pub use response::{Response, StoredResponse};
 pub use scope::{Fingerprint, IndexHashFn, IndexKey, TenantDigest, default_index_hash};
 pub use store::{Begin, InFlight, KeyState, Mismatch, Reservation, Stats, Store};
