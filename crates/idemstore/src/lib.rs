@@ -46,7 +46,8 @@
 //!   `settler`, which publishes and wakes each written batch.
 //! - `compactor`: bucket expiry; `hints`: hint files, written for each segment
 //!   the writer seals.
-//! - `recovery`: rebuilding the index on open; `floor`: the durable lower
+//! - `recovery/`: rebuilding the index on open (`listing` of the files,
+//!   `read` of one segment, building the `shards`); `floor`: the durable lower
 //!   bound that keeps fencing tokens increasing across restarts.
 //! - `format`: the on-disk format, one file per concept (see `FORMAT.md`),
 //!   built on `format::primitive`'s little-endian integers; `format::codec`

@@ -154,3 +154,11 @@ pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     file.read_exact_at(&mut buf, 0)?;
     Ok(buf)
 }
+
+/// Removes file `name`; one that is not there counts as removed.
+pub(crate) fn remove_if_present(storage: &dyn Storage, name: &str) -> io::Result<()> {
+    match storage.remove(name) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
