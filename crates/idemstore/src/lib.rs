@@ -37,7 +37,8 @@
 //!
 //! ## Layout
 //!
-//! - [`store`](crate::Store): `Store`, `begin`, `Reservation` — the API.
+//! - `store/`: the API — `lifecycle` ([`Store`]: open, threads, close),
+//!   `begin` ([`Store::begin`], [`Store::get`]), `reservation` ([`Reservation`]).
 //! - `shared`: the state callers and background threads share, and the gate
 //!   every message to the writer passes; `poison`: the store's first fatal
 //!   cause; `pipeline`: the messages between threads.
