@@ -12,6 +12,7 @@ use crate::hints;
 use crate::index::Holder;
 use crate::pipeline::{Msg, Sealed};
 use crate::shared::Shared;
+use crate::storage::remove_if_present;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -94,20 +95,16 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     for seg in &removed {
         report.bytes_freed += seg.len.load(Ordering::Relaxed);
         // The hint goes first: a hint never outlives its segment.
-        if let Some(h) = hint::name_for(&seg.name) {
-            match shared.storage.remove(&h) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    first_error.get_or_insert(Error::io(
-                        "deleting the hint of an expired segment",
-                        shared.dir.join(&h),
-                        e,
-                        advice::WRITE,
-                    ));
-                    continue;
-                }
-            }
+        if let Some(h) = hint::name_for(&seg.name)
+            && let Err(e) = remove_if_present(shared.storage.as_ref(), &h)
+        {
+            first_error.get_or_insert(Error::io(
+                "deleting the hint of an expired segment",
+                shared.dir.join(&h),
+                e,
+                advice::WRITE,
+            ));
+            continue;
         }
         match shared.storage.remove(&seg.name) {
             Ok(()) => report.segments_dropped += 1,

@@ -25,7 +25,7 @@ use crate::format::segment_header;
 use crate::pipeline::Sealed;
 use crate::scope::{IndexHashFn, TenantDigest};
 use crate::shared::Shared;
-use crate::storage::Storage;
+use crate::storage::{Storage, remove_if_present};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -147,10 +147,7 @@ pub(crate) fn write(
         ));
     };
     let bytes = hint::encode(header, &newest_per_key(scan_entries));
-    match storage.remove(&name) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    remove_if_present(storage, &name)?;
     let file = storage.create(&name)?;
     let written = file.write_all_at(&bytes, 0).and_then(|()| file.sync_data());
     if written.is_err() {

@@ -283,7 +283,7 @@ impl Shared {
 
     /// Fails every message still waiting for a writer that will not take it
     /// (called by the dying writer's guard, under the gate's write side).
-    pub(crate) fn fail_stranded(&self, rx: &crossbeam_channel::Receiver<Msg>, err: &Error) {
+    fn fail_stranded(&self, rx: &crossbeam_channel::Receiver<Msg>, err: &Error) {
         let mut s = Settlement::default();
         while let Ok(msg) = rx.try_recv() {
             match msg {
@@ -300,6 +300,34 @@ impl Shared {
             }
         }
         s.finish();
+    }
+}
+
+/// Catches a panic in a background thread and poisons the store, so callers
+/// get an error instead of waiting forever. Held by the writer, the settler
+/// (whose batch's completions would never be published: their callers get
+/// errors, their `Completer`s dropped unsettled) and the compactor.
+pub(crate) struct PanicGuard {
+    pub(crate) shared: Arc<Shared>,
+    /// The thread's name in the poison cause.
+    pub(crate) name: &'static str,
+    /// The writer's channel, to fail what it will never take.
+    pub(crate) rx: Option<crossbeam_channel::Receiver<Msg>>,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared
+                .poison(format!("the {} thread panicked", self.name));
+            if let Some(rx) = &self.rx {
+                // Senders check the poison flag under the gate's read side:
+                // once we hold the write side, nothing more arrives.
+                let _gate = self.shared.gate.write();
+                let err = self.shared.check_open().err().unwrap_or(Error::Closed);
+                self.shared.fail_stranded(rx, &err);
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, advice};
 use crate::pipeline::Msg;
 use crate::recovery::{self, RecoveryReport};
-use crate::shared::Shared;
+use crate::shared::{PanicGuard, Shared};
 use crate::storage::{FsStorage, LockOutcome, Storage};
 use crate::write::writer::Writer;
 use crossbeam_channel::{Sender, bounded};
@@ -118,31 +118,6 @@ impl Store {
     /// The state shared with the background threads, for white-box tests.
     pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
-    }
-}
-
-/// Catches a panic in a background thread and poisons the store, so callers
-/// get an error instead of waiting forever.
-struct PanicGuard {
-    shared: Arc<Shared>,
-    name: &'static str,
-    /// The writer's channel, to fail what it will never take.
-    rx: Option<crossbeam_channel::Receiver<Msg>>,
-}
-
-impl Drop for PanicGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.shared
-                .poison(format!("the {} thread panicked", self.name));
-            if let Some(rx) = &self.rx {
-                // Senders check the poison flag under the gate's read side:
-                // once we hold the write side, nothing more arrives.
-                let _gate = self.shared.gate.write();
-                let err = self.shared.check_open().err().unwrap_or(Error::Closed);
-                self.shared.fail_stranded(rx, &err);
-            }
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use crate::commit::{Commit, Completer};
 use crate::error::{Error, Result};
 use crate::format::record::{self, Body, Pending};
 use crate::format::{frame, hint};
-use crate::index::{Holder, SlotKey};
+use crate::index::{Holder, PendingEntry, Shard, SlotKey};
 use crate::pipeline::{Append, Install, Msg};
 use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, IndexKey, TenantDigest};
@@ -99,21 +99,24 @@ impl Reservation {
         let lease_end = shared.clock().now().saturating_add(shared.config.lease);
         let seq = {
             let mut shard = shared.index.lock(&self.index_key);
-            match shard.pending.get_mut(&SlotKey::from(&self.index_key)) {
-                Some(p) if p.token == self.token && p.holder == Holder::Held => {
-                    p.lease_end = lease_end;
-                }
-                _ => {
-                    return Err(Error::Fenced {
-                        reason: "the lease ended and a later request took the key over",
-                    });
-                }
-            }
+            self.held(&mut shard)?.lease_end = lease_end;
             shared.next_seq()
         };
         self.lease_end = lease_end;
         self.persisted = self.write_pending(seq)?;
         Ok(lease_end)
+    }
+
+    /// This reservation's entry in its locked `shard`, while it still holds
+    /// the key; else [`Error::Fenced`]: the lease ended and a later request
+    /// took the key over.
+    fn held<'a>(&self, shard: &'a mut Shard) -> Result<&'a mut PendingEntry> {
+        match shard.pending.get_mut(&SlotKey::from(&self.index_key)) {
+            Some(p) if p.token == self.token && p.holder == Holder::Held => Ok(p),
+            _ => Err(Error::Fenced {
+                reason: "the lease ended and a later request took the key over",
+            }),
+        }
     }
 
     /// Appends this reservation's pending record (sequence number `seq`).
@@ -221,15 +224,11 @@ impl Reservation {
         let shared = &self.store.shared;
         {
             let mut shard = shared.index.lock(&self.index_key);
-            match shard.pending.get_mut(&SlotKey::from(&self.index_key)) {
-                Some(p) if p.token == self.token && p.holder == Holder::Held => {
-                    p.holder = Holder::Completing;
-                }
-                _ => {
+            match self.held(&mut shard) {
+                Ok(p) => p.holder = Holder::Completing,
+                Err(e) => {
                     self.finished = true;
-                    return Err(Error::Fenced {
-                        reason: "the lease ended and a later request took the key over",
-                    });
+                    return Err(e);
                 }
             }
         }
@@ -282,16 +281,8 @@ impl Reservation {
         let shared = &self.store.shared;
         let seq = {
             let mut shard = shared.index.lock(&self.index_key);
-            match shard.pending.get(&SlotKey::from(&self.index_key)) {
-                Some(p) if p.token == self.token && p.holder == Holder::Held => {
-                    shard.pending.remove(&SlotKey::from(&self.index_key));
-                }
-                _ => {
-                    return Err(Error::Fenced {
-                        reason: "the lease ended and a later request took the key over",
-                    });
-                }
-            }
+            self.held(&mut shard)?;
+            shard.pending.remove(&SlotKey::from(&self.index_key));
             shared.next_seq()
         };
         self.store.shared.check_open()?;

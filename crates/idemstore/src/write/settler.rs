@@ -26,7 +26,7 @@ use crate::doorbell::Doorbell;
 use crate::error::Result;
 use crate::index::Slot;
 use crate::pipeline::Append;
-use crate::shared::Shared;
+use crate::shared::{PanicGuard, Shared};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,7 +66,14 @@ impl Settler {
             let (shared, inbox) = (shared.clone(), inbox.clone());
             std::thread::Builder::new()
                 .name("idemstore-settler".into())
-                .spawn(move || run(&shared, &inbox, &rx))
+                .spawn(move || {
+                    let _guard = PanicGuard {
+                        shared: shared.clone(),
+                        name: "settler",
+                        rx: None,
+                    };
+                    run(&shared, &inbox, &rx);
+                })
                 .ok()?
         };
         Some(Settler {
@@ -105,22 +112,8 @@ impl Settler {
     }
 }
 
-/// Poisons the store if the settler thread panics: the completions of the
-/// batch it was settling would never be published, and their callers get
-/// errors (their `Completer`s are dropped unsettled).
-struct PanicGuard<'a>(&'a Shared);
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.poison("the settler thread panicked".into());
-        }
-    }
-}
-
 /// The settler thread's loop, until the writer drops its end of `rx`.
 fn run(shared: &Shared, inbox: &Queue, rx: &Receiver<Job>) {
-    let _guard = PanicGuard(shared);
     while let Ok(job) = inbox.bell.recv(rx, None) {
         settle(shared, job.placed, job.result);
         inbox.unsettled.fetch_sub(1, Ordering::AcqRel);
