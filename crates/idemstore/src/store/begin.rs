@@ -8,7 +8,7 @@ use crate::commit::Commit;
 use crate::error::{Error, Result};
 use crate::index::{Holder, PendingEntry, Slot, SlotKey};
 use crate::response::StoredResponse;
-use crate::scope::{Fingerprint, TenantDigest};
+use crate::scope::{Fingerprint, IndexKey, TenantDigest};
 use crate::shared::Looked;
 use std::sync::atomic::Ordering;
 
@@ -79,12 +79,9 @@ impl Store {
         key: impl AsRef<[u8]>,
         fingerprint: Fingerprint,
     ) -> Result<Begin> {
-        self.inner.shared.check_open()?;
-        let shared = &self.inner.shared;
         let key = key.as_ref();
-        self.check_key(key)?;
-        let tenant = TenantDigest::of(tenant.as_ref());
-        let ik = (shared.config.index_hash)(&tenant, key);
+        let (tenant, ik) = self.scope(tenant.as_ref(), key)?;
+        let shared = &self.inner.shared;
         let mut known: Option<(Slot, Looked)> = None;
         loop {
             let now = shared.clock().now();
@@ -170,12 +167,9 @@ impl Store {
     /// What the store holds for a key, without reserving it. Expired records
     /// and lapsed reservations are `None`.
     pub fn get(&self, tenant: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
-        self.inner.shared.check_open()?;
-        let shared = &self.inner.shared;
         let key = key.as_ref();
-        self.check_key(key)?;
-        let tenant = TenantDigest::of(tenant.as_ref());
-        let ik = (shared.config.index_hash)(&tenant, key);
+        let (tenant, ik) = self.scope(tenant.as_ref(), key)?;
+        let shared = &self.inner.shared;
         let now = shared.clock().now();
         let slot = {
             let shard = shared.index.lock(&ik);
@@ -200,6 +194,17 @@ impl Store {
             Looked::Collision => Err(Error::DigestCollision),
             Looked::Live(s) => Ok(Some(KeyState::Completed(*s))),
         }
+    }
+
+    /// What `begin` and `get` start with: the store must be open and the
+    /// key's length allowed; then the tenant's digest and the key's index
+    /// key.
+    fn scope(&self, tenant: &[u8], key: &[u8]) -> Result<(TenantDigest, IndexKey)> {
+        self.inner.shared.check_open()?;
+        self.check_key(key)?;
+        let tenant = TenantDigest::of(tenant);
+        let ik = (self.inner.shared.config.index_hash)(&tenant, key);
+        Ok((tenant, ik))
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
