@@ -1,7 +1,6 @@
-//! All file I/O of the engine goes through two small traits ([`Storage`],
-//! [`StorageFile`], in `traits.rs`), so that tests can swap the disk for an
-//! in-memory one that simulates crashes ([`MemStorage`]) or one that injects
-//! faults ([`FaultyStorage`]).
+//! All file I/O of the engine goes through these two small traits, so that
+//! tests can swap the disk for an in-memory one that simulates crashes
+//! ([`MemStorage`]) or one that fails chosen calls ([`FaultyStorage`]).
 //!
 //! Contract an implementation must keep (the engine's durability rests on it):
 //! - after `sync_data` returns `Ok`, the file's bytes written so far survive a
@@ -9,6 +8,9 @@
 //! - after `sync_dir` returns `Ok`, the files created and removed so far stay
 //!   created and removed after a crash;
 //! - nothing else is promised to survive a crash.
+//!
+//! The traits and the helpers built on them are in `traits.rs`; one file per
+//! implementation.
 
 mod faulty;
 mod fs;
