@@ -167,62 +167,12 @@ impl Drop for ReadAhead {
 
 #[cfg(test)]
 mod tests {
-    use super::shards::{Candidate, build_shard};
     use super::*;
     use crate::format::frame;
-    use crate::format::record::{self, Kind};
+    use crate::format::record;
     use crate::format::segment_header;
-    use crate::index::Slot;
-    use crate::scope::IndexKey;
     use crate::storage::MemStorage;
     use crate::{Begin, Fingerprint, Response, Store};
-
-    fn cand(seq: u64, off: u32, kind: Kind, live_until: u64) -> Candidate {
-        Candidate {
-            seq,
-            slot: Slot { seg: 1, off },
-            kind,
-            live_until: Timestamp(live_until),
-        }
-    }
-
-    /// The completed slot of `key` after building a shard from `cands`.
-    fn winner(cands: &[Candidate]) -> Option<Slot> {
-        let key = IndexKey { hi: 1, lo: 2 };
-        let other = IndexKey { hi: 1, lo: 3 };
-        let mut all: Vec<(IndexKey, Candidate)> = cands.iter().map(|c| (key, *c)).collect();
-        all.push((other, cand(1, 8, Kind::Completed, 1_000)));
-        let b = build_shard(
-            0,
-            all,
-            Timestamp(500),
-            &Segments::default(),
-            std::path::Path::new("."),
-        );
-        assert_eq!(b.shard.completed(&other), Some(Slot { seg: 1, off: 8 }));
-        b.shard.completed(&key)
-    }
-
-    #[test]
-    fn the_newest_record_of_a_key_wins_in_any_order() {
-        let slot = |off| Some(Slot { seg: 1, off });
-        let (old, new) = (
-            cand(5, 100, Kind::Completed, 1_000),
-            cand(9, 200, Kind::Completed, 1_000),
-        );
-        // Two live completions of one slot key (a digest collision).
-        assert_eq!(winner(&[old, new]), slot(200));
-        assert_eq!(winner(&[new, old]), slot(200));
-        // A newer abort or an expired newer completion leaves the key free;
-        // an older one of either changes nothing.
-        let abort = cand(7, 300, Kind::Aborted, 1_000);
-        assert_eq!(winner(&[old, abort]), None);
-        assert_eq!(winner(&[new, abort]), slot(200));
-        let expired = cand(8, 400, Kind::Completed, 400);
-        assert_eq!(winner(&[old, expired]), None);
-        assert_eq!(winner(&[expired, new]), slot(200));
-        assert_eq!(winner(&[expired]), None);
-    }
 
     fn store_with_one_record() -> (MemStorage, String) {
         let st = MemStorage::new();
