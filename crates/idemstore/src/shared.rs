@@ -16,11 +16,12 @@ use crate::response::StoredResponse;
 use crate::scope::TenantDigest;
 use crate::segment::{Segments, bucket_of};
 use crate::storage::Storage;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
 /// Monotonic counters, read by [`Store::stats`].
 #[derive(Default, Debug)]
@@ -303,16 +304,38 @@ impl Shared {
     }
 }
 
+/// Starts the background thread `idemstore-{name}` running `work` under a
+/// [`PanicGuard`]; given the writer's channel `rx`, the guard also fails
+/// what waits in it.
+pub(crate) fn spawn_guarded(
+    shared: &Arc<Shared>,
+    name: &'static str,
+    rx: Option<Receiver<Msg>>,
+    work: impl FnOnce(Arc<Shared>) + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("idemstore-{name}"))
+        .spawn(move || {
+            let _guard = PanicGuard {
+                shared: shared.clone(),
+                name,
+                rx,
+            };
+            work(shared);
+        })
+}
+
 /// Catches a panic in a background thread and poisons the store, so callers
 /// get an error instead of waiting forever. Held by the writer, the settler
 /// (whose batch's completions would never be published: their callers get
 /// errors, their `Completer`s dropped unsettled) and the compactor.
-pub(crate) struct PanicGuard {
-    pub(crate) shared: Arc<Shared>,
+struct PanicGuard {
+    shared: Arc<Shared>,
     /// The thread's name in the poison cause.
-    pub(crate) name: &'static str,
+    name: &'static str,
     /// The writer's channel, to fail what it will never take.
-    pub(crate) rx: Option<crossbeam_channel::Receiver<Msg>>,
+    rx: Option<Receiver<Msg>>,
 }
 
 impl Drop for PanicGuard {

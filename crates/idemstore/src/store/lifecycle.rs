@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, advice};
 use crate::pipeline::Msg;
 use crate::recovery::{self, RecoveryReport};
-use crate::shared::{PanicGuard, Shared};
+use crate::shared::{Shared, spawn_guarded};
 use crate::storage::{FsStorage, LockOutcome, Storage};
 use crate::write::writer::Writer;
 use crossbeam_channel::{Sender, bounded};
@@ -167,36 +167,21 @@ impl Store {
         let (sealed_tx, sealed_rx) = crossbeam_channel::unbounded();
         let spawn_err = |e| Error::io("starting a thread for", dir.clone(), e, advice::OPEN);
         let writer = {
-            let shared = shared.clone();
             let next_segment = rec.next_segment_id;
             let sealed = (sealed_tx, sealed_rx.clone());
-            std::thread::Builder::new()
-                .name("idemstore-writer".into())
-                .spawn(move || {
-                    let _guard = PanicGuard {
-                        shared: shared.clone(),
-                        name: "writer",
-                        rx: Some(rx.clone()),
-                    };
-                    Writer::new(shared, rx, next_segment, sealed).run();
-                })
-                .map_err(spawn_err)?
+            // Given the channel, a panicking writer fails what waits in it.
+            spawn_guarded(&shared, "writer", Some(rx.clone()), move |shared| {
+                Writer::new(shared, rx, next_segment, sealed).run();
+            })
+            .map_err(spawn_err)?
         };
         let (stop_tx, stop_rx) = bounded(1);
         let compactor = {
-            let shared = shared.clone();
             let tx = tx.clone();
-            std::thread::Builder::new()
-                .name("idemstore-compactor".into())
-                .spawn(move || {
-                    let _guard = PanicGuard {
-                        shared: shared.clone(),
-                        name: "compactor",
-                        rx: None,
-                    };
-                    compactor::run(shared, tx, stop_rx, sealed_rx, compaction_interval);
-                })
-                .map_err(spawn_err)?
+            spawn_guarded(&shared, "compactor", None, move |shared| {
+                compactor::run(shared, tx, stop_rx, sealed_rx, compaction_interval);
+            })
+            .map_err(spawn_err)?
         };
         Ok(Store {
             inner: Arc::new(StoreInner {

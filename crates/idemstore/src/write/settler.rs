@@ -26,7 +26,7 @@ use crate::doorbell::Doorbell;
 use crate::error::Result;
 use crate::index::Slot;
 use crate::pipeline::Append;
-use crate::shared::{PanicGuard, Shared};
+use crate::shared::{Shared, spawn_guarded};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,18 +63,11 @@ impl Settler {
         let inbox = Arc::new(Queue::default());
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = {
-            let (shared, inbox) = (shared.clone(), inbox.clone());
-            std::thread::Builder::new()
-                .name("idemstore-settler".into())
-                .spawn(move || {
-                    let _guard = PanicGuard {
-                        shared: shared.clone(),
-                        name: "settler",
-                        rx: None,
-                    };
-                    run(&shared, &inbox, &rx);
-                })
-                .ok()?
+            let inbox = inbox.clone();
+            spawn_guarded(shared, "settler", None, move |shared| {
+                run(&shared, &inbox, &rx);
+            })
+            .ok()?
         };
         Some(Settler {
             tx,
