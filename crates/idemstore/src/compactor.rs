@@ -10,8 +10,9 @@ use crate::error::{Error, Result, advice};
 use crate::format::hint;
 use crate::hints;
 use crate::index::Holder;
-use crate::store::Shared;
-use crate::writer::{Msg, Sealed};
+use crate::pipeline::{Msg, Sealed};
+use crate::shared::Shared;
+use crate::storage::remove_if_present;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -94,20 +95,16 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     for seg in &removed {
         report.bytes_freed += seg.len.load(Ordering::Relaxed);
         // The hint goes first: a hint never outlives its segment.
-        if let Some(h) = hint::name_for(&seg.name) {
-            match shared.storage.remove(&h) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    first_error.get_or_insert(Error::io(
-                        "deleting the hint of an expired segment",
-                        shared.dir.join(&h),
-                        e,
-                        advice::WRITE,
-                    ));
-                    continue;
-                }
-            }
+        if let Some(h) = hint::name_for(&seg.name)
+            && let Err(e) = remove_if_present(shared.storage.as_ref(), &h)
+        {
+            first_error.get_or_insert(Error::io(
+                "deleting the hint of an expired segment",
+                shared.dir.join(&h),
+                e,
+                advice::WRITE,
+            ));
+            continue;
         }
         match shared.storage.remove(&seg.name) {
             Ok(()) => report.segments_dropped += 1,
@@ -137,32 +134,6 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     }
 }
 
-/// Writes the hint file of a segment the writer sealed, unless the segment
-/// was deleted meanwhile (its hint would outlive it). Runs on the compactor
-/// thread, or on the writer's at shutdown. Holds `Shared::compaction` from
-/// the check to the end of the write, so no pass (which also holds it)
-/// deletes the segment in between: a hint never outlives its segment.
-pub(crate) fn write_hint(shared: &Shared, sealed: Sealed) {
-    let _no_pass = shared.compaction.lock();
-    let seg = &sealed.segment;
-    if shared.segments.get(seg.id()).is_none() {
-        return;
-    }
-    let e = &sealed.entries;
-    let header = hints::header_for(
-        &seg.header,
-        seg.len.load(Ordering::Acquire),
-        e.max_seq,
-        e.entries.len() as u64,
-        shared.config.index_hash,
-    );
-    let c = &shared.counters;
-    match hints::write(shared.storage.as_ref(), &seg.name, &header, &e.entries) {
-        Ok(()) => c.hints_written.fetch_add(1, Ordering::Relaxed),
-        Err(_) => c.hint_errors.fetch_add(1, Ordering::Relaxed),
-    };
-}
-
 /// The compactor thread's loop: a pass every `interval`, and the hint file
 /// of every segment the writer seals, until told to stop.
 pub(crate) fn run(
@@ -178,7 +149,7 @@ pub(crate) fn run(
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(sealed) -> seg => match seg {
-                Ok(s) => write_hint(&shared, s),
+                Ok(s) => hints::write_sealed(&shared, s),
                 // The writer is gone: stop listening (else this spins).
                 Err(_) => sealed = crossbeam_channel::never(),
             },

@@ -21,7 +21,7 @@
 
 use crate::error::{Error, Result, advice};
 use crate::format::floor::{self, Decoded};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{Storage, StorageFile, remove_if_present};
 use std::io;
 use std::sync::Arc;
 
@@ -90,10 +90,7 @@ impl Floor {
         }
         // A file cut short by a crash during its creation: it never held a
         // floor that anything relied on.
-        match storage.remove(floor::FILE_NAME) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_if_present(storage, floor::FILE_NAME)?;
         let file = storage.create(floor::FILE_NAME)?;
         let mut bytes = vec![0u8; usize::try_from(floor::FILE_LEN).unwrap_or(0)];
         bytes[..floor::LEN].copy_from_slice(&floor::encode(self.value));

@@ -22,10 +22,13 @@ use crate::format::frame::{Scanned, Scanner};
 use crate::format::hint::{self, Entry, Header};
 use crate::format::record;
 use crate::format::segment_header;
+use crate::pipeline::Sealed;
 use crate::scope::{IndexHashFn, TenantDigest};
-use crate::storage::Storage;
+use crate::shared::Shared;
+use crate::storage::{Storage, remove_if_present};
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::Ordering;
 
 /// The probe value of an index hash function (see `format/hint.rs`).
 pub(crate) fn probe(hash: IndexHashFn) -> u64 {
@@ -144,10 +147,7 @@ pub(crate) fn write(
         ));
     };
     let bytes = hint::encode(header, &newest_per_key(scan_entries));
-    match storage.remove(&name) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    remove_if_present(storage, &name)?;
     let file = storage.create(&name)?;
     let written = file.write_all_at(&bytes, 0).and_then(|()| file.sync_data());
     if written.is_err() {
@@ -186,7 +186,7 @@ impl Loaded<'_> {
     /// The entries (checked by their checksum when loaded).
     pub(crate) fn entries(
         &self,
-    ) -> impl Iterator<Item = Result<Entry, crate::format::codec::DecodeError>> + '_ {
+    ) -> impl Iterator<Item = Result<Entry, crate::format::primitive::DecodeError>> + '_ {
         hint::entries(&self.bytes[hint::HEADER_LEN..])
     }
 }
@@ -222,4 +222,30 @@ pub(crate) fn load<'a>(
         return None;
     }
     Some(Loaded { header, bytes: buf })
+}
+
+/// Writes the hint file of a segment the writer sealed, unless the segment
+/// was deleted meanwhile (its hint would outlive it). Runs on the compactor
+/// thread, or on the writer's at shutdown. Holds `Shared::compaction` from
+/// the check to the end of the write, so no pass (which also holds it)
+/// deletes the segment in between: a hint never outlives its segment.
+pub(crate) fn write_sealed(shared: &Shared, sealed: Sealed) {
+    let _no_pass = shared.compaction.lock();
+    let seg = &sealed.segment;
+    if shared.segments.get(seg.id()).is_none() {
+        return;
+    }
+    let e = &sealed.entries;
+    let header = header_for(
+        &seg.header,
+        seg.len.load(Ordering::Acquire),
+        e.max_seq,
+        e.entries.len() as u64,
+        shared.config.index_hash,
+    );
+    let c = &shared.counters;
+    match write(shared.storage.as_ref(), &seg.name, &header, &e.entries) {
+        Ok(()) => c.hints_written.fetch_add(1, Ordering::Relaxed),
+        Err(_) => c.hint_errors.fetch_add(1, Ordering::Relaxed),
+    };
 }

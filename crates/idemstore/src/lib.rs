@@ -37,14 +37,33 @@
 //!
 //! ## Layout
 //!
-//! - [`store`](crate::Store): `Store`, `begin`, `Reservation` — the API.
+//! Imports flow one way: from the API down to the threads, from the threads
+//! down to the shared state, the messages and the files. One `complete()`
+//! takes this path:
+//!
+//! - `store/`: the API — `lifecycle` ([`Store`]: open, threads, close),
+//!   `begin` ([`Store::begin`], [`Store::get`]), `reservation` ([`Reservation`]).
+//! - `shared`: the state callers and background threads share, and the gate
+//!   every message to the writer passes; `poison`: the store's first fatal
+//!   cause; `pipeline`: the messages between threads.
+//! - `write/`: `writer`, the group-commit writer thread (append, fsync);
+//!   `settler`, which publishes and wakes each written batch.
 //! - `index`: the sharded in-memory index (a 20-byte slot per completed key).
-//! - `writer`: the group-commit writer thread; `settler`: publishes and wakes
-//!   each written batch; `compactor`: bucket expiry.
-//! - `recovery`: rebuilding the index on open; `floor`: the durable lower
+//! - `segment`: segment files at run time (bucket math, reading one record);
+//!   `doorbell`: how the writer waits for work; `commit`: [`Commit`], a
+//!   waitable and awaitable write result.
+//! - `compactor`: bucket expiry; `hints`: hint files, written for each segment
+//!   the writer seals.
+//! - `recovery/`: rebuilding the index on open (`listing` of the files,
+//!   `read` of one segment, building the `shards`); `floor`: the durable lower
 //!   bound that keeps fencing tokens increasing across restarts.
-//! - `format`: the on-disk format, one file per concept (see `FORMAT.md`).
-//! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images).
+//! - `format/`: the on-disk format, one file per concept (see `FORMAT.md`),
+//!   built on `format::primitive`'s little-endian integers; `format::codec`
+//!   is the public [`codec`] of a completed record.
+//! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images,
+//!   or failing chosen calls).
+//! - `scope` (tenant digest, index key, fingerprint), `response`, `config`,
+//!   `clock`, `error`: the types of the API.
 //!
 //! `ARCHITECTURE.md` in the repository walks one `complete()` from the call to
 //! the fsync; `crates/idemstore/FORMAT.md` documents every byte on disk.
@@ -63,21 +82,24 @@ mod format;
 pub mod fuzzing;
 mod hints;
 mod index;
+mod pipeline;
+mod poison;
 mod recovery;
 mod response;
 mod scope;
 mod segment;
-mod settler;
+mod shared;
 pub mod storage;
 mod store;
-mod writer;
+mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use commit::Commit;
 pub use compactor::CompactionReport;
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
+pub use format::codec;
 pub use recovery::RecoveryReport;
-pub use response::{Response, StoredResponse, codec};
+pub use response::{Response, StoredResponse};
 pub use scope::{Fingerprint, IndexHashFn, IndexKey, TenantDigest, default_index_hash};
 pub use store::{Begin, InFlight, KeyState, Mismatch, Reservation, Stats, Store};

@@ -20,7 +20,7 @@
 //! slot that does not hold the current one, so a write torn by a crash
 //! damages only a slot that no longer mattered.
 
-use super::codec::{Dec, DecodeError, Enc, err};
+use super::primitive::{Dec, DecodeError, Enc, err};
 
 const MAGIC: &[u8; 8] = b"IDEMFLR\0";
 /// Floor format version written by this build.

@@ -34,7 +34,7 @@
 //! checksum, a segment it does not match) makes `open` read the segment
 //! instead and write a new hint.
 
-use super::codec::{Dec, DecodeError, Enc, err};
+use super::primitive::{Dec, DecodeError, Enc, err};
 use super::record::Kind;
 use crate::clock::Timestamp;
 use crate::scope::IndexKey;

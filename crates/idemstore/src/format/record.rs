@@ -25,7 +25,7 @@
 //!             body_len u32, body
 //! ```
 
-use super::codec::{Dec, DecodeError, Enc, err};
+use super::primitive::{Dec, DecodeError, Enc, err};
 use crate::clock::Timestamp;
 use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, TenantDigest};

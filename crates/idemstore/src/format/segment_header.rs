@@ -16,7 +16,7 @@
 //! File name: `{bucket_end_ms:013}-{segment_id:010}.seg`, so that a listing
 //! sorts by expiry. The header is authoritative; the name is checked against it.
 
-use super::codec::{Dec, DecodeError, Enc, err};
+use super::primitive::{Dec, DecodeError, Enc, err};
 use crate::clock::Timestamp;
 
 const MAGIC: &[u8; 8] = b"IDEMSEG\0";

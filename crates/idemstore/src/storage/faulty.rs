@@ -2,7 +2,7 @@
 //! full disk) on writes or on fsyncs, after a number of successful ones. For
 //! tests of what the store does when the disk misbehaves.
 
-use super::{LockOutcome, Storage, StorageFile};
+use super::traits::{LockOutcome, Storage, StorageFile};
 use parking_lot::Mutex;
 use std::io;
 use std::path::PathBuf;
@@ -114,7 +114,7 @@ impl StorageFile for FaultyFile {
         self.faults.check(FaultOn::Sync)?;
         self.inner.sync_data()
     }
-    fn map(&self, len: u64) -> Option<super::Mapping> {
+    fn map(&self, len: u64) -> Option<super::map::Mapping> {
         self.inner.map(len)
     }
 }

@@ -1,6 +1,6 @@
 //! The real filesystem.
 
-use super::{LockOutcome, Storage, StorageFile};
+use super::traits::{LockOutcome, Storage, StorageFile};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -187,7 +187,7 @@ impl FsFile {
             .write(true)
             .custom_flags(libc::O_DIRECT)
             .open(&self.path)?;
-        let zeros = super::aligned_zeros();
+        let zeros = super::traits::aligned_zeros();
         let mut at = offset;
         while at < end {
             let n = (end - at).min(zeros.len() as u64);
@@ -230,18 +230,18 @@ impl StorageFile for FsFile {
             end / DIRECT_ALIGN * DIRECT_ALIGN,
         );
         if a >= b {
-            return super::write_zeros_through(self, offset, len);
+            return super::traits::write_zeros_through(self, offset, len);
         }
-        super::write_zeros_through(self, offset, a - offset)?;
+        super::traits::write_zeros_through(self, offset, a - offset)?;
         if self.write_zeros_direct(a, b).is_err() {
             // No O_DIRECT here (or it failed part way): the page cache
             // writes the same zeros.
-            super::write_zeros_through(self, a, b - a)?;
+            super::traits::write_zeros_through(self, a, b - a)?;
         }
-        super::write_zeros_through(self, b, end - b)
+        super::traits::write_zeros_through(self, b, end - b)
     }
 
-    fn map(&self, len: u64) -> Option<super::Mapping> {
+    fn map(&self, len: u64) -> Option<super::map::Mapping> {
         super::map::map(&self.file, len)
     }
 }

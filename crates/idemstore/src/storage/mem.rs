@@ -18,7 +18,7 @@
 //! mixed sector by sector. Bytes no change since the last sync touched are
 //! never altered.
 
-use super::{LockOutcome, Storage, StorageFile};
+use super::traits::{LockOutcome, Storage, StorageFile};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io;

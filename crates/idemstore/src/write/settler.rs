@@ -23,11 +23,10 @@
 
 use crate::commit::Settlement;
 use crate::doorbell::Doorbell;
-use crate::error::{Error, Result, advice};
+use crate::error::Result;
 use crate::index::Slot;
-use crate::segment::Segment;
-use crate::store::Shared;
-use crate::writer::Append;
+use crate::pipeline::Append;
+use crate::shared::{Shared, spawn_guarded};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,11 +63,11 @@ impl Settler {
         let inbox = Arc::new(Queue::default());
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = {
-            let (shared, inbox) = (shared.clone(), inbox.clone());
-            std::thread::Builder::new()
-                .name("idemstore-settler".into())
-                .spawn(move || run(&shared, &inbox, &rx))
-                .ok()?
+            let inbox = inbox.clone();
+            spawn_guarded(shared, "settler", None, move |shared| {
+                run(&shared, &inbox, &rx);
+            })
+            .ok()?
         };
         Some(Settler {
             tx,
@@ -106,41 +105,12 @@ impl Settler {
     }
 }
 
-/// Poisons the store if the settler thread panics: the completions of the
-/// batch it was settling would never be published, and their callers get
-/// errors (their `Completer`s are dropped unsettled).
-struct PanicGuard<'a>(&'a Shared);
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.poison("the settler thread panicked".into());
-        }
-    }
-}
-
 /// The settler thread's loop, until the writer drops its end of `rx`.
 fn run(shared: &Shared, inbox: &Queue, rx: &Receiver<Job>) {
-    let _guard = PanicGuard(shared);
     while let Ok(job) = inbox.bell.recv(rx, None) {
         settle(shared, job.placed, job.result);
         inbox.unsettled.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// fsyncs each of `segments`. A failure poisons the store: the kernel may
-/// have dropped the dirty pages, so nothing written since the last good
-/// fsync can be trusted (PostgreSQL's lesson).
-pub(crate) fn sync(shared: &Shared, segments: &[Arc<Segment>]) -> Result<()> {
-    for seg in segments {
-        if let Err(e) = seg.file.sync_data() {
-            let err = Error::io("fsyncing", shared.dir.join(&seg.name), e, advice::FSYNC);
-            shared.poison(err.to_string());
-            return Err(err);
-        }
-        shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
 }
 
 /// Settles a batch: on success publishes its completions in the index and

@@ -27,16 +27,17 @@
 //!   cache may have dropped the dirty pages).
 
 use crate::clock::Timestamp;
-use crate::commit::{Completer, Settlement};
+use crate::commit::Settlement;
 use crate::config::Durability;
 use crate::error::{Error, advice};
 use crate::format::segment_header::SegmentHeader;
 use crate::format::{frame, hint};
+use crate::hints;
 use crate::index::Slot;
-use crate::scope::IndexKey;
+use crate::pipeline::{Append, Msg, Sealed, SegmentEntries};
 use crate::segment::{self, Segment};
-use crate::settler::{self, Placed, Settler};
-use crate::store::Shared;
+use crate::shared::Shared;
+use crate::write::settler::{self, Placed, Settler};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -57,55 +58,6 @@ const LINGER_BACKOFF: u32 = 16;
 /// For this long after a batch the writer only naps between messages (see
 /// `Writer::next_message`).
 const ACTIVE: Duration = Duration::from_millis(100);
-
-/// A message to the writer.
-pub(crate) enum Msg {
-    Append(Append),
-    /// Stop appending to buckets that end at or before `upto`; reply when done.
-    Retire {
-        upto: Timestamp,
-        done: Sender<()>,
-    },
-    /// Make everything written so far durable, then settle.
-    Flush(Completer),
-    /// Sync everything and exit.
-    Shutdown,
-}
-
-/// One framed record to append.
-pub(crate) struct Append {
-    /// The bucket `[start, end)` its expiry falls in.
-    pub(crate) bucket: (Timestamp, Timestamp),
-    pub(crate) frame: Vec<u8>,
-    /// Its index entry, for the segment's hint file (the writer sets the
-    /// offset).
-    pub(crate) entry: hint::Entry,
-    /// For a completion: publish it in the index once durable.
-    pub(crate) install: Option<Install>,
-    pub(crate) done: Option<Completer>,
-}
-
-/// Reservation records waiting for the writer, which writes them with its
-/// next batch, and at the latest `pending_write_delay` after `since`.
-#[derive(Default)]
-pub(crate) struct SideQueue {
-    pub(crate) items: Vec<Queued>,
-    /// When the queue last went from empty to non-empty.
-    pub(crate) since: Option<Instant>,
-}
-
-/// A reservation record waiting in the side queue.
-pub(crate) struct Queued {
-    /// The reservation's fencing token.
-    pub(crate) token: u64,
-    pub(crate) append: Append,
-}
-
-/// Publish a completed record for `key`, replacing reservation `token`.
-pub(crate) struct Install {
-    pub(crate) key: IndexKey,
-    pub(crate) token: u64,
-}
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
@@ -176,19 +128,6 @@ fn take_placed_in(placed: &mut Placed, id: u32, to: &mut Vec<Append>) {
             i += 1;
         }
     }
-}
-
-/// What the hint file of a segment lists: every record in `[40, len)`.
-#[derive(Default)]
-pub(crate) struct SegmentEntries {
-    pub(crate) entries: Vec<hint::Entry>,
-    pub(crate) max_seq: u64,
-}
-
-/// A segment the writer will not append to again, with its entries.
-pub(crate) struct Sealed {
-    pub(crate) segment: Arc<Segment>,
-    pub(crate) entries: SegmentEntries,
 }
 
 impl Writer {
@@ -456,7 +395,7 @@ impl Writer {
             Ok(())
         } else if self.shared.config.durability == Durability::Sync {
             let started = Instant::now();
-            let result = settler::sync(&self.shared, &segments);
+            let result = sync(&self.shared, &segments);
             self.last_fsync = started.elapsed();
             self.backlog_after_fsync = self.rx.len();
             result
@@ -696,7 +635,7 @@ impl Writer {
     /// (`Completing`) until its record is written: a store failure never
     /// frees a key whose request ran. Meanwhile `begin` refuses new
     /// reservations (see `Shared::check_writable`) but serves replays. (A
-    /// failed fsync does poison the store: see `settler::sync`.)
+    /// failed fsync does poison the store: see `fsync`.)
     fn defer(&mut self, records: impl Iterator<Item = Append>, err: &Error, failed_now: bool) {
         if failed_now {
             self.shared.note_write_failure(err.clone());
@@ -778,14 +717,9 @@ impl Writer {
             // Harmless: the next open truncates the zeros (and scans).
             return Ok(());
         }
-        seg.file.sync_data().map_err(|e| {
-            let err = self.io_error("fsyncing", seg, e);
-            self.shared.poison(err.to_string());
-            err
-        })?;
+        fsync(&self.shared, seg)?;
         // That fsync made everything written to it durable too.
         self.dirty.remove(&seg.id());
-        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -797,13 +731,8 @@ impl Writer {
             if self.trim(seg).is_err() {
                 return;
             }
-            if self.dirty.remove(&seg.id()).is_some() {
-                if let Err(e) = seg.file.sync_data() {
-                    let err = self.io_error("fsyncing", seg, e);
-                    self.shared.poison(err.to_string());
-                    return;
-                }
-                self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if self.dirty.remove(&seg.id()).is_some() && fsync(&self.shared, seg).is_err() {
+                return;
             }
             let entries = self.entries.remove(&seg.id()).unwrap_or_default();
             let _ = self.sealed_tx.send(Sealed { segment, entries });
@@ -854,7 +783,7 @@ impl Writer {
             .collect();
         todo.extend(self.sealed_rx.try_iter());
         for sealed in todo {
-            crate::compactor::write_hint(&self.shared, sealed);
+            hints::write_sealed(&self.shared, sealed);
         }
     }
 
@@ -862,7 +791,28 @@ impl Writer {
     fn sync_all(&mut self) -> Result<(), Error> {
         self.last_sync = Instant::now();
         let dirty: Vec<Arc<Segment>> = self.dirty.drain().map(|(_, s)| s).collect();
-        settler::sync(&self.shared, &dirty)?;
+        sync(&self.shared, &dirty)?;
         self.shared.check_poison()
     }
+}
+
+/// fsyncs each of `segments` (see `fsync`).
+fn sync(shared: &Shared, segments: &[Arc<Segment>]) -> Result<(), Error> {
+    for seg in segments {
+        fsync(shared, seg)?;
+    }
+    Ok(())
+}
+
+/// fsyncs `seg` and counts it. A failure poisons the store: the kernel may
+/// have dropped the dirty pages, so nothing written since the last good
+/// fsync can be trusted (PostgreSQL's lesson).
+fn fsync(shared: &Shared, seg: &Segment) -> Result<(), Error> {
+    if let Err(e) = seg.file.sync_data() {
+        let err = Error::io("fsyncing", shared.dir.join(&seg.name), e, advice::FSYNC);
+        shared.poison(err.to_string());
+        return Err(err);
+    }
+    shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }

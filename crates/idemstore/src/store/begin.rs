@@ -1,0 +1,221 @@
+//! The begin/get algorithm: what the index and the stored record say about a
+//! key, and reserving it when it is free.
+
+use super::lifecycle::Store;
+use super::reservation::Reservation;
+use crate::clock::Timestamp;
+use crate::commit::Commit;
+use crate::error::{Error, Result};
+use crate::index::{Holder, PendingEntry, Slot, SlotKey};
+use crate::response::StoredResponse;
+use crate::scope::{Fingerprint, IndexKey, TenantDigest};
+use crate::shared::Looked;
+use std::sync::atomic::Ordering;
+
+/// The answer of [`Store::begin`]: exactly one of four.
+#[derive(Debug)]
+pub enum Begin {
+    /// The key is yours: execute the request, then
+    /// [`complete`](Reservation::complete) or [`abort`](Reservation::abort).
+    Reserved(Reservation),
+    /// Another request holds the key right now.
+    InFlight(InFlight),
+    /// The key completed with the same request fingerprint: send this back.
+    Replay(StoredResponse),
+    /// The key completed for a different request.
+    Mismatch(Mismatch),
+}
+
+/// A reservation held by someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// When the holder reserved the key.
+    pub started_at: Timestamp,
+    /// When its lease ends (a later `begin` may take over from then on,
+    /// unless it is completing).
+    pub lease_end: Timestamp,
+    /// Whether the holder's request has the same fingerprint as this one.
+    pub same_request: bool,
+}
+
+/// The key was completed by a different request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Fingerprint of the request that completed the key.
+    pub stored_fingerprint: Fingerprint,
+    /// When it completed.
+    pub completed_at: Timestamp,
+}
+
+/// What [`Store::get`] sees for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// Reserved, not completed.
+    Pending {
+        /// Fingerprint of the holder's request.
+        fingerprint: Fingerprint,
+        /// When it was reserved.
+        started_at: Timestamp,
+        /// When the lease ends.
+        lease_end: Timestamp,
+        /// True when the holder died with an earlier process (found on disk
+        /// at open).
+        abandoned: bool,
+    },
+    /// Completed and not expired.
+    Completed(StoredResponse),
+}
+
+impl Store {
+    /// Starts a request with idempotency `key` for `tenant` (any bytes that
+    /// identify the caller: an API key, an account id; only its digest is
+    /// stored). Does not wait for the disk.
+    ///
+    /// Reads the stored record from disk for a completed key (one `pread`,
+    /// usually served from the page cache).
+    pub fn begin(
+        &self,
+        tenant: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        fingerprint: Fingerprint,
+    ) -> Result<Begin> {
+        let key = key.as_ref();
+        let (tenant, ik) = self.scope(tenant.as_ref(), key)?;
+        let shared = &self.inner.shared;
+        let mut known: Option<(Slot, Looked)> = None;
+        loop {
+            let now = shared.clock().now();
+            let mut shard = shared.index.lock(&ik);
+            let mut taking_over = false;
+            if let Some(p) = shard.pending.get(&SlotKey::from(&ik)) {
+                if !p.is_for(&tenant, key) {
+                    return Err(Error::DigestCollision);
+                }
+                if !p.can_take_over(now) {
+                    return Ok(Begin::InFlight(InFlight {
+                        started_at: p.started_at,
+                        lease_end: p.lease_end,
+                        same_request: p.fingerprint == fingerprint,
+                    }));
+                }
+                taking_over = true;
+            }
+            if let Some(slot) = shard.completed(&ik) {
+                match known.take() {
+                    Some((s, looked)) if s == slot => match looked {
+                        Looked::Gone => {
+                            shard.remove_completed(&ik);
+                        }
+                        Looked::Collision => return Err(Error::DigestCollision),
+                        // Judged at the previous pass's clock: re-check now.
+                        Looked::Live(stored) if stored.expires_at <= now => {
+                            shard.remove_completed(&ik);
+                        }
+                        Looked::Live(stored) => {
+                            return Ok(if stored.fingerprint == fingerprint {
+                                Begin::Replay(*stored)
+                            } else {
+                                Begin::Mismatch(Mismatch {
+                                    stored_fingerprint: stored.fingerprint,
+                                    completed_at: stored.completed_at,
+                                })
+                            });
+                        }
+                    },
+                    _ => {
+                        // Read without holding the shard lock, then look again.
+                        drop(shard);
+                        known = Some((slot, shared.look(slot, &tenant, key, now)?));
+                        continue;
+                    }
+                }
+            }
+            shared.check_writable()?;
+            if taking_over {
+                shared.counters.takeovers.fetch_add(1, Ordering::Relaxed);
+            }
+            let token = shared.next_seq();
+            let lease_end = now.saturating_add(shared.config.lease);
+            let entry = PendingEntry {
+                token,
+                tenant,
+                key: key.into(),
+                fingerprint,
+                started_at: now,
+                lease_end,
+                holder: Holder::Held,
+            };
+            shard.pending.insert(SlotKey::from(&ik), entry);
+            drop(shard);
+            let mut r = Reservation {
+                store: self.inner.clone(),
+                index_key: ik,
+                tenant,
+                key: key.into(),
+                fingerprint,
+                token,
+                started_at: now,
+                lease_end,
+                persisted: Commit::ready(Ok(())),
+                finished: false,
+            };
+            r.persisted = r.write_pending(token)?;
+            return Ok(Begin::Reserved(r));
+        }
+    }
+
+    /// What the store holds for a key, without reserving it. Expired records
+    /// and lapsed reservations are `None`.
+    pub fn get(&self, tenant: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
+        let key = key.as_ref();
+        let (tenant, ik) = self.scope(tenant.as_ref(), key)?;
+        let shared = &self.inner.shared;
+        let now = shared.clock().now();
+        let slot = {
+            let shard = shared.index.lock(&ik);
+            if let Some(p) = shard.pending.get(&SlotKey::from(&ik)) {
+                if !p.is_for(&tenant, key) {
+                    return Err(Error::DigestCollision);
+                }
+                if !p.can_take_over(now) {
+                    return Ok(Some(KeyState::Pending {
+                        fingerprint: p.fingerprint,
+                        started_at: p.started_at,
+                        lease_end: p.lease_end,
+                        abandoned: p.holder == Holder::Orphan,
+                    }));
+                }
+            }
+            shard.completed(&ik)
+        };
+        let Some(slot) = slot else { return Ok(None) };
+        match shared.look(slot, &tenant, key, now)? {
+            Looked::Gone => Ok(None),
+            Looked::Collision => Err(Error::DigestCollision),
+            Looked::Live(s) => Ok(Some(KeyState::Completed(*s))),
+        }
+    }
+
+    /// What `begin` and `get` start with: the store must be open and the
+    /// key's length allowed; then the tenant's digest and the key's index
+    /// key.
+    fn scope(&self, tenant: &[u8], key: &[u8]) -> Result<(TenantDigest, IndexKey)> {
+        self.inner.shared.check_open()?;
+        self.check_key(key)?;
+        let tenant = TenantDigest::of(tenant);
+        let ik = (self.inner.shared.config.index_hash)(&tenant, key);
+        Ok((tenant, ik))
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        let c = &self.inner.shared.config;
+        if key.len() < c.min_key_len || key.len() > c.max_key_len {
+            return Err(Error::InvalidKey {
+                reason: format!("the key is {} bytes long", key.len()),
+                min: c.min_key_len,
+                max: c.max_key_len,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! The public face of the engine: [`Store`], [`Begin`] and [`Reservation`].
+//! `lifecycle` opens and closes a store; `begin` answers `begin` and `get`;
+//! `reservation` holds a reserved key until it completes or aborts.
+
+mod begin;
+mod lifecycle;
+mod reservation;
+
+pub use begin::{Begin, InFlight, KeyState, Mismatch};
+pub use lifecycle::{Stats, Store};
+pub use reservation::Reservation;
