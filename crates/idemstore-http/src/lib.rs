@@ -119,6 +119,7 @@ pub mod backend;
 mod body;
 pub mod config;
 pub mod fingerprint;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod key;

@@ -51,7 +51,7 @@
 //! the lease while another replica can, that replica may take the key over.
 
 use idemstore::{
-    Fingerprint, Response, StoredResponse, TenantDigest, Timestamp, default_index_hash,
+    Fingerprint, Response, StoredResponse, TenantDigest, Timestamp, internals::default_index_hash,
 };
 use idemstore_http::{Backend, BackendError, Lease, Outcome};
 use redis::Script;

@@ -78,6 +78,7 @@ mod doorbell;
 mod error;
 mod floor;
 mod format;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod hints;
@@ -101,5 +102,14 @@ pub use error::{Error, Result};
 pub use format::codec;
 pub use recovery::RecoveryReport;
 pub use response::{Response, StoredResponse};
-pub use scope::{Fingerprint, IndexHashFn, IndexKey, TenantDigest, default_index_hash};
+pub use scope::{Fingerprint, TenantDigest};
+
+/// What other backends need to lay records out exactly as this engine does
+/// (the Redis backend names its keys by the index digest), and tests need to
+/// force digest collisions. Not part of the API: it may change with the
+/// index.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::scope::{IndexHashFn, IndexKey, default_index_hash};
+}
 pub use store::{Begin, InFlight, KeyState, Mismatch, Reservation, Stats, Store};

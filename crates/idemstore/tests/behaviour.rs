@@ -7,10 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+use idemstore::internals::IndexKey;
 use idemstore::storage::{MemStorage, Storage};
 use idemstore::{
-    Begin, Config, Durability, Error, Fingerprint, IndexKey, KeyState, ManualClock, Response,
-    Store, TenantDigest, Timestamp,
+    Begin, Config, Durability, Error, Fingerprint, KeyState, ManualClock, Response, Store,
+    TenantDigest, Timestamp,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -1123,7 +1124,7 @@ fn a_hint_that_does_not_match_its_segment_is_ignored() {
 /// Keys that differ only in the 26 index-key bits the in-memory index does
 /// not keep (bits 32..58 of `hi`): the index sees one slot.
 fn slot_colliding_hash(tenant: &TenantDigest, key: &[u8]) -> IndexKey {
-    let real = idemstore::default_index_hash(tenant, key);
+    let real = idemstore::internals::default_index_hash(tenant, key);
     IndexKey {
         hi: (real.hi & (0x3ff_ffff << 32)) | 0x1234_5678,
         lo: 42,
