@@ -107,13 +107,21 @@
 //!
 //! ## Layout
 //!
+//! Imports flow one way: the tower driver on top, the steps below it, the
+//! options, problems and bodies at the bottom.
+//!
+//! - `service.rs`: the tower layer and service, the driver of the steps;
+//! - `work.rs`: the task that runs a reserved request to the end (handler,
+//!   body, storing, streaming to the first client);
+//! - `steps.rs`: the decisions, independent of tower (another framework's
+//!   middleware drives the same steps), the self-renewing lease, and the
+//!   count of running work;
+//! - `backend.rs`: the async store trait, and the embedded engine behind it;
 //! - `config.rs`: every option; `key.rs`: reading the key header;
 //!   `fingerprint.rs`: what makes two requests the same;
 //!   `problem.rs`: every rejection and its status, in one place;
-//!   `replay.rs`: stored records to and from HTTP responses;
-//!   `backend.rs`: the async store trait and the embedded engine behind it;
-//!   `steps.rs`: the decisions, independent of tower (another framework's middleware drives the same steps);
-//!   `service.rs`: the tower layer and service; `body.rs`: body plumbing.
+//!   `replay.rs`: stored records to and from HTTP responses; `body.rs`: body
+//!   plumbing.
 
 pub mod backend;
 mod body;
