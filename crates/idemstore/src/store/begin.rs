@@ -73,6 +73,24 @@ impl Store {
     ///
     /// Reads the stored record from disk for a completed key (one `pread`,
     /// usually served from the page cache).
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let fp = Fingerprint::of(b"POST /v1/charges amount=5");
+    /// let Begin::Reserved(r) = store.begin("acct_1", "key-1", fp)? else { unreachable!() };
+    /// // While it runs, a duplicate is told so (409 in HTTP terms)...
+    /// assert!(matches!(store.begin("acct_1", "key-1", fp)?, Begin::InFlight(i) if i.same_request));
+    /// // ...another request with the key is a mismatch only once it completed...
+    /// r.complete(Response::new(201, "charged"))?;
+    /// assert!(matches!(store.begin("acct_1", "key-1", Fingerprint::of(b"other"))?, Begin::Mismatch(_)));
+    /// // ...the same request replays, and another tenant's key is its own.
+    /// assert!(matches!(store.begin("acct_1", "key-1", fp)?, Begin::Replay(s) if s.response.body == b"charged"));
+    /// assert!(matches!(store.begin("acct_2", "key-1", fp)?, Begin::Reserved(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn begin(
         &self,
         tenant: impl AsRef<[u8]>,
@@ -166,6 +184,20 @@ impl Store {
 
     /// What the store holds for a key, without reserving it. Expired records
     /// and lapsed reservations are `None`.
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let fp = Fingerprint::of(b"req");
+    /// assert_eq!(store.get("t", "k")?, None);
+    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// assert!(matches!(store.get("t", "k")?, Some(KeyState::Pending { abandoned: false, .. })));
+    /// r.complete(Response::new(200, "ok"))?;
+    /// assert!(matches!(store.get("t", "k")?, Some(KeyState::Completed(s)) if s.response.status == 200));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, tenant: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
         let key = key.as_ref();
         let (tenant, ik) = self.scope(tenant.as_ref(), key)?;

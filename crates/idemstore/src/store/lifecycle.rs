@@ -244,6 +244,22 @@ impl Store {
 
     /// Runs one compaction pass now (the compactor thread also runs one every
     /// `compaction_interval`).
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    /// let config = Config::default().clock(std::sync::Arc::new(clock.clone()));
+    /// let store = Store::open(dir.path(), config)?;
+    /// let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"req"))? else { unreachable!() };
+    /// r.complete(Response::new(201, "created"))?;
+    /// clock.advance(Duration::from_secs(26 * 3600)); // past the 24 h retention
+    /// let report = store.compact_now()?;
+    /// assert_eq!(report.segments_dropped, 1, "the bucket's file is deleted whole");
+    /// assert_eq!(store.stats().disk_bytes, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn compact_now(&self) -> Result<CompactionReport> {
         self.inner.shared.check_open()?;
         compactor::compact_once(&self.inner.shared, &self.inner.writer_tx)

@@ -93,6 +93,23 @@ impl Reservation {
 
     /// Extends the lease to `now + lease`. Fails with [`Error::Fenced`] if the
     /// key was already taken over.
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    /// let config = Config::default().clock(std::sync::Arc::new(clock.clone()));
+    /// let store = Store::open(dir.path(), config)?;
+    /// let fp = Fingerprint::of(b"req");
+    /// let Begin::Reserved(mut r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// clock.advance(Duration::from_secs(50));
+    /// let end = r.renew()?; // a long handler keeps its key
+    /// clock.advance(Duration::from_secs(50));
+    /// assert!(matches!(store.begin("t", "k", fp)?, Begin::InFlight(i) if i.lease_end == end));
+    /// r.complete(Response::new(201, "done"))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn renew(&mut self) -> Result<Timestamp> {
         self.store.shared.check_open()?;
         let shared = &self.store.shared;
@@ -190,12 +207,50 @@ impl Reservation {
     ///
     /// Blocks the calling thread; from async code use
     /// [`complete_async`](Self::complete_async).
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let fp = Fingerprint::of(b"req");
+    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// r.complete(Response::new(201, "created").with_header("content-type", "text/plain"))?;
+    /// store.close()?;
+    /// // Fsynced before `complete` returned: it is there after a restart.
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let Begin::Replay(s) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// assert_eq!((s.response.status, &s.response.body[..]), (201, &b"created"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn complete(self, response: Response) -> Result<()> {
         self.complete_async(response).wait()
     }
 
     /// Like [`complete`](Self::complete), but returns a [`Commit`] to
     /// `.await` (or `wait`). The record is queued before this returns.
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// # // Any executor: here a minimal one, so the example needs no runtime.
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Wake, Waker};
+    /// #     struct T(std::thread::Thread);
+    /// #     impl Wake for T { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Waker::from(std::sync::Arc::new(T(std::thread::current())));
+    /// #     let (mut cx, mut f) = (Context::from_waker(&waker), std::pin::pin!(f));
+    /// #     loop { if let Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } std::thread::park(); }
+    /// # }
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let fp = Fingerprint::of(b"req");
+    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// // Awaits the group commit without blocking the executor's thread.
+    /// block_on(async { r.complete_async(Response::new(201, "created")).await })?;
+    /// assert!(matches!(store.begin("t", "k", fp)?, Begin::Replay(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn complete_async(mut self, response: Response) -> Commit {
         match self.submit_completion(response) {
             Ok(c) => c,
@@ -272,6 +327,18 @@ impl Reservation {
     }
 
     /// Gives the key up without storing anything: a retry executes again.
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let fp = Fingerprint::of(b"req");
+    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// r.abort()?; // the handler failed before any side effect
+    /// assert!(matches!(store.begin("t", "k", fp)?, Begin::Reserved(_)), "the retry runs");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn abort(mut self) -> Result<()> {
         self.abort_inner()
     }
