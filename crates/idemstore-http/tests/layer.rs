@@ -80,21 +80,40 @@ struct App {
     _dir: tempfile::TempDir,
 }
 
+/// The test routes on a store with an injected clock and keys up to 1024 bytes.
 fn app(config: IdempotencyConfig) -> App {
-    let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(Timestamp(1_800_000_000_000));
-    let store = Store::open(
-        dir.path(),
+    let (store, dir) = open_store(
         Config::default()
             .clock(Arc::new(clock.clone()))
             .key_len(1..=1024),
-    )
-    .unwrap();
-    let runs = Runs::default();
-    let router = Router::new()
+    );
+    app_on(store, clock, dir, config)
+}
+
+/// A store in a fresh directory, which lives as long as the returned guard.
+fn open_store(config: Config) -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), config).unwrap();
+    (store, dir)
+}
+
+/// The test routes (`/{*status}`, [`handler_path`]) behind the layer on `store`.
+fn routes(store: Store, config: IdempotencyConfig) -> Router<Runs> {
+    Router::new()
         .route("/{*status}", any(handler_path))
-        .layer(IdempotencyLayer::new(store.clone(), config))
-        .with_state(runs.clone());
+        .layer(IdempotencyLayer::new(store, config))
+}
+
+/// An [`App`] serving the test routes behind the layer on `store`, counting runs.
+fn app_on(
+    store: Store,
+    clock: ManualClock,
+    dir: tempfile::TempDir,
+    config: IdempotencyConfig,
+) -> App {
+    let runs = Runs::default();
+    let router = routes(store.clone(), config).with_state(runs.clone());
     App {
         router,
         runs,
@@ -405,15 +424,12 @@ struct Account(u64);
 
 #[tokio::test]
 async fn the_tenant_can_come_from_an_auth_layers_extension() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let (store, dir) = open_store(Config::default());
     let runs = Runs::default();
     let cfg = IdempotencyConfig::new(TenantSource::extension(|a: &Account| {
         a.0.to_le_bytes().to_vec()
     }));
-    let router = Router::new()
-        .route("/{*status}", any(handler_path))
-        .layer(IdempotencyLayer::new(store, cfg))
+    let router = routes(store, cfg)
         .layer(axum::middleware::from_fn(
             |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
                 // The "auth layer": the account is derived from a bearer token.
@@ -836,8 +852,7 @@ async fn only_the_covered_paths_and_a_second_resource_after_the_24_hour_retentio
 
 #[test]
 fn a_layer_that_accepts_longer_keys_than_the_store_is_refused_at_startup() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap(); // keys up to 255
+    let (store, _dir) = open_store(Config::default()); // keys up to 255
     let e = IdempotencyLayer::try_new(
         store.clone(),
         IdempotencyConfig::new(TenantSource::Single).key_len(10..=1024),
@@ -852,27 +867,13 @@ fn a_layer_that_accepts_longer_keys_than_the_store_is_refused_at_startup() {
 async fn a_handler_longer_than_the_lease_keeps_its_key() {
     // Store lease 300 ms; the handler takes 1 s. The layer renews the lease
     // (every 100 ms), so a duplicate still sees the first in flight at 600 ms.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        Config::default().lease(Duration::from_millis(300)),
-    )
-    .unwrap();
-    let runs = Runs::default();
-    let router = Router::new()
-        .route("/{*status}", any(handler_path))
-        .layer(IdempotencyLayer::new(
-            store.clone(),
-            IdempotencyConfig::new(TenantSource::Single),
-        ))
-        .with_state(runs.clone());
-    let a = App {
-        router,
-        runs,
+    let (store, dir) = open_store(Config::default().lease(Duration::from_millis(300)));
+    let a = app_on(
         store,
-        clock: ManualClock::new(Timestamp(0)),
-        _dir: dir,
-    };
+        ManualClock::new(Timestamp(0)),
+        dir,
+        IdempotencyConfig::new(TenantSource::Single),
+    );
     let first = {
         let router = a.router.clone();
         tokio::spawn(async move {
@@ -926,21 +927,12 @@ async fn a_full_disk_answers_503_without_running_the_handler_and_recovers() {
         Config::default().write_retry_interval(Duration::from_millis(100)),
     )
     .unwrap();
-    let runs = Runs::default();
-    let router = Router::new()
-        .route("/{*status}", any(handler_path))
-        .layer(IdempotencyLayer::new(
-            store.clone(),
-            IdempotencyConfig::new(TenantSource::Single),
-        ))
-        .with_state(runs.clone());
-    let a = App {
-        router,
-        runs,
+    let a = app_on(
         store,
-        clock: ManualClock::new(Timestamp(0)),
-        _dir: dir,
-    };
+        ManualClock::new(Timestamp(0)),
+        dir,
+        IdempotencyConfig::new(TenantSource::Single),
+    );
     let before = send(&a, "POST", "/201", &[("idempotency-key", "before")], "{}").await;
     faults.inject(Fault {
         on: FaultOn::Write,
@@ -1022,8 +1014,7 @@ impl http_body::Body for SlowBody {
 
 #[tokio::test]
 async fn a_client_gone_after_the_handler_ran_still_gets_its_response_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let (store, _dir) = open_store(Config::default());
     let runs = Arc::new(AtomicUsize::new(0));
     let router = {
         let runs = runs.clone();
@@ -1096,8 +1087,7 @@ async fn a_tenant_header_sent_twice_is_400_and_the_handler_does_not_run() {
 
 #[test]
 fn a_response_limit_the_store_records_cannot_hold_is_refused_at_startup() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default().max_record_bytes(64 << 10)).unwrap();
+    let (store, _dir) = open_store(Config::default().max_record_bytes(64 << 10));
     let e = IdempotencyLayer::try_new(store.clone(), IdempotencyConfig::new(TenantSource::Single))
         .err()
         .expect("1 MiB bodies cannot fit 64 KiB records");
@@ -1113,8 +1103,7 @@ fn a_response_limit_the_store_records_cannot_hold_is_refused_at_startup() {
 
 #[tokio::test]
 async fn a_response_whose_headers_overflow_the_record_stores_the_notice_not_freeing_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default().max_record_bytes(64 << 10)).unwrap();
+    let (store, _dir) = open_store(Config::default().max_record_bytes(64 << 10));
     let runs = Arc::new(AtomicUsize::new(0));
     let router = {
         let runs = runs.clone();
@@ -1180,8 +1169,7 @@ impl Drop for Endless {
 #[tokio::test]
 async fn an_endless_stream_stores_the_notice_at_the_capture_deadline_and_stops_once_its_client_leaves()
  {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let (store, _dir) = open_store(Config::default());
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let layer = IdempotencyLayer::new(
         store,
@@ -1324,8 +1312,7 @@ fn streaming_app(
     Arc<AtomicUsize>,
     tempfile::TempDir,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let (store, dir) = open_store(Config::default());
     let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let runs = Arc::new(AtomicUsize::new(0));
     let layer = IdempotencyLayer::new(
@@ -1415,8 +1402,7 @@ async fn a_stalled_stream_ends_its_work_once_the_client_leaves_after_the_deadlin
 
 #[tokio::test]
 async fn a_service_whose_call_panics_is_a_stored_500_not_a_freed_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let (store, _dir) = open_store(Config::default());
     let calls = Arc::new(AtomicUsize::new(0));
     let svc = {
         let calls = calls.clone();
