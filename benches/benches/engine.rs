@@ -7,6 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use idemstore::{Begin, Config, Durability, Fingerprint, Store};
+use idemstore::{Key, Tenant};
 use idemstore_benches::{durable_cycles, durable_cycles_async, response};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,7 +69,8 @@ fn replay(c: &mut Criterion) {
     let fp = Fingerprint::of(b"POST /v1/payments");
     let keys: Vec<String> = (0..10_000).map(|i| format!("replay-{i}")).collect();
     for k in &keys {
-        let Ok(Begin::Reserved(r)) = store.begin("bench-tenant", k, fp) else {
+        let Ok(Begin::Reserved(r)) = store.begin(Tenant::new("bench-tenant"), Key::new(k), fp)
+        else {
             panic!("fresh key")
         };
         r.complete(response(1024)).expect("complete");
@@ -78,7 +80,7 @@ fn replay(c: &mut Criterion) {
     g.bench_function("hit", |b| {
         b.iter(|| {
             i = (i + 7919) % keys.len();
-            match store.begin("bench-tenant", &keys[i], fp) {
+            match store.begin(Tenant::new("bench-tenant"), Key::new(&keys[i]), fp) {
                 Ok(Begin::Replay(s)) => s.response.body.len(),
                 other => panic!("expected replay: {other:?}"),
             }

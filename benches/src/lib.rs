@@ -8,6 +8,7 @@ pub mod open;
 pub mod peers;
 
 use idemstore::{Begin, Fingerprint, Response, Store};
+use idemstore::{Key, Tenant};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ pub fn durable_cycles(
                 barrier.wait();
                 for i in 0..per {
                     let key = format!("r{run}-t{t}-{i}");
-                    match store.begin("bench-tenant", &key, fp) {
+                    match store.begin(Tenant::new("bench-tenant"), Key::new(&key), fp) {
                         Ok(Begin::Reserved(r)) => r.complete(resp.clone()).expect("complete"),
                         other => panic!("fresh key not reserved: {other:?}"),
                     }
@@ -78,7 +79,7 @@ pub fn durable_cycles_async(
                     let fp = Fingerprint::of(b"POST /v1/payments");
                     for i in 0..per {
                         let key = format!("a{run}-t{t}-{i}");
-                        match store.begin("bench-tenant", &key, fp) {
+                        match store.begin(Tenant::new("bench-tenant"), Key::new(&key), fp) {
                             Ok(Begin::Reserved(r)) => {
                                 r.complete_async(resp.clone()).await.expect("complete")
                             }

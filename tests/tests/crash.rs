@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use idemstore::{Begin, Config, Durability, Fingerprint, Response, Store};
+use idemstore::{Key, Tenant};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -44,7 +45,7 @@ fn child(dir: &str) -> ! {
                 for i in 0.. {
                     let key = format!("{pid}-{t}-{i}");
                     match store
-                        .begin("tenant", &key, fingerprint(&key))
+                        .begin(Tenant::new("tenant"), Key::new(&key), fingerprint(&key))
                         .expect("begin")
                     {
                         Begin::Reserved(r) => {
@@ -127,7 +128,10 @@ fn acknowledged_completions_survive_kill_9() {
         );
         assert!(rep.unreadable_segments.is_empty(), "{rep:?}");
         for key in &acked {
-            match store.begin("tenant", key, fingerprint(key)).unwrap() {
+            match store
+                .begin(Tenant::new("tenant"), Key::new(key), fingerprint(key))
+                .unwrap()
+            {
                 Begin::Replay(s) => {
                     assert_eq!(s.response.status, 201);
                     assert_eq!(

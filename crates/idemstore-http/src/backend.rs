@@ -10,6 +10,7 @@
 //! ([`BackendError::Deferred`]), or leaves the key reserved.
 
 use idemstore::{Begin, Fingerprint, Response, Store, StoredResponse};
+use idemstore::{Key, Tenant};
 use std::future::Future;
 use std::time::Duration;
 
@@ -167,19 +168,21 @@ impl Backend for Store {
         key: &[u8],
         fingerprint: Fingerprint,
     ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send {
-        let result = self.begin(tenant, key, fingerprint).map(|b| match b {
-            Begin::Reserved(r) => Outcome::Reserved(r),
-            Begin::InFlight(i) => {
-                let now = self.now();
-                Outcome::InFlight {
-                    lease_left: now.until(i.lease_end),
-                    running_for: Some(i.started_at.until(now)),
-                    same_request: i.same_request,
+        let result = self
+            .begin(Tenant::new(tenant), Key::new(key), fingerprint)
+            .map(|b| match b {
+                Begin::Reserved(r) => Outcome::Reserved(r),
+                Begin::InFlight(i) => {
+                    let now = self.now();
+                    Outcome::InFlight {
+                        lease_left: now.until(i.lease_end),
+                        running_for: Some(i.started_at.until(now)),
+                        same_request: i.same_request,
+                    }
                 }
-            }
-            Begin::Replay(s) => Outcome::Replay(s),
-            Begin::Mismatch(_) => Outcome::Mismatch,
-        });
+                Begin::Replay(s) => Outcome::Replay(s),
+                Begin::Mismatch(_) => Outcome::Mismatch,
+            });
         std::future::ready(result.map_err(BackendError::from))
     }
 }

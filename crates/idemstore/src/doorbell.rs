@@ -216,7 +216,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         let bell = &store.shared().doorbell;
         let before = bell.waits.load(Ordering::Relaxed);
-        let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
+        let Begin::Reserved(r) = store
+            .begin(
+                crate::Tenant::new("t"),
+                crate::Key::new("k"),
+                Fingerprint::of(b"x"),
+            )
+            .unwrap()
+        else {
             panic!("fresh key")
         };
         let persisted = r.persisted();

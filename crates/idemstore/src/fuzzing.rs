@@ -12,6 +12,7 @@ use crate::format::record::{self, Body, Pending, Record};
 use crate::format::segment_header::SegmentHeader;
 use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, TenantDigest};
+use crate::scope::{Key, Tenant};
 use crate::storage::{Fault, FaultOn, FaultyStorage, MemStorage};
 use crate::store::{Begin, KeyState, Reservation, Store};
 use std::collections::HashMap;
@@ -243,8 +244,8 @@ pub fn recovery(data: &[u8]) {
     assert!(rep.completed_live + rep.pending_live <= rep.records_read);
     for key in ["k", "k0", "key-1"] {
         // Reads check checksums, tenant digest and key before serving.
-        let _ = store.get("t", key);
-        let _ = store.begin("t", key, Fingerprint::of(b"r"));
+        let _ = store.get(Tenant::new("t"), Key::new(key));
+        let _ = store.begin(Tenant::new("t"), Key::new(key), Fingerprint::of(b"r"));
     }
     let _ = store.close();
 }
@@ -276,7 +277,7 @@ pub fn operations(data: &[u8]) {
         let op = inp.u8();
         let key = format!("k{}", inp.u8() % 4);
         match op % 9 {
-            0 | 1 => match store.begin("t", &key, Fingerprint::of(b"r")) {
+            0 | 1 => match store.begin(Tenant::new("t"), Key::new(&key), Fingerprint::of(b"r")) {
                 Ok(Begin::Reserved(r)) => {
                     let live = held
                         .iter()
@@ -350,7 +351,7 @@ pub fn operations(data: &[u8]) {
                 let now = clock.now();
                 for (k, (body, exp)) in &acked {
                     if now < *exp {
-                        match store.get("t", k) {
+                        match store.get(Tenant::new("t"), Key::new(k)) {
                             Ok(Some(KeyState::Completed(s))) => assert_eq!(&s.response.body, body),
                             other => panic!("acknowledged {k} lost: {other:?}"),
                         }

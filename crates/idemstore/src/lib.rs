@@ -5,11 +5,11 @@
 //! retry gets the first response back, byte for byte.
 //!
 //! ```
-//! use idemstore::{Begin, Config, Fingerprint, Response, Store};
+//! use idemstore::{Begin, Config, Fingerprint, Key, Response, Store, Tenant};
 //! # let dir = tempfile::tempdir()?;
 //! let store = Store::open(dir.path(), Config::default())?;
 //! let request = Fingerprint::of(b"POST /v1/payments amount=100");
-//! match store.begin("tenant-api-key", "order-42", request)? {
+//! match store.begin(Tenant::new("tenant-api-key"), Key::new("order-42"), request)? {
 //!     // First time: run the handler, then store its response durably.
 //!     Begin::Reserved(reservation) => reservation.complete(Response::new(201, "paid"))?,
 //!     Begin::Replay(stored) => { /* send stored.response back */ }
@@ -102,7 +102,7 @@ pub use error::{Error, Result};
 pub use format::codec;
 pub use recovery::RecoveryReport;
 pub use response::{Response, StoredResponse};
-pub use scope::{Fingerprint, TenantDigest};
+pub use scope::{Fingerprint, Key, Tenant, TenantDigest};
 
 /// What other backends need to lay records out exactly as this engine does
 /// (the Redis backend names its keys by the index digest), and tests need to

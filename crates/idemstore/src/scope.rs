@@ -17,6 +17,62 @@ const TENANT_CONTEXT: &str = "idemstore 2026-11 tenant digest v1";
 /// Context string for blake3's key derivation of index keys.
 const INDEX_CONTEXT: &str = "idemstore 2026-11 index key v1";
 
+/// Whose key it is: the caller's identity (an API key, an account id), as
+/// opaque bytes; only its digest is stored. A type of its own, so that the
+/// tenant and the key of [`Store::begin`](crate::Store::begin) cannot be
+/// swapped without it showing.
+///
+/// ```
+/// use idemstore::{Key, Tenant};
+/// let t = Tenant::new("acct_42");
+/// let k = Key::new("order-7");
+/// assert_eq!((t.as_bytes(), k.as_bytes()), (&b"acct_42"[..], &b"order-7"[..]));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tenant<'a>(&'a [u8]);
+
+impl<'a> Tenant<'a> {
+    /// The tenant identified by these bytes (a `&str`, `&[u8]`, `&String`…).
+    pub fn new<T: AsRef<[u8]> + ?Sized>(id: &'a T) -> Self {
+        Tenant(id.as_ref())
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl fmt::Debug for Tenant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A tenant may be a credential: never printed.
+        write!(f, "Tenant({} bytes)", self.0.len())
+    }
+}
+
+/// The idempotency key a client sent, as bytes (see [`Tenant`] for why a
+/// type of its own).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key<'a>(&'a [u8]);
+
+impl<'a> Key<'a> {
+    /// The key made of these bytes.
+    pub fn new<T: AsRef<[u8]> + ?Sized>(key: &'a T) -> Self {
+        Key(key.as_ref())
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl fmt::Debug for Key<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({:?})", String::from_utf8_lossy(self.0))
+    }
+}
+
 /// The blake3 digest of a tenant's opaque identity.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TenantDigest(pub [u8; 32]);

@@ -8,6 +8,7 @@ mod common;
 use common::{T0, clock, config, fp, replay, reserve, response};
 use idemstore::storage::MemStorage;
 use idemstore::{Begin, Store, Timestamp};
+use idemstore::{Key, Tenant};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +66,9 @@ fn a_clock_stepped_back_and_forward_expires_exactly_by_the_clock_read() {
     // is gone yet, and the key is free again.
     c.set(T0.saturating_add(Duration::from_secs(24 * 3600)));
     assert!(matches!(
-        store.begin("t", "k", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k"), fp("a"))
+            .unwrap(),
         Begin::Reserved(_)
     ));
 }

@@ -9,6 +9,7 @@ mod common;
 use common::{clock, config, fp, replay, reserve, response};
 use idemstore::internals::IndexKey;
 use idemstore::{Error, Store, TenantDigest};
+use idemstore::{Key, Tenant};
 
 fn colliding_hash(_: &TenantDigest, _: &[u8]) -> IndexKey {
     IndexKey { hi: 7, lo: 7 }
@@ -26,12 +27,15 @@ fn a_forced_index_collision_never_serves_another_tenants_response() {
         .unwrap();
     // Bob's key lands on Alice's index slot, with the same fingerprint.
     assert!(matches!(
-        store.begin("bob", "k", fp("same")),
+        store.begin(Tenant::new("bob"), Key::new("k"), fp("same")),
         Err(Error::DigestCollision)
     ));
-    assert!(matches!(store.get("bob", "k"), Err(Error::DigestCollision)));
     assert!(matches!(
-        store.begin("alice", "other", fp("same")),
+        store.get(Tenant::new("bob"), Key::new("k")),
+        Err(Error::DigestCollision)
+    ));
+    assert!(matches!(
+        store.begin(Tenant::new("alice"), Key::new("other"), fp("same")),
         Err(Error::DigestCollision)
     ));
     // The rightful owner still replays.
@@ -50,7 +54,7 @@ fn a_forced_collision_with_a_pending_key_is_refused_too() {
     let store = Store::open(dir.path(), cfg).unwrap();
     let _r = reserve(&store, "alice", "k", fp("same"));
     assert!(matches!(
-        store.begin("bob", "k", fp("same")),
+        store.begin(Tenant::new("bob"), Key::new("k"), fp("same")),
         Err(Error::DigestCollision)
     ));
 }
@@ -74,19 +78,19 @@ fn keys_sharing_an_index_slot_but_not_an_index_key_are_refused_not_mixed() {
     let store = Store::open(dir.path(), cfg.clone()).unwrap();
     let held = reserve(&store, "alice", "k", fp("same"));
     assert!(matches!(
-        store.begin("bob", "k", fp("same")),
+        store.begin(Tenant::new("bob"), Key::new("k"), fp("same")),
         Err(Error::DigestCollision)
     ));
     held.complete(response("alice's")).unwrap();
     assert!(matches!(
-        store.begin("bob", "k", fp("same")),
+        store.begin(Tenant::new("bob"), Key::new("k"), fp("same")),
         Err(Error::DigestCollision)
     ));
     store.close().unwrap();
     let store = Store::open(dir.path(), cfg).unwrap();
     assert_eq!(replay(&store, "alice", "k", fp("same")).body, b"alice's");
     assert!(matches!(
-        store.begin("bob", "k", fp("same")),
+        store.begin(Tenant::new("bob"), Key::new("k"), fp("same")),
         Err(Error::DigestCollision)
     ));
 }

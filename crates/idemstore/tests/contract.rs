@@ -11,6 +11,7 @@ mod common;
 
 use common::{T0, clock, config, fp, replay, reserve, response};
 use idemstore::{Begin, Config, Error, KeyState, ManualClock, Response, Store, Timestamp};
+use idemstore::{Key, Tenant};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +22,16 @@ fn first_request_reserves_then_retries_replay_byte_for_byte() {
     let store = Store::open(dir.path(), config(&c)).unwrap();
     let r = reserve(&store, "t", "k", fp("a"));
     assert!(matches!(
-        store.begin("t", "k", fp("a")).unwrap(),
+        store.begin(Tenant::new("t"), Key::new("k"), fp("a")).unwrap(),
         Begin::InFlight(i) if i.same_request && i.lease_end == T0.saturating_add(Duration::from_secs(60))
     ));
     r.complete(response("{\"id\":1}")).unwrap();
     assert_eq!(replay(&store, "t", "k", fp("a")), response("{\"id\":1}"));
     assert_eq!(replay(&store, "t", "k", fp("a")), response("{\"id\":1}"));
-    match store.begin("t", "k", fp("b")).unwrap() {
+    match store
+        .begin(Tenant::new("t"), Key::new("k"), fp("b"))
+        .unwrap()
+    {
         Begin::Mismatch(m) => {
             assert_eq!(m.stored_fingerprint, fp("a"));
             assert_eq!(m.completed_at, T0);
@@ -84,7 +88,9 @@ fn lease_takeover_fences_the_old_holder() {
     let old = reserve(&store, "t", "k", fp("a"));
     c.advance(Duration::from_secs(59));
     assert!(matches!(
-        store.begin("t", "k", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k"), fp("a"))
+            .unwrap(),
         Begin::InFlight(_)
     ));
     c.advance(Duration::from_secs(1));
@@ -94,7 +100,9 @@ fn lease_takeover_fences_the_old_holder() {
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
     assert!(err.to_string().contains("not stored"));
     assert!(matches!(
-        store.begin("t", "k", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k"), fp("a"))
+            .unwrap(),
         Begin::InFlight(_)
     ));
     new.complete(response("fresh")).unwrap();
@@ -114,7 +122,9 @@ fn stale_abort_and_renew_are_fenced_too() {
     assert!(matches!(old.abort(), Err(Error::Fenced { .. })));
     // The new holder is unaffected by the stale abort.
     assert!(matches!(
-        store.begin("t", "k", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k"), fp("a"))
+            .unwrap(),
         Begin::InFlight(_)
     ));
     drop(new);
@@ -131,7 +141,7 @@ fn renew_extends_the_lease() {
     assert_eq!(end, c_now(&c).saturating_add(Duration::from_secs(60)));
     c.advance(Duration::from_secs(50));
     assert!(
-        matches!(store.begin("t", "k", fp("a")).unwrap(), Begin::InFlight(i) if i.lease_end == end)
+        matches!(store.begin(Tenant::new("t"), Key::new("k"), fp("a")).unwrap(), Begin::InFlight(i) if i.lease_end == end)
     );
     // The renewed lease is what a restart sees, too.
     r.persisted().wait().unwrap();
@@ -140,7 +150,7 @@ fn renew_extends_the_lease() {
     store.close().unwrap();
     let store = Store::open(dir.path(), config(&c)).unwrap();
     assert_eq!(store.recovery_report().pending_live, 1);
-    match store.get("t", "k").unwrap() {
+    match store.get(Tenant::new("t"), Key::new("k")).unwrap() {
         Some(KeyState::Pending {
             lease_end,
             abandoned,
@@ -172,9 +182,14 @@ fn expiry_is_exact_even_before_the_compactor_runs() {
     let expires = T0.saturating_add(Duration::from_secs(24 * 3600));
     c.set(Timestamp(expires.0 - 1));
     assert_eq!(replay(&store, "t", "k", fp("a")).body, b"r");
-    assert!(store.get("t", "k").unwrap().is_some());
+    assert!(
+        store
+            .get(Tenant::new("t"), Key::new("k"))
+            .unwrap()
+            .is_some()
+    );
     c.set(expires);
-    assert_eq!(store.get("t", "k").unwrap(), None);
+    assert_eq!(store.get(Tenant::new("t"), Key::new("k")).unwrap(), None);
     // Expired: a new request with any fingerprint runs again.
     let r = reserve(&store, "t", "k", fp("b"));
     r.complete(response("second life")).unwrap();
@@ -204,7 +219,9 @@ fn compactor_deletes_expired_buckets_whole_and_keeps_live_ones() {
     assert_eq!(store.stats().completed, 1);
     assert_eq!(replay(&store, "t", "new", fp("a")).body, b"new");
     assert!(matches!(
-        store.begin("t", "old", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("old"), fp("a"))
+            .unwrap(),
         Begin::Reserved(_)
     ));
     // Writes after the drop land in live buckets and survive a restart.
@@ -240,7 +257,9 @@ fn malformed_keys_and_oversized_responses_get_clear_errors() {
     )
     .unwrap();
     for k in ["short", "this-key-is-much-too-long-for-the-bounds"] {
-        let e = store.begin("t", k, fp("a")).unwrap_err();
+        let e = store
+            .begin(Tenant::new("t"), Key::new(k), fp("a"))
+            .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -253,7 +272,9 @@ fn malformed_keys_and_oversized_responses_get_clear_errors() {
             "{e}"
         );
     }
-    let e = store.begin("t", "", fp("a")).unwrap_err();
+    let e = store
+        .begin(Tenant::new("t"), Key::new(""), fp("a"))
+        .unwrap_err();
     assert!(e.to_string().contains("0 bytes"), "{e}");
     let r = reserve(&store, "t", "key-of-ok-len", fp("a"));
     let e = r.complete(Response::new(200, vec![0u8; 2000])).unwrap_err();
@@ -278,7 +299,10 @@ fn racing_begins_get_exactly_one_reservation_per_key() {
                 barrier.wait();
                 let mut won = Vec::new();
                 for k in 0..keys {
-                    match store.begin("t", format!("k{k}"), fp("a")).unwrap() {
+                    match store
+                        .begin(Tenant::new("t"), Key::new(&format!("k{k}")), fp("a"))
+                        .unwrap()
+                    {
                         Begin::Reserved(r) => {
                             r.complete(Response::new(200, format!("{k}"))).unwrap();
                             won.push(k);

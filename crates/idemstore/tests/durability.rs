@@ -11,6 +11,7 @@ mod common;
 use common::{clock, config, fp, replay, reserve, response};
 use idemstore::storage::{MemStorage, Storage};
 use idemstore::{Begin, Config, Durability, Error, Response, Store};
+use idemstore::{Key, Tenant};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,9 @@ fn group_commit_shares_fsyncs_between_concurrent_callers() {
             let store = store.clone();
             std::thread::spawn(move || {
                 for i in 0..per_thread {
-                    let Begin::Reserved(r) = store.begin("t", format!("{t}-{i}"), fp("a")).unwrap()
+                    let Begin::Reserved(r) = store
+                        .begin(Tenant::new("t"), Key::new(&format!("{t}-{i}")), fp("a"))
+                        .unwrap()
                     else {
                         panic!("fresh key")
                     };
@@ -32,7 +35,9 @@ fn group_commit_shares_fsyncs_between_concurrent_callers() {
                     // Whichever thread settled the batch, it published the
                     // completion before acknowledging it.
                     assert!(matches!(
-                        store.begin("t", format!("{t}-{i}"), fp("a")).unwrap(),
+                        store
+                            .begin(Tenant::new("t"), Key::new(&format!("{t}-{i}")), fp("a"))
+                            .unwrap(),
                         Begin::Replay(_)
                     ));
                 }
@@ -215,12 +220,16 @@ fn a_dead_disk_gets_clear_errors_and_never_hangs() {
     assert!(e.to_string().contains("retry later"), "{e}");
     // The key whose request ran stays reserved: it never runs twice.
     assert!(matches!(
-        store.begin("t", "k", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k"), fp("a"))
+            .unwrap(),
         Begin::InFlight(_)
     ));
     // New requests are refused with the write's error, which says what to do
     // (full-disk and fsync cases: tests/faults.rs).
-    let e = store.begin("t", "k2", fp("a")).unwrap_err();
+    let e = store
+        .begin(Tenant::new("t"), Key::new("k2"), fp("a"))
+        .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     assert!(e.to_string().contains("writes again by itself"), "{e}");
     assert!(e.is_unavailable());
@@ -237,7 +246,10 @@ fn close_makes_later_calls_say_closed_and_releases_the_lock() {
     let store = Store::open(dir.path(), Config::default()).unwrap();
     let r = reserve(&store, "t", "k", fp("a"));
     store.close().unwrap();
-    assert!(matches!(store.begin("t", "k", fp("a")), Err(Error::Closed)));
+    assert!(matches!(
+        store.begin(Tenant::new("t"), Key::new("k"), fp("a")),
+        Err(Error::Closed)
+    ));
     assert!(matches!(r.complete(response("x")), Err(Error::Closed)));
     store.close().unwrap(); // idempotent
     // The lock is released: the directory opens again at once.
@@ -293,13 +305,18 @@ fn a_reservation_reaches_the_disk_within_the_pending_write_delay() {
     assert_eq!(store.recovery_report().pending_live, 2);
     for k in ["slow-handler", "waited"] {
         assert!(
-            matches!(store.begin("t", k, fp("a")).unwrap(), Begin::InFlight(_)),
+            matches!(
+                store.begin(Tenant::new("t"), Key::new(k), fp("a")).unwrap(),
+                Begin::InFlight(_)
+            ),
             "{k}"
         );
     }
     c.advance(Duration::from_secs(60));
     assert!(matches!(
-        store.begin("t", "waited", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("waited"), fp("a"))
+            .unwrap(),
         Begin::Reserved(_)
     ));
 }
@@ -336,11 +353,13 @@ fn closing_while_callers_complete_never_leaves_one_waiting() {
             let done_tx = done_tx.clone();
             std::thread::spawn(move || {
                 for i in 0.. {
-                    let r = match store.begin("t", format!("{t}-{i}"), fp("a")) {
-                        Ok(Begin::Reserved(r)) => r,
-                        Ok(other) => panic!("fresh key: {other:?}"),
-                        Err(_) => break,
-                    };
+                    let r =
+                        match store.begin(Tenant::new("t"), Key::new(&format!("{t}-{i}")), fp("a"))
+                        {
+                            Ok(Begin::Reserved(r)) => r,
+                            Ok(other) => panic!("fresh key: {other:?}"),
+                            Err(_) => break,
+                        };
                     let res = if i % 7 == 0 {
                         store.flush().and(r.complete(response("v")))
                     } else {

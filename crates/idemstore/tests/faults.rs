@@ -7,6 +7,7 @@ use idemstore::storage::{
     EIO, ENOSPC, Fault, FaultOn, FaultyStorage, LockOutcome, MemStorage, Storage, StorageFile,
 };
 use idemstore::{Begin, Config, Error, Fingerprint, ManualClock, Response, Store, Timestamp};
+use idemstore::{Key, Tenant};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ fn body(key: &str) -> Vec<u8> {
 
 /// begin → complete; `Ok(true)` when acknowledged.
 fn cycle(store: &Store, key: &str) -> Result<bool, Error> {
-    match store.begin("t", key, fp())? {
+    match store.begin(Tenant::new("t"), Key::new(key), fp())? {
         Begin::Reserved(r) => r.complete(Response::new(201, body(key))).map(|()| true),
         _ => Ok(false),
     }
@@ -39,7 +40,7 @@ fn cycle(store: &Store, key: &str) -> Result<bool, Error> {
 
 fn assert_replays(store: &Store, keys: &[String]) {
     for k in keys {
-        match store.begin("t", k, fp()).unwrap() {
+        match store.begin(Tenant::new("t"), Key::new(k), fp()).unwrap() {
             Begin::Replay(s) => assert_eq!(s.response.body, body(k), "{k}"),
             other => panic!("acknowledged {k} lost: {other:?}"),
         }
@@ -63,7 +64,10 @@ fn a_full_disk_refuses_new_requests_and_recovers_when_space_returns() {
         after: 0,
         errno: ENOSPC,
     });
-    let Begin::Reserved(r) = store.begin("t", "during", fp()).unwrap() else {
+    let Begin::Reserved(r) = store
+        .begin(Tenant::new("t"), Key::new("during"), fp())
+        .unwrap()
+    else {
         panic!()
     };
     let e = r.complete(Response::new(201, body("during"))).unwrap_err();
@@ -73,12 +77,16 @@ fn a_full_disk_refuses_new_requests_and_recovers_when_space_returns() {
     assert!(cause.contains("free space"), "{e}");
     // The key whose request ran stays reserved: it never runs twice.
     assert!(matches!(
-        store.begin("t", "during", fp()).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("during"), fp())
+            .unwrap(),
         Begin::InFlight(_)
     ));
     // While the disk is full, new requests are refused before any handler,
     // and what was acknowledged is still replayed.
-    let e = store.begin("t", "next", fp()).unwrap_err();
+    let e = store
+        .begin(Tenant::new("t"), Key::new("next"), fp())
+        .unwrap_err();
     assert!(
         matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull),
         "{e}"
@@ -88,13 +96,20 @@ fn a_full_disk_refuses_new_requests_and_recovers_when_space_returns() {
     // The store writes the failed records again on its own schedule: still
     // failing, nothing changes.
     std::thread::sleep(Duration::from_millis(120));
-    assert!(store.begin("t", "next", fp()).is_err());
+    assert!(
+        store
+            .begin(Tenant::new("t"), Key::new("next"), fp())
+            .is_err()
+    );
     // Not poisoned: once space returns, the store writes the kept response
     // and works again by itself.
     faults.heal();
     let mut waited = 0;
     loop {
-        match store.begin("t", "during", fp()).unwrap() {
+        match store
+            .begin(Tenant::new("t"), Key::new("during"), fp())
+            .unwrap()
+        {
             Begin::Replay(s) => {
                 assert_eq!(s.response.body, body("during"));
                 break;
@@ -134,11 +149,16 @@ fn a_failed_fsync_poisons_and_a_reopen_keeps_every_acknowledged_record() {
         errno: EIO,
     });
     assert!(cycle(&store, "lost").is_err());
-    let e = store.begin("t", "x", fp()).unwrap_err();
+    let e = store
+        .begin(Tenant::new("t"), Key::new("x"), fp())
+        .unwrap_err();
     assert!(matches!(e, Error::Poisoned { .. }), "{e}");
     faults.heal();
     assert!(
-        matches!(store.begin("t", "x", fp()), Err(Error::Poisoned { .. })),
+        matches!(
+            store.begin(Tenant::new("t"), Key::new("x"), fp()),
+            Err(Error::Poisoned { .. })
+        ),
         "poison is sticky"
     );
     drop(store);
@@ -188,7 +208,10 @@ fn every_failure_point_of_a_workload_keeps_what_was_acknowledged() {
             // disk heals, and is then as durable as any acknowledged one.
             for k in kept.iter().filter(|_| !poisoned) {
                 let mut tries = 0;
-                while !matches!(store.begin("t", k, fp()).unwrap(), Begin::Replay(_)) {
+                while !matches!(
+                    store.begin(Tenant::new("t"), Key::new(k), fp()).unwrap(),
+                    Begin::Replay(_)
+                ) {
                     tries += 1;
                     assert!(tries < 300, "{on:?} after {after}: kept {k} never written");
                     std::thread::sleep(Duration::from_millis(10));
@@ -301,7 +324,9 @@ fn workload(store: &Store) -> (Vec<String>, Vec<idemstore::Reservation>) {
         }
         if i % 5 == 4 {
             // A reservation left running (and one aborted) at times.
-            if let Ok(Begin::Reserved(r)) = store.begin("t", format!("open-{i}"), fp()) {
+            if let Ok(Begin::Reserved(r)) =
+                store.begin(Tenant::new("t"), Key::new(&format!("open-{i}")), fp())
+            {
                 let _ = r.persisted().wait();
                 running.push(r);
             }

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use idemstore::{Begin, Config, Fingerprint, KeyState, ManualClock, Response, Store, Timestamp};
+use idemstore::{Key, Tenant};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +47,11 @@ fn open_copy(name: &str, at: Timestamp) -> (Store, tempfile::TempDir) {
 
 fn replay(store: &Store, tenant: &str, key: &str, fp: &str) -> Response {
     match store
-        .begin(tenant, key, Fingerprint::of(fp.as_bytes()))
+        .begin(
+            Tenant::new(tenant),
+            Key::new(key),
+            Fingerprint::of(fp.as_bytes()),
+        )
         .unwrap()
     {
         Begin::Replay(s) => s.response,
@@ -64,8 +69,8 @@ fn write_v1_fixtures() {
     for i in 0..3u32 {
         let Begin::Reserved(r) = store
             .begin(
-                "tenant-a",
-                format!("key-{i}"),
+                Tenant::new("tenant-a"),
+                Key::new(&format!("key-{i}")),
                 Fingerprint::of(format!("req-{i}").as_bytes()),
             )
             .unwrap()
@@ -75,14 +80,22 @@ fn write_v1_fixtures() {
         r.complete(response(i)).unwrap();
     }
     let Begin::Reserved(r) = store
-        .begin("tenant-b", "key-0", Fingerprint::of(b"b"))
+        .begin(
+            Tenant::new("tenant-b"),
+            Key::new("key-0"),
+            Fingerprint::of(b"b"),
+        )
         .unwrap()
     else {
         panic!("fresh")
     };
     r.complete(response(9)).unwrap();
     let Begin::Reserved(aborted) = store
-        .begin("tenant-a", "aborted", Fingerprint::of(b"x"))
+        .begin(
+            Tenant::new("tenant-a"),
+            Key::new("aborted"),
+            Fingerprint::of(b"x"),
+        )
         .unwrap()
     else {
         panic!("fresh")
@@ -90,7 +103,11 @@ fn write_v1_fixtures() {
     aborted.persisted().wait().unwrap();
     aborted.abort().unwrap();
     let Begin::Reserved(pending) = store
-        .begin("tenant-a", "in-flight", Fingerprint::of(b"p"))
+        .begin(
+            Tenant::new("tenant-a"),
+            Key::new("in-flight"),
+            Fingerprint::of(b"p"),
+        )
         .unwrap()
     else {
         panic!("fresh")
@@ -138,8 +155,16 @@ fn check_common(store: &Store, damaged_key1: bool) {
         );
     }
     assert_eq!(replay(store, "tenant-b", "key-0", "b"), response(9));
-    assert!(store.get("tenant-a", "aborted").unwrap().is_none());
-    match store.get("tenant-a", "in-flight").unwrap() {
+    assert!(
+        store
+            .get(Tenant::new("tenant-a"), Key::new("aborted"))
+            .unwrap()
+            .is_none()
+    );
+    match store
+        .get(Tenant::new("tenant-a"), Key::new("in-flight"))
+        .unwrap()
+    {
         Some(KeyState::Pending {
             abandoned,
             lease_end,
@@ -192,7 +217,11 @@ fn v1_store_with_a_corrupt_record_in_the_middle_skips_only_it() {
     // key-1's completion is gone; the retry runs again.
     assert!(matches!(
         store
-            .begin("tenant-a", "key-1", Fingerprint::of(b"req-1"))
+            .begin(
+                Tenant::new("tenant-a"),
+                Key::new("key-1"),
+                Fingerprint::of(b"req-1")
+            )
             .unwrap(),
         Begin::Reserved(_)
     ));
@@ -205,5 +234,10 @@ fn v1_records_expire_when_they_said_they_would() {
         V1_WRITTEN_AT.saturating_add(Duration::from_secs(24 * 3600)),
     );
     assert_eq!(store.recovery_report().completed_live, 0);
-    assert!(store.get("tenant-a", "key-0").unwrap().is_none());
+    assert!(
+        store
+            .get(Tenant::new("tenant-a"), Key::new("key-0"))
+            .unwrap()
+            .is_none()
+    );
 }

@@ -21,6 +21,7 @@ use idemstore::{
     Begin, Clock, Config, Durability, Error, Fingerprint, KeyState, ManualClock, Reservation,
     Response, Store, Timestamp,
 };
+use idemstore::{Key as IdemKey, Tenant};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -204,7 +205,11 @@ impl Harness {
             } => {
                 let kk = (t, k);
                 let expected = self.model.state(kk, now);
-                let got = match self.store.begin(tenant(t), key(k), fingerprint(fp)) {
+                let got = match self.store.begin(
+                    Tenant::new(&tenant(t)),
+                    IdemKey::new(&key(k)),
+                    fingerprint(fp),
+                ) {
                     Ok(got) => got,
                     // A full disk refuses new reservations, and only those.
                     Err(e) if self.full && e.is_unavailable() => {
@@ -265,7 +270,10 @@ impl Harness {
             }
             Op::Get { tenant: t, key: k } => {
                 let expected = self.model.state((t, k), now);
-                let got = self.store.get(tenant(t), key(k)).unwrap();
+                let got = self
+                    .store
+                    .get(Tenant::new(&tenant(t)), IdemKey::new(&key(k)))
+                    .unwrap();
                 match (expected, got) {
                     (State::Kept { .. }, Some(KeyState::Pending { abandoned, .. })) => {
                         prop_assert!(!abandoned)
@@ -476,7 +484,10 @@ impl Harness {
             // Published by the writer's settler right after the flush's write.
             let mut tries = 0;
             let got = loop {
-                let got = self.store.get(tenant(k.0), key(k.1)).unwrap();
+                let got = self
+                    .store
+                    .get(Tenant::new(&tenant(k.0)), IdemKey::new(&key(k.1)))
+                    .unwrap();
                 if !matches!(got, Some(KeyState::Pending { .. })) || tries == 2000 {
                     break got;
                 }
@@ -571,7 +582,7 @@ proptest! {
         let keys: Vec<Key> = h.model.keys.keys().copied().collect();
         for k in keys {
             if let State::Completed { body, .. } = h.model.state(k, now) {
-                match h.store.get(tenant(k.0), key(k.1)).unwrap() {
+                match h.store.get(Tenant::new(&tenant(k.0)), IdemKey::new(&key(k.1))).unwrap() {
                     Some(KeyState::Completed(s)) => prop_assert_eq!(s.response.body, body),
                     other => prop_assert!(false, "acknowledged completion of {:?} lost: {:?}", k, other),
                 }

@@ -11,6 +11,7 @@ mod common;
 use common::{clock, config, file_ending, fill, fp, replay, reserve, response};
 use idemstore::storage::{MemStorage, Storage};
 use idemstore::{Begin, Config, Error, ManualClock, Store};
+use idemstore::{Key, Tenant};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,7 +97,9 @@ fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
     assert_eq!(store.recovery_report().segments_from_hints, 1);
     assert_eq!(replay(&store, "t", "k0", fp("a")).body, b"v0");
-    let e = store.begin("t", "k1", fp("a")).unwrap_err();
+    let e = store
+        .begin(Tenant::new("t"), Key::new("k1"), fp("a"))
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("checksum"), "{e}");
     store.close().unwrap();
@@ -114,7 +117,9 @@ fn a_corrupt_record_in_the_middle_is_skipped_and_counted() {
     // k1's completion is gone. Its reservation record was never written (the
     // completion superseded it in the same batch), so the key is free again.
     assert!(matches!(
-        store.begin("t", "k1", fp("a")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k1"), fp("a"))
+            .unwrap(),
         Begin::Reserved(_)
     ));
 }
@@ -150,7 +155,7 @@ fn garbage_files_never_panic_open() {
         st.put_file("not-a-segment.txt", vec![1, 2, 3]);
         let s = Store::open_with_storage(Arc::new(st), config(&c)).unwrap();
         // Whatever survived is served only if it checks out.
-        match s.begin("t", "k", fp("a")) {
+        match s.begin(Tenant::new("t"), Key::new("k"), fp("a")) {
             Ok(Begin::Replay(r)) => assert_eq!(r.response.body, b"x"),
             Ok(_) | Err(Error::Corrupt { .. }) => {}
             Err(e) => panic!("unexpected error {e}"),
@@ -161,7 +166,12 @@ fn garbage_files_never_panic_open() {
 /// Every key's state, as `get` sees it.
 fn snapshot(store: &Store, keys: &[String]) -> Vec<Option<String>> {
     keys.iter()
-        .map(|k| store.get("t", k).unwrap().map(|s| format!("{s:?}")))
+        .map(|k| {
+            store
+                .get(Tenant::new("t"), Key::new(k))
+                .unwrap()
+                .map(|s| format!("{s:?}"))
+        })
         .collect()
 }
 
@@ -345,7 +355,9 @@ fn a_damaged_record_read_through_the_memory_map_is_an_error_not_a_response() {
     // segment; the replay reads k1 through the map and checks its CRC.
     let store = Store::open(dir.path(), config(&c)).unwrap();
     assert_eq!(store.recovery_report().segments_from_hints, 1);
-    let e = store.begin("t", "k1", fp("a")).unwrap_err();
+    let e = store
+        .begin(Tenant::new("t"), Key::new("k1"), fp("a"))
+        .unwrap_err();
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert_eq!(replay(&store, "t", "k2", fp("a")).body, b"value-2");
     // Written after the map was made, read back through it.

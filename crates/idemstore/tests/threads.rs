@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use idemstore::{Begin, Config, Fingerprint, Response, Store};
+use idemstore::{Key, Tenant};
 
 fn store_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -42,7 +43,10 @@ fn writer_and_compactor_stop_on_close_and_on_drop() {
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
     assert_eq!(eventually_store_threads(3), 3);
-    let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
+    let Begin::Reserved(r) = store
+        .begin(Tenant::new("t"), Key::new("k"), Fingerprint::of(b"x"))
+        .unwrap()
+    else {
         panic!("fresh key")
     };
     let clone = store.clone();
@@ -63,7 +67,9 @@ fn writer_and_compactor_stop_on_close_and_on_drop() {
 
     let store = Store::open(dir.path(), Config::default()).unwrap();
     assert!(matches!(
-        store.begin("t", "k", Fingerprint::of(b"x")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k"), Fingerprint::of(b"x"))
+            .unwrap(),
         Begin::Replay(_)
     ));
 }

@@ -2,6 +2,7 @@
 
 use crate::Settings;
 use idemstore::{Config, Durability, Fingerprint, Response, Store};
+use idemstore::{Key, Tenant};
 use idemstore_benches::peers::redis::RedisServer;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -50,7 +51,9 @@ fn replay(redis: Option<&RedisServer>) -> Vec<(String, f64, f64)> {
     let keys = 10_000;
     let fp = Fingerprint::of(b"r");
     for i in 0..keys {
-        let Ok(idemstore::Begin::Reserved(r)) = store.begin("t", format!("k{i}"), fp) else {
+        let Ok(idemstore::Begin::Reserved(r)) =
+            store.begin(Tenant::new("t"), Key::new(&format!("k{i}")), fp)
+        else {
             panic!("fresh key")
         };
         r.complete(Response::new(201, vec![b'x'; 1024]))
@@ -60,7 +63,7 @@ fn replay(redis: Option<&RedisServer>) -> Vec<(String, f64, f64)> {
     let (p50, p99) = percentiles(100_000, |i| {
         let k = format!("k{}", (i * 7919) % keys);
         assert!(matches!(
-            store.begin("t", k, fp),
+            store.begin(Tenant::new("t"), Key::new(&k), fp),
             Ok(idemstore::Begin::Replay(_))
         ));
     });

@@ -177,7 +177,14 @@ mod tests {
     fn store_with_one_record() -> (MemStorage, String) {
         let st = MemStorage::new();
         let s = Store::open_with_storage(Arc::new(st.clone()), Config::default()).unwrap();
-        let Begin::Reserved(r) = s.begin("t", "k", Fingerprint::of(b"x")).unwrap() else {
+        let Begin::Reserved(r) = s
+            .begin(
+                crate::Tenant::new("t"),
+                crate::Key::new("k"),
+                Fingerprint::of(b"x"),
+            )
+            .unwrap()
+        else {
             panic!("fresh key")
         };
         r.complete(Response::new(200, "v")).unwrap();

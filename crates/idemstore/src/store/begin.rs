@@ -8,7 +8,7 @@ use crate::commit::Commit;
 use crate::error::{Error, Result};
 use crate::index::{Holder, PendingEntry, Slot, SlotKey};
 use crate::response::StoredResponse;
-use crate::scope::{Fingerprint, IndexKey, TenantDigest};
+use crate::scope::{Fingerprint, IndexKey, Key, Tenant, TenantDigest};
 use crate::shared::Looked;
 use std::sync::atomic::Ordering;
 
@@ -80,25 +80,25 @@ impl Store {
     /// # let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path(), Config::default())?;
     /// let fp = Fingerprint::of(b"POST /v1/charges amount=5");
-    /// let Begin::Reserved(r) = store.begin("acct_1", "key-1", fp)? else { unreachable!() };
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("acct_1"), Key::new("key-1"), fp)? else { unreachable!() };
     /// // While it runs, a duplicate is told so (409 in HTTP terms)...
-    /// assert!(matches!(store.begin("acct_1", "key-1", fp)?, Begin::InFlight(i) if i.same_request));
+    /// assert!(matches!(store.begin(Tenant::new("acct_1"), Key::new("key-1"), fp)?, Begin::InFlight(i) if i.same_request));
     /// // ...another request with the key is a mismatch only once it completed...
     /// r.complete(Response::new(201, "charged"))?;
-    /// assert!(matches!(store.begin("acct_1", "key-1", Fingerprint::of(b"other"))?, Begin::Mismatch(_)));
+    /// assert!(matches!(store.begin(Tenant::new("acct_1"), Key::new("key-1"), Fingerprint::of(b"other"))?, Begin::Mismatch(_)));
     /// // ...the same request replays, and another tenant's key is its own.
-    /// assert!(matches!(store.begin("acct_1", "key-1", fp)?, Begin::Replay(s) if s.response.body == b"charged"));
-    /// assert!(matches!(store.begin("acct_2", "key-1", fp)?, Begin::Reserved(_)));
+    /// assert!(matches!(store.begin(Tenant::new("acct_1"), Key::new("key-1"), fp)?, Begin::Replay(s) if s.response.body == b"charged"));
+    /// assert!(matches!(store.begin(Tenant::new("acct_2"), Key::new("key-1"), fp)?, Begin::Reserved(_)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn begin(
         &self,
-        tenant: impl AsRef<[u8]>,
-        key: impl AsRef<[u8]>,
+        tenant: Tenant<'_>,
+        key: Key<'_>,
         fingerprint: Fingerprint,
     ) -> Result<Begin> {
-        let key = key.as_ref();
-        let (tenant, ik) = self.scope(tenant.as_ref(), key)?;
+        let key = key.as_bytes();
+        let (tenant, ik) = self.scope(tenant.as_bytes(), key)?;
         let shared = &self.inner.shared;
         let mut known: Option<(Slot, Looked)> = None;
         loop {
@@ -191,16 +191,16 @@ impl Store {
     /// # let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path(), Config::default())?;
     /// let fp = Fingerprint::of(b"req");
-    /// assert_eq!(store.get("t", "k")?, None);
-    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
-    /// assert!(matches!(store.get("t", "k")?, Some(KeyState::Pending { abandoned: false, .. })));
+    /// assert_eq!(store.get(Tenant::new("t"), Key::new("k"))?, None);
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("t"), Key::new("k"), fp)? else { unreachable!() };
+    /// assert!(matches!(store.get(Tenant::new("t"), Key::new("k"))?, Some(KeyState::Pending { abandoned: false, .. })));
     /// r.complete(Response::new(200, "ok"))?;
-    /// assert!(matches!(store.get("t", "k")?, Some(KeyState::Completed(s)) if s.response.status == 200));
+    /// assert!(matches!(store.get(Tenant::new("t"), Key::new("k"))?, Some(KeyState::Completed(s)) if s.response.status == 200));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn get(&self, tenant: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<Option<KeyState>> {
-        let key = key.as_ref();
-        let (tenant, ik) = self.scope(tenant.as_ref(), key)?;
+    pub fn get(&self, tenant: Tenant<'_>, key: Key<'_>) -> Result<Option<KeyState>> {
+        let key = key.as_bytes();
+        let (tenant, ik) = self.scope(tenant.as_bytes(), key)?;
         let shared = &self.inner.shared;
         let now = shared.clock().now();
         let slot = {

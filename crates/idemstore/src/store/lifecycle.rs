@@ -85,15 +85,15 @@ pub(super) struct StoreInner {
 /// [`Reservation`](crate::Reservation)) is dropped.
 ///
 /// ```
-/// use idemstore::{Begin, Config, Fingerprint, Response, Store};
+/// use idemstore::{Begin, Config, Fingerprint, Key, Response, Store, Tenant};
 /// let dir = tempfile::tempdir()?;
 /// let store = Store::open(dir.path(), Config::default())?;
 /// let fp = Fingerprint::of(b"POST /v1/payments {\"amount\":100}");
-/// match store.begin("api-key-1", "key-123", fp)? {
+/// match store.begin(Tenant::new("api-key-1"), Key::new("key-123"), fp)? {
 ///     Begin::Reserved(r) => r.complete(Response::new(201, "created"))?,
 ///     other => panic!("first request must reserve, got {other:?}"),
 /// }
-/// match store.begin("api-key-1", "key-123", fp)? {
+/// match store.begin(Tenant::new("api-key-1"), Key::new("key-123"), fp)? {
 ///     Begin::Replay(stored) => assert_eq!(stored.response.body, b"created"),
 ///     other => panic!("retry must replay, got {other:?}"),
 /// }
@@ -252,7 +252,7 @@ impl Store {
     /// let clock = ManualClock::new(Timestamp(1_800_000_000_000));
     /// let config = Config::default().clock(std::sync::Arc::new(clock.clone()));
     /// let store = Store::open(dir.path(), config)?;
-    /// let Begin::Reserved(r) = store.begin("t", "k", Fingerprint::of(b"req"))? else { unreachable!() };
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("t"), Key::new("k"), Fingerprint::of(b"req"))? else { unreachable!() };
     /// r.complete(Response::new(201, "created"))?;
     /// clock.advance(Duration::from_secs(26 * 3600)); // past the 24 h retention
     /// let report = store.compact_now()?;

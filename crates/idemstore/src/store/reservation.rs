@@ -102,11 +102,11 @@ impl Reservation {
     /// let config = Config::default().clock(std::sync::Arc::new(clock.clone()));
     /// let store = Store::open(dir.path(), config)?;
     /// let fp = Fingerprint::of(b"req");
-    /// let Begin::Reserved(mut r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// let Begin::Reserved(mut r) = store.begin(Tenant::new("t"), Key::new("k"), fp)? else { unreachable!() };
     /// clock.advance(Duration::from_secs(50));
     /// let end = r.renew()?; // a long handler keeps its key
     /// clock.advance(Duration::from_secs(50));
-    /// assert!(matches!(store.begin("t", "k", fp)?, Begin::InFlight(i) if i.lease_end == end));
+    /// assert!(matches!(store.begin(Tenant::new("t"), Key::new("k"), fp)?, Begin::InFlight(i) if i.lease_end == end));
     /// r.complete(Response::new(201, "done"))?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -214,12 +214,12 @@ impl Reservation {
     /// # let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path(), Config::default())?;
     /// let fp = Fingerprint::of(b"req");
-    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("t"), Key::new("k"), fp)? else { unreachable!() };
     /// r.complete(Response::new(201, "created").with_header("content-type", "text/plain"))?;
     /// store.close()?;
     /// // Fsynced before `complete` returned: it is there after a restart.
     /// let store = Store::open(dir.path(), Config::default())?;
-    /// let Begin::Replay(s) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// let Begin::Replay(s) = store.begin(Tenant::new("t"), Key::new("k"), fp)? else { unreachable!() };
     /// assert_eq!((s.response.status, &s.response.body[..]), (201, &b"created"[..]));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -245,10 +245,10 @@ impl Reservation {
     /// # }
     /// let store = Store::open(dir.path(), Config::default())?;
     /// let fp = Fingerprint::of(b"req");
-    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("t"), Key::new("k"), fp)? else { unreachable!() };
     /// // Awaits the group commit without blocking the executor's thread.
     /// block_on(async { r.complete_async(Response::new(201, "created")).await })?;
-    /// assert!(matches!(store.begin("t", "k", fp)?, Begin::Replay(_)));
+    /// assert!(matches!(store.begin(Tenant::new("t"), Key::new("k"), fp)?, Begin::Replay(_)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn complete_async(mut self, response: Response) -> Commit {
@@ -334,9 +334,9 @@ impl Reservation {
     /// # let dir = tempfile::tempdir()?;
     /// let store = Store::open(dir.path(), Config::default())?;
     /// let fp = Fingerprint::of(b"req");
-    /// let Begin::Reserved(r) = store.begin("t", "k", fp)? else { unreachable!() };
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("t"), Key::new("k"), fp)? else { unreachable!() };
     /// r.abort()?; // the handler failed before any side effect
-    /// assert!(matches!(store.begin("t", "k", fp)?, Begin::Reserved(_)), "the retry runs");
+    /// assert!(matches!(store.begin(Tenant::new("t"), Key::new("k"), fp)?, Begin::Reserved(_)), "the retry runs");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn abort(mut self) -> Result<()> {

@@ -6,6 +6,7 @@
 
 use idemstore::storage::{MemStorage, Storage};
 use idemstore::{Begin, Config, Fingerprint, ManualClock, Response, Store, Timestamp};
+use idemstore::{Key, Tenant};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,14 +34,14 @@ pub(crate) fn reserve(
     key: &str,
     f: Fingerprint,
 ) -> idemstore::Reservation {
-    match store.begin(tenant, key, f).unwrap() {
+    match store.begin(Tenant::new(tenant), Key::new(key), f).unwrap() {
         Begin::Reserved(r) => r,
         other => panic!("expected Reserved for {tenant}/{key}, got {other:?}"),
     }
 }
 
 pub(crate) fn replay(store: &Store, tenant: &str, key: &str, f: Fingerprint) -> Response {
-    match store.begin(tenant, key, f).unwrap() {
+    match store.begin(Tenant::new(tenant), Key::new(key), f).unwrap() {
         Begin::Replay(s) => s.response,
         other => panic!("expected Replay for {tenant}/{key}, got {other:?}"),
     }
