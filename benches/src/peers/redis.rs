@@ -111,7 +111,7 @@ end
 return 0
 ";
 
-/// W1 on plain Redis, as the performance issue describes the peer: `SET key
+/// W1 on plain Redis, as a user would build it without this project: `SET key
 /// token NX PX lease` to reserve, a script to complete with fencing (the
 /// response replaces the token only if the token is still there), one
 /// multiplexed async connection shared by `callers` tasks.

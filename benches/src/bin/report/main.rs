@@ -1,4 +1,4 @@
-//! A quick side-by-side report of every workload of the performance issue,
+//! A quick side-by-side report of every workload (W1-W6, README "Figures"),
 //! idemstore beside its peers in one run, printed as markdown with ratios.
 //! W1: the durable begin→complete cycle (512 B body, fresh keys) at 1, 8 and
 //! 64 concurrent callers.
@@ -31,7 +31,7 @@
 //! W3: the mixed workload on the `Backend` trait (embedded and Redis).
 //! W4/W5: open time, heap and disk for KEYS live keys (the `index_memory`
 //! binary, run as a child process). W6: HTTP over loopback, bare vs layer.
-//! Last, the performance issue's targets with what was measured.
+//! Last, the performance targets with what was measured.
 //!
 //! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
 //!
@@ -43,7 +43,7 @@
 //! ceilings the machine puts on the W1 targets.
 //!
 //! Environment: `REPORT_ONLY=w1,w2,w3,w45,w6,pairs` runs only those sections;
-//! `W6_CONNS=N` changes W6's connection count (64 by default, the issue's);
+//! `W6_CONNS=N` changes W6's connection count (64 by default);
 //! `W6_HANDLER=trivial` serves a stateless JSON 201 instead of the
 //! `payments` example's handler;
 //! `GCW_US=N` sets W6's stores' `group_commit_window` in µs.
@@ -73,7 +73,7 @@ pub(crate) struct Settings {
     pub(crate) keys: u64,
     /// `REPORT_ONLY`: the sections to run, comma-separated (all if unset).
     only: Option<String>,
-    /// `W6_CONNS`: W6's connection count (the issue's figure is 64).
+    /// `W6_CONNS`: W6's connection count (64 by default).
     pub(crate) conns: usize,
     /// `PAIRED_ROUNDS`: rounds of the paired ratios (5).
     pub(crate) rounds: usize,

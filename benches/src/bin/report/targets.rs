@@ -33,7 +33,7 @@ pub(crate) fn print(out: &mut impl Write, measured: &Measured) {
             .find(|(n, _)| n.starts_with(name))
             .map_or(f64::NAN, |(_, c)| c[2])
     };
-    let _ = writeln!(out, "\nTargets (performance issue)\n");
+    let _ = writeln!(out, "\nTargets\n");
     let _ = writeln!(out, "| target | measured | met |");
     let _ = writeln!(out, "| --- | --- | --- |");
     let mut target = |what: &str, v: f64, ok: bool, fmt: String| {
