@@ -5,6 +5,7 @@
 //! `Mismatch`, answered 422 by the layer).
 
 use idemstore::{Fingerprint, Response};
+use idemstore::{Key, Tenant};
 use idemstore_http::{Backend, Lease, Outcome};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,10 @@ pub fn run<B: Backend>(rt: &tokio::runtime::Runtime, backend: B, tasks: usize, s
                         let roll = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) % 100;
                         if completed == 0 || roll < 80 {
                             let key = format!("mix-{t}-{completed}");
-                            match backend.begin(b"bench", key.as_bytes(), fp).await {
+                            match backend
+                                .begin(Tenant::new(b"bench"), Key::new(key.as_bytes()), fp)
+                                .await
+                            {
                                 Ok(Outcome::Reserved(l)) => l
                                     .complete(Response::new(201, body.clone()))
                                     .await
@@ -44,7 +48,10 @@ pub fn run<B: Backend>(rt: &tokio::runtime::Runtime, backend: B, tasks: usize, s
                             } else {
                                 (other, false)
                             };
-                            match backend.begin(b"bench", key.as_bytes(), f).await {
+                            match backend
+                                .begin(Tenant::new(b"bench"), Key::new(key.as_bytes()), f)
+                                .await
+                            {
                                 Ok(Outcome::Replay(_)) if want_replay => {}
                                 Ok(Outcome::Mismatch) if !want_replay => {}
                                 Ok(_) => panic!("a completed key did not replay or mismatch"),

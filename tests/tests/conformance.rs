@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 use idemstore::{Config, Fingerprint, Response, Store};
+use idemstore::{Key, Tenant};
 use idemstore_http::{Backend, BackendError, Lease, Outcome};
 use idemstore_redis::{RedisBackend, RedisConfig};
 use std::sync::Arc;
@@ -67,7 +68,11 @@ fn embedded() -> (Store, tempfile::TempDir) {
 
 async fn reserve<B: Backend>(b: &B, tenant: &str, key: &str, f: &str) -> B::Lease {
     match b
-        .begin(tenant.as_bytes(), key.as_bytes(), fp(f))
+        .begin(
+            Tenant::new(tenant.as_bytes()),
+            Key::new(key.as_bytes()),
+            fp(f),
+        )
         .await
         .unwrap()
     {
@@ -93,7 +98,14 @@ fn describe<L>(o: &Outcome<L>) -> String {
 }
 
 async fn state<B: Backend>(b: &B, tenant: &str, key: &str, f: &str) -> String {
-    match b.begin(tenant.as_bytes(), key.as_bytes(), fp(f)).await {
+    match b
+        .begin(
+            Tenant::new(tenant.as_bytes()),
+            Key::new(key.as_bytes()),
+            fp(f),
+        )
+        .await
+    {
         Ok(Outcome::Reserved(l)) => {
             drop(l);
             "reserved".into()
@@ -111,7 +123,11 @@ async fn reserve_replay_mismatch<B: Backend>(b: B) {
     );
     assert!(state(&b, "t", "k", "b").await.contains("same: false"));
     l.complete(resp("first")).await.unwrap();
-    match b.begin(b"t", b"k", fp("a")).await.unwrap() {
+    match b
+        .begin(Tenant::new(b"t"), Key::new(b"k"), fp("a"))
+        .await
+        .unwrap()
+    {
         Outcome::Replay(s) => {
             assert_eq!(s.response, resp("first"), "byte for byte");
         }
@@ -198,8 +214,13 @@ async fn racing_begins_get_one_reservation_per_key<B: Backend + Clone>(b: B) {
             let wins = wins.clone();
             tokio::spawn(async move {
                 for k in 0..20 {
-                    if let Ok(Outcome::Reserved(l)) =
-                        b.begin(b"t", format!("k{k}").as_bytes(), fp("a")).await
+                    if let Ok(Outcome::Reserved(l)) = b
+                        .begin(
+                            Tenant::new(b"t"),
+                            Key::new(format!("k{k}").as_bytes()),
+                            fp("a"),
+                        )
+                        .await
                     {
                         wins.lock().unwrap()[k] += 1;
                         l.complete(resp("x")).await.unwrap();
@@ -237,7 +258,11 @@ async fn an_abandoned_lease_keeps_its_key_until_the_lease_ends<B: Backend>(b: B)
 async fn in_flight_says_how_long_the_holder_has_run<B: Backend>(b: B) {
     let _l = reserve(&b, "t", "k", "a").await;
     tokio::time::sleep(Duration::from_millis(120)).await;
-    match b.begin(b"t", b"k", fp("a")).await.unwrap() {
+    match b
+        .begin(Tenant::new(b"t"), Key::new(b"k"), fp("a"))
+        .await
+        .unwrap()
+    {
         Outcome::InFlight {
             lease_left,
             running_for,

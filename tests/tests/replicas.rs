@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use idemstore::{Fingerprint, Response};
+use idemstore::{Key, Tenant};
 use idemstore_http::{Backend, BackendError, Lease, Outcome};
 use idemstore_redis::{RedisBackend, RedisConfig};
 use std::process::Command;
@@ -36,7 +37,11 @@ async fn two_replicas_racing_on_the_same_keys_execute_each_once() {
                     let key = format!("order-{k}");
                     loop {
                         match replica
-                            .begin(b"tenant", key.as_bytes(), Fingerprint::of(b"r"))
+                            .begin(
+                                Tenant::new(b"tenant"),
+                                Key::new(key.as_bytes()),
+                                Fingerprint::of(b"r"),
+                            )
                             .await
                             .unwrap()
                         {
@@ -72,7 +77,7 @@ async fn redis_down_fails_fast_and_service_resumes_when_it_returns() {
     let mut redis = Redis::start();
     let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
     let l = match backend
-        .begin(b"t", b"kept", Fingerprint::of(b"r"))
+        .begin(Tenant::new(b"t"), Key::new(b"kept"), Fingerprint::of(b"r"))
         .await
         .unwrap()
     {
@@ -83,7 +88,10 @@ async fn redis_down_fails_fast_and_service_resumes_when_it_returns() {
 
     redis.down();
     let started = Instant::now();
-    let e = match backend.begin(b"t", b"new", Fingerprint::of(b"r")).await {
+    let e = match backend
+        .begin(Tenant::new(b"t"), Key::new(b"new"), Fingerprint::of(b"r"))
+        .await
+    {
         Err(e) => e,
         Ok(_) => panic!("Redis is down"),
     };
@@ -100,7 +108,10 @@ async fn redis_down_fails_fast_and_service_resumes_when_it_returns() {
     redis.up();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match backend.begin(b"t", b"kept", Fingerprint::of(b"r")).await {
+        match backend
+            .begin(Tenant::new(b"t"), Key::new(b"kept"), Fingerprint::of(b"r"))
+            .await
+        {
             Ok(Outcome::Replay(s)) => {
                 assert_eq!(s.response.body, b"kept");
                 break;
@@ -117,7 +128,7 @@ async fn redis_down_fails_fast_and_service_resumes_when_it_returns() {
     }
     assert!(matches!(
         backend
-            .begin(b"t", b"new", Fingerprint::of(b"r"))
+            .begin(Tenant::new(b"t"), Key::new(b"new"), Fingerprint::of(b"r"))
             .await
             .unwrap(),
         Outcome::Reserved(_)
@@ -185,7 +196,9 @@ async fn a_slow_redis_fails_within_the_timeout() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let r = backend.begin(b"t", b"k", Fingerprint::of(b"r")).await;
+    let r = backend
+        .begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"))
+        .await;
     let took = started.elapsed();
     assert!(
         matches!(r, Err(BackendError::Unavailable(_))),
@@ -199,7 +212,7 @@ async fn a_slow_redis_fails_within_the_timeout() {
     // Once it answers again, so do we.
     let deadline = Instant::now() + Duration::from_secs(5);
     while backend
-        .begin(b"t", b"k2", Fingerprint::of(b"r"))
+        .begin(Tenant::new(b"t"), Key::new(b"k2"), Fingerprint::of(b"r"))
         .await
         .is_err()
     {
@@ -213,7 +226,7 @@ async fn a_stale_holder_stays_fenced_even_if_the_key_vanished_and_generations_re
     let redis = Redis::start();
     let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
     let Outcome::Reserved(stale) = backend
-        .begin(b"t", b"k", Fingerprint::of(b"r"))
+        .begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"))
         .await
         .unwrap()
     else {
@@ -237,7 +250,7 @@ async fn a_stale_holder_stays_fenced_even_if_the_key_vanished_and_generations_re
             .unwrap();
     }
     let Outcome::Reserved(fresh) = backend
-        .begin(b"t", b"k", Fingerprint::of(b"r"))
+        .begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"))
         .await
         .unwrap()
     else {
@@ -255,7 +268,7 @@ async fn a_stale_holder_stays_fenced_even_if_the_key_vanished_and_generations_re
     assert!(matches!(e, BackendError::Fenced(_)), "{e}");
     fresh.complete(Response::new(201, "fresh")).await.unwrap();
     match backend
-        .begin(b"t", b"k", Fingerprint::of(b"r"))
+        .begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"))
         .await
         .unwrap()
     {

@@ -6,6 +6,7 @@
 
 use super::{BODY, tasks};
 use idemstore::{Fingerprint, Response};
+use idemstore::{Key, Tenant};
 use idemstore_http::{Backend, Lease, Outcome};
 use std::time::Duration;
 
@@ -86,7 +87,11 @@ pub fn backend(server: &RedisServer, callers: usize, secs: f64) -> f64 {
             async move {
                 let key = format!("r{run}-t{t}-{n}");
                 match backend
-                    .begin(b"bench", key.as_bytes(), Fingerprint::of(b"r"))
+                    .begin(
+                        Tenant::new(b"bench"),
+                        Key::new(key.as_bytes()),
+                        Fingerprint::of(b"r"),
+                    )
                     .await
                 {
                     Ok(Outcome::Reserved(l)) => l

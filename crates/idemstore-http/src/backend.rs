@@ -9,8 +9,7 @@
 //! frees the key: the backend keeps the response and stores it later
 //! ([`BackendError::Deferred`]), or leaves the key reserved.
 
-use idemstore::{Begin, Fingerprint, Response, Store, StoredResponse};
-use idemstore::{Key, Tenant};
+use idemstore::{Begin, Fingerprint, Key, Response, Store, StoredResponse, Tenant};
 use std::future::Future;
 use std::time::Duration;
 
@@ -102,8 +101,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Starts a request; see [`idemstore::Store::begin`].
     fn begin(
         &self,
-        tenant: &[u8],
-        key: &[u8],
+        tenant: Tenant<'_>,
+        key: Key<'_>,
         fingerprint: Fingerprint,
     ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send;
 }
@@ -164,25 +163,23 @@ impl Backend for Store {
 
     fn begin(
         &self,
-        tenant: &[u8],
-        key: &[u8],
+        tenant: Tenant<'_>,
+        key: Key<'_>,
         fingerprint: Fingerprint,
     ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send {
-        let result = self
-            .begin(Tenant::new(tenant), Key::new(key), fingerprint)
-            .map(|b| match b {
-                Begin::Reserved(r) => Outcome::Reserved(r),
-                Begin::InFlight(i) => {
-                    let now = self.now();
-                    Outcome::InFlight {
-                        lease_left: now.until(i.lease_end),
-                        running_for: Some(i.started_at.until(now)),
-                        same_request: i.same_request,
-                    }
+        let result = Store::begin(self, tenant, key, fingerprint).map(|b| match b {
+            Begin::Reserved(r) => Outcome::Reserved(r),
+            Begin::InFlight(i) => {
+                let now = self.now();
+                Outcome::InFlight {
+                    lease_left: now.until(i.lease_end),
+                    running_for: Some(i.started_at.until(now)),
+                    same_request: i.same_request,
                 }
-                Begin::Replay(s) => Outcome::Replay(s),
-                Begin::Mismatch(_) => Outcome::Mismatch,
-            });
+            }
+            Begin::Replay(s) => Outcome::Replay(s),
+            Begin::Mismatch(_) => Outcome::Mismatch,
+        });
         std::future::ready(result.map_err(BackendError::from))
     }
 }

@@ -21,7 +21,7 @@ use crate::replay::{to_replay, to_stored};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
-use idemstore::Fingerprint;
+use idemstore::{Fingerprint, Key, Tenant};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
@@ -298,7 +298,11 @@ impl<B: Backend> Idempotency<B> {
         loop {
             let outcome = self
                 .backend
-                .begin(&keyed.tenant, keyed.key.as_bytes(), fingerprint)
+                .begin(
+                    Tenant::new(&keyed.tenant),
+                    Key::new(&keyed.key),
+                    fingerprint,
+                )
                 .await;
             let problem = match outcome {
                 Ok(Outcome::Reserved(lease)) => return Started::Run(lease),

@@ -51,7 +51,8 @@
 //! the lease while another replica can, that replica may take the key over.
 
 use idemstore::{
-    Fingerprint, Response, StoredResponse, TenantDigest, Timestamp, internals::default_index_hash,
+    Fingerprint, Key, Response, StoredResponse, Tenant, TenantDigest, Timestamp,
+    internals::default_index_hash,
 };
 use idemstore_http::{Backend, BackendError, Lease, Outcome};
 use redis::Script;
@@ -335,11 +336,12 @@ impl Backend for RedisBackend {
 
     fn begin(
         &self,
-        tenant: &[u8],
-        key: &[u8],
+        tenant: Tenant<'_>,
+        key: Key<'_>,
         fingerprint: Fingerprint,
     ) -> impl Future<Output = Result<Outcome<RedisLease>, BackendError>> + Send {
-        let td = TenantDigest::of(tenant);
+        let td = TenantDigest::of(tenant.as_bytes());
+        let key = key.as_bytes();
         let rkey = self.key_of(&td, key);
         let key = key.to_vec();
         let this = self.clone();
