@@ -37,6 +37,7 @@ use crate::index::Slot;
 use crate::pipeline::{Append, Msg, Sealed, SegmentEntries};
 use crate::segment::{self, Segment};
 use crate::shared::Shared;
+use crate::write::group_commit::GroupCommit;
 use crate::write::settler::{self, Placed, Settler};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
@@ -50,10 +51,6 @@ const PREALLOCATE: u64 = 4 << 20;
 
 /// The page size the writer aligns zeros and writes to.
 const PAGE: u64 = 4096;
-
-/// Batches that skip the group-commit window after one that did not fill
-/// (see `Writer::linger`).
-const LINGER_BACKOFF: u32 = 16;
 
 /// For this long after a batch the writer only naps between messages (see
 /// `Writer::next_message`).
@@ -75,14 +72,8 @@ pub(crate) struct Writer {
     completing: HashSet<u64>,
     /// Scratch: newest side-queue position per token.
     newest: HashMap<u64, usize>,
-    /// How long the last batch's fsyncs took (caps the group-commit window).
-    last_fsync: Duration,
-    /// Completions the last batch carried: those callers are coming back.
-    last_completions: usize,
-    /// Messages waiting in the channel when the last fsync returned.
-    backlog_after_fsync: usize,
-    /// Batches left that skip the group-commit window (see `linger`).
-    linger_skip: u32,
+    /// The group-commit window (see group_commit.rs).
+    group: GroupCommit,
     /// The index entries of every record written to each segment the
     /// writer still appends to, by segment id: its hint file, once sealed.
     entries: HashMap<u32, SegmentEntries>,
@@ -148,10 +139,7 @@ impl Writer {
             last_batch: Instant::now(),
             completing: HashSet::new(),
             newest: HashMap::new(),
-            last_fsync: Duration::ZERO,
-            last_completions: 0,
-            backlog_after_fsync: 0,
-            linger_skip: 0,
+            group: GroupCommit::default(),
             entries: HashMap::new(),
             file_len: HashMap::new(),
             sealing: Vec::new(),
@@ -189,7 +177,12 @@ impl Writer {
                 }
             }
             if control.is_none() {
-                control = self.linger(&mut batch);
+                control = self.group.linger(
+                    &self.shared.config,
+                    &self.shared.doorbell,
+                    &self.rx,
+                    &mut batch,
+                );
             }
             // Every control message first writes what is queued before it.
             self.write_batch(&mut batch, false);
@@ -219,68 +212,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    /// The group-commit window. Without one, callers split into groups that
-    /// take turns: those woken by one fsync queue up while the next runs, so
-    /// each fsync carries only part of them. The callers the last fsync
-    /// carried are coming back, and so are those that queued up meanwhile;
-    /// in `Sync` mode, when that makes two or more, the writer keeps the batch
-    /// open until that many completions are in it, for at most
-    /// `min(group_commit_window, duration of the last fsync)`, and only while
-    /// they keep arriving faster than the batch drains them: a gap longer than
-    /// `fsync time / batch size` ends the wait (waiting `w` for `d` more
-    /// completions pays only if `d / batch > w / fsync`). A lone caller never
-    /// waits.
-    ///
-    /// When the callers take longer to come back than an fsync takes (a fast
-    /// disk, callers short of CPU), the window ends before they are all in
-    /// and only delays the batch; two batches taking turns, each fsyncing
-    /// while the other's callers come back, then do better (measured with a
-    /// 260 µs fsync: +20-30% at 64 callers). So after a window that ran out
-    /// short of `expected`, the next `LINGER_BACKOFF` batches skip it; then
-    /// one is tried again. (With a slow fsync the callers are back well
-    /// within the window and it stays on.)
-    fn linger(&mut self, batch: &mut Vec<Append>) -> Option<Msg> {
-        let cfg = &self.shared.config;
-        let expected = self.last_completions + self.backlog_after_fsync;
-        let mut have = batch.iter().filter(|a| a.install.is_some()).count();
-        if cfg.durability != Durability::Sync || expected < 2 || have >= expected {
-            return None;
-        }
-        if self.linger_skip > 0 {
-            self.linger_skip -= 1;
-            return None;
-        }
-        let window = cfg.group_commit_window.min(self.last_fsync);
-        let start = Instant::now();
-        while have < expected && batch.len() < cfg.max_batch {
-            let left = window.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            // Waiting pays while completions arrive faster than the batch
-            // would drain them: one per (fsync time / batch size).
-            let gap = self.last_fsync / u32::try_from(have.max(1)).unwrap_or(u32::MAX);
-            match self
-                .shared
-                .doorbell
-                .recv(&self.rx, Some(Instant::now() + left.min(gap)))
-            {
-                Ok(Msg::Append(a)) => {
-                    have += usize::from(a.install.is_some());
-                    batch.push(a);
-                }
-                Ok(other) => return Some(other),
-                Err(_) => break,
-            }
-        }
-        // The whole window went by and they were not all back: they take
-        // longer than an fsync.
-        if have < expected && start.elapsed() >= window {
-            self.linger_skip = LINGER_BACKOFF;
-        }
-        None
     }
 
     /// The next message. While waiting, writes the side queue when its
@@ -396,8 +327,7 @@ impl Writer {
         } else if self.shared.config.durability == Durability::Sync {
             let started = Instant::now();
             let result = sync(&self.shared, &segments);
-            self.last_fsync = started.elapsed();
-            self.backlog_after_fsync = self.rx.len();
+            self.group.fsynced(started.elapsed(), self.rx.len());
             result
         } else {
             for seg in segments {
@@ -438,7 +368,7 @@ impl Writer {
         if batch.is_empty() && elided.is_empty() {
             return None;
         }
-        self.backlog_after_fsync = 0;
+        self.group.appending();
         if let Err(e) = self.shared.check_poison() {
             // Completions stay reserved (`Completing`): the key is never
             // freed by a failure, and the next open sees their reservations.
@@ -572,7 +502,8 @@ impl Writer {
         c.records_elided
             .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        self.last_completions = placed.iter().filter(|(a, _)| a.install.is_some()).count();
+        self.group
+            .carried(placed.iter().filter(|(a, _)| a.install.is_some()).count());
         if placed.is_empty() {
             return None;
         }
