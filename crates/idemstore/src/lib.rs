@@ -46,8 +46,11 @@
 //! - `shared`: the state callers and background threads share, and the gate
 //!   every message to the writer passes; `poison`: the store's first fatal
 //!   cause; `pipeline`: the messages between threads.
-//! - `write/`: `writer`, the group-commit writer thread (append, fsync);
-//!   `settler`, which publishes and wakes each written batch.
+//! - `write/`: `writer`, the writer thread (batches, append, fsync);
+//!   `group_commit`, the window that keeps a batch open for the callers the
+//!   last fsync carried; `active`, the segments it appends to (preallocation,
+//!   rollover, hand-over to the compactor, the one fsync helper); `settler`,
+//!   which publishes and wakes each written batch.
 //! - `index`: the sharded in-memory index (a 20-byte slot per completed key).
 //! - `segment`: segment files at run time (bucket math, reading one record);
 //!   `doorbell`: how the writer waits for work; `commit`: [`Commit`], a

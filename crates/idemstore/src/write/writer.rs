@@ -26,34 +26,23 @@
 //!   acknowledged (as PostgreSQL does after an fsync failure, since the page
 //!   cache may have dropped the dirty pages).
 
-use crate::clock::Timestamp;
 use crate::commit::Settlement;
 use crate::config::Durability;
 use crate::error::{Error, advice};
-use crate::format::segment_header::SegmentHeader;
 use crate::format::{frame, hint};
 use crate::hints;
 use crate::index::Slot;
-use crate::pipeline::{Append, Msg, Sealed, SegmentEntries};
-use crate::segment::{self, Segment};
+use crate::pipeline::{Append, Msg, Sealed};
+use crate::segment::Segment;
 use crate::shared::Shared;
+use crate::write::active::{self, ActiveSegments, PAGE};
+use crate::write::group_commit::GroupCommit;
 use crate::write::settler::{self, Placed, Settler};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// Zeros kept written ahead of a segment's append point (see
-/// `Writer::preallocate`).
-const PREALLOCATE: u64 = 4 << 20;
-
-/// The page size the writer aligns zeros and writes to.
-const PAGE: u64 = 4096;
-
-/// Batches that skip the group-commit window after one that did not fill
-/// (see `Writer::linger`).
-const LINGER_BACKOFF: u32 = 16;
 
 /// For this long after a batch the writer only naps between messages (see
 /// `Writer::next_message`).
@@ -62,41 +51,18 @@ const ACTIVE: Duration = Duration::from_millis(100);
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
-    /// Segment being appended to, by bucket start.
-    active: HashMap<u64, Arc<Segment>>,
-    next_segment_id: u32,
-    retired_upto: Timestamp,
-    /// Written but not yet fsynced (Periodic and None modes).
-    dirty: HashMap<u32, Arc<Segment>>,
-    last_sync: Instant,
+    /// The segments being appended to (see active.rs).
+    segments: ActiveSegments,
     /// When the last batch was written (see `next_message`).
     last_batch: Instant,
     /// Scratch: tokens completed in the batch being written.
     completing: HashSet<u64>,
     /// Scratch: newest side-queue position per token.
     newest: HashMap<u64, usize>,
-    /// How long the last batch's fsyncs took (caps the group-commit window).
-    last_fsync: Duration,
-    /// Completions the last batch carried: those callers are coming back.
-    last_completions: usize,
-    /// Messages waiting in the channel when the last fsync returned.
-    backlog_after_fsync: usize,
-    /// Batches left that skip the group-commit window (see `linger`).
-    linger_skip: u32,
-    /// The index entries of every record written to each segment the
-    /// writer still appends to, by segment id: its hint file, once sealed.
-    entries: HashMap<u32, SegmentEntries>,
-    /// File length (data + zeros written ahead) of each segment the writer
-    /// preallocated, by id.
-    file_len: HashMap<u32, u64>,
-    /// Segments the writer stopped appending to (rolled over), to be made
-    /// durable and handed to the compactor, which writes their hint files,
-    /// once the batch that rolled them over is written (it may still append
-    /// to them).
-    sealing: Vec<Arc<Segment>>,
-    sealed_tx: Sender<Sealed>,
-    /// The compactor's end of `sealed_tx`: at shutdown the writer writes the
-    /// hints the compactor did not get to.
+    /// The group-commit window (see group_commit.rs).
+    group: GroupCommit,
+    /// The compactor's end of the segments' hand-over: at shutdown the
+    /// writer writes the hints the compactor did not get to.
     sealed_rx: Receiver<Sealed>,
     /// The settler thread (without one the writer settles batches itself).
     settler: Option<Settler>,
@@ -140,22 +106,11 @@ impl Writer {
         Writer {
             shared,
             rx,
-            active: HashMap::new(),
-            next_segment_id,
-            retired_upto: Timestamp(0),
-            dirty: HashMap::new(),
-            last_sync: Instant::now(),
+            segments: ActiveSegments::new(next_segment_id, sealed.0),
             last_batch: Instant::now(),
             completing: HashSet::new(),
             newest: HashMap::new(),
-            last_fsync: Duration::ZERO,
-            last_completions: 0,
-            backlog_after_fsync: 0,
-            linger_skip: 0,
-            entries: HashMap::new(),
-            file_len: HashMap::new(),
-            sealing: Vec::new(),
-            sealed_tx: sealed.0,
+            group: GroupCommit::default(),
             sealed_rx: sealed.1,
             settler: None,
             retry: Vec::new(),
@@ -189,14 +144,19 @@ impl Writer {
                 }
             }
             if control.is_none() {
-                control = self.linger(&mut batch);
+                control = self.group.linger(
+                    &self.shared.config,
+                    &self.shared.doorbell,
+                    &self.rx,
+                    &mut batch,
+                );
             }
             // Every control message first writes what is queued before it.
             self.write_batch(&mut batch, false);
             match control {
                 None | Some(Msg::Append(_)) => {}
                 Some(Msg::Retire { upto, done }) => {
-                    self.retire(upto);
+                    self.segments.retire(upto);
                     let _ = done.send(());
                 }
                 Some(Msg::Flush(c)) => {
@@ -205,7 +165,8 @@ impl Writer {
                     if !self.retry.is_empty() {
                         self.write_batch(&mut Vec::new(), true);
                     }
-                    let r = self.sync_all().and_then(|()| match &self.retry_at {
+                    let synced = self.segments.sync_all(&self.shared);
+                    let r = synced.and_then(|()| match &self.retry_at {
                         Some((_, err)) => Err(Error::Deferred {
                             cause: err.to_string(),
                         }),
@@ -221,68 +182,6 @@ impl Writer {
         }
     }
 
-    /// The group-commit window. Without one, callers split into groups that
-    /// take turns: those woken by one fsync queue up while the next runs, so
-    /// each fsync carries only part of them. The callers the last fsync
-    /// carried are coming back, and so are those that queued up meanwhile;
-    /// in `Sync` mode, when that makes two or more, the writer keeps the batch
-    /// open until that many completions are in it, for at most
-    /// `min(group_commit_window, duration of the last fsync)`, and only while
-    /// they keep arriving faster than the batch drains them: a gap longer than
-    /// `fsync time / batch size` ends the wait (waiting `w` for `d` more
-    /// completions pays only if `d / batch > w / fsync`). A lone caller never
-    /// waits.
-    ///
-    /// When the callers take longer to come back than an fsync takes (a fast
-    /// disk, callers short of CPU), the window ends before they are all in
-    /// and only delays the batch; two batches taking turns, each fsyncing
-    /// while the other's callers come back, then do better (measured with a
-    /// 260 µs fsync: +20-30% at 64 callers). So after a window that ran out
-    /// short of `expected`, the next `LINGER_BACKOFF` batches skip it; then
-    /// one is tried again. (With a slow fsync the callers are back well
-    /// within the window and it stays on.)
-    fn linger(&mut self, batch: &mut Vec<Append>) -> Option<Msg> {
-        let cfg = &self.shared.config;
-        let expected = self.last_completions + self.backlog_after_fsync;
-        let mut have = batch.iter().filter(|a| a.install.is_some()).count();
-        if cfg.durability != Durability::Sync || expected < 2 || have >= expected {
-            return None;
-        }
-        if self.linger_skip > 0 {
-            self.linger_skip -= 1;
-            return None;
-        }
-        let window = cfg.group_commit_window.min(self.last_fsync);
-        let start = Instant::now();
-        while have < expected && batch.len() < cfg.max_batch {
-            let left = window.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            // Waiting pays while completions arrive faster than the batch
-            // would drain them: one per (fsync time / batch size).
-            let gap = self.last_fsync / u32::try_from(have.max(1)).unwrap_or(u32::MAX);
-            match self
-                .shared
-                .doorbell
-                .recv(&self.rx, Some(Instant::now() + left.min(gap)))
-            {
-                Ok(Msg::Append(a)) => {
-                    have += usize::from(a.install.is_some());
-                    batch.push(a);
-                }
-                Ok(other) => return Some(other),
-                Err(_) => break,
-            }
-        }
-        // The whole window went by and they were not all back: they take
-        // longer than an fsync.
-        if have < expected && start.elapsed() >= window {
-            self.linger_skip = LINGER_BACKOFF;
-        }
-        None
-    }
-
     /// The next message. While waiting, writes the side queue when its
     /// deadline passes and syncs on time in `Periodic` mode. Within
     /// `ACTIVE` of the last batch the writer only naps (at most
@@ -296,12 +195,7 @@ impl Writer {
         // needs no bound of its own.
         let nap = if delay.is_zero() { ACTIVE } else { delay };
         loop {
-            let sync_due = match self.shared.config.durability {
-                Durability::Periodic(every) if !self.dirty.is_empty() => {
-                    Some(self.last_sync + every)
-                }
-                _ => None,
-            };
+            let sync_due = self.segments.sync_due(self.shared.config.durability);
             let queue_due = self.queue_due(delay);
             let due = [sync_due, queue_due, self.retry_due()]
                 .into_iter()
@@ -333,7 +227,7 @@ impl Writer {
                 self.write_batch(&mut Vec::new(), false);
             }
             if sync_due.is_some_and(|d| now >= d) {
-                let _ = self.sync_all();
+                let _ = self.segments.sync_all(&self.shared);
             }
             if msg.is_some() {
                 return msg;
@@ -395,13 +289,12 @@ impl Writer {
             Ok(())
         } else if self.shared.config.durability == Durability::Sync {
             let started = Instant::now();
-            let result = sync(&self.shared, &segments);
-            self.last_fsync = started.elapsed();
-            self.backlog_after_fsync = self.rx.len();
+            let result = active::sync(&self.shared, &segments);
+            self.group.fsynced(started.elapsed(), self.rx.len());
             result
         } else {
             for seg in segments {
-                self.dirty.insert(seg.id(), seg);
+                self.segments.mark_dirty(seg);
             }
             Ok(())
         };
@@ -410,8 +303,8 @@ impl Writer {
             Some(s) => s.settle(&self.shared, placed, result, !self.rx.is_empty()),
             None => settler::settle(&self.shared, placed, result),
         }
-        if !failed && !self.sealing.is_empty() {
-            self.hand_over_sealed();
+        if !failed && self.segments.has_sealing() {
+            self.segments.hand_over_sealed(&self.shared);
         }
     }
 
@@ -438,7 +331,7 @@ impl Writer {
         if batch.is_empty() && elided.is_empty() {
             return None;
         }
-        self.backlog_after_fsync = 0;
+        self.group.appending();
         if let Err(e) = self.shared.check_poison() {
             // Completions stay reserved (`Completing`): the key is never
             // freed by a failure, and the next open sees their reservations.
@@ -475,14 +368,17 @@ impl Writer {
         let mut failure: Option<Error> = None;
         let mut records = batch.drain(..);
         for a in records.by_ref() {
-            if a.bucket.1 <= self.retired_upto && a.entry.live_until <= clock_now {
+            if a.bucket.1 <= self.segments.retired_upto() && a.entry.live_until <= clock_now {
                 // Expired before it could be written: nothing to keep. (A
                 // record still live for a bucket the compactor retired, after
                 // the clock went back, gets a segment of its own below.)
                 placed.push((a, None));
                 continue;
             }
-            let gi = match self.group_for(&mut groups, a.bucket, a.frame.len()) {
+            let group = self
+                .segments
+                .group_for(&self.shared, &mut groups, a.bucket, a.frame.len());
+            let gi = match group {
                 Ok(gi) => gi,
                 Err(e) => {
                     failure = Some(e);
@@ -513,7 +409,7 @@ impl Writer {
             }
             let at = seg.len.load(Ordering::Relaxed);
             let data = buf.len() as u64;
-            let ahead = self.preallocate(&seg, at + data);
+            let ahead = self.segments.preallocate(&self.shared, &seg, at + data);
             // Into zeros written ahead, the write runs on to the end of its
             // last page with zeros (no change to what the file holds): that
             // page is then wholly written, so the next batch finds it in the
@@ -533,7 +429,7 @@ impl Writer {
             seg.len.store(at + data, Ordering::Release);
             bytes += data;
             // These records are in the file now: the hint must list them.
-            let list = self.entries.entry(seg.id()).or_default();
+            let list = self.segments.entries_of(seg.id());
             for (a, slot) in &placed {
                 if let Some(slot) = slot.filter(|s| s.seg == seg.id()) {
                     list.max_seq = list.max_seq.max(a.entry.seq);
@@ -572,50 +468,12 @@ impl Writer {
         c.records_elided
             .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        self.last_completions = placed.iter().filter(|(a, _)| a.install.is_some()).count();
+        self.group
+            .carried(placed.iter().filter(|(a, _)| a.install.is_some()).count());
         if placed.is_empty() {
             return None;
         }
         Some((written_segments, placed))
-    }
-
-    /// Index into `groups` of the segment that takes `len` more bytes of
-    /// `bucket`, creating or rolling the bucket's segment when needed.
-    fn group_for(
-        &mut self,
-        groups: &mut Vec<(Arc<Segment>, Vec<u8>)>,
-        bucket: (Timestamp, Timestamp),
-        len: usize,
-    ) -> Result<usize, Error> {
-        let max = self.shared.config.max_segment_bytes;
-        if let Some(seg) = self.active.get(&bucket.0.0) {
-            let gi = match groups.iter().position(|(s, _)| Arc::ptr_eq(s, seg)) {
-                Some(gi) => gi,
-                None => {
-                    groups.push((seg.clone(), Vec::new()));
-                    groups.len() - 1
-                }
-            };
-            let end = seg.len.load(Ordering::Relaxed) + (groups[gi].1.len() + len) as u64;
-            if end <= max {
-                return Ok(gi);
-            }
-        }
-        let header = SegmentHeader {
-            id: self.next_segment_id,
-            bucket_start: bucket.0,
-            bucket_end: bucket.1,
-        };
-        // Never reuse an id, even one whose creation failed.
-        self.next_segment_id = self.next_segment_id.wrapping_add(1);
-        // Mapped at the most it will hold (reads past a map use pread).
-        let seg = segment::create(self.shared.storage.as_ref(), header, max)?;
-        self.shared.segments.insert(seg.clone());
-        if let Some(old) = self.active.insert(bucket.0.0, seg.clone()) {
-            self.sealing.push(old);
-        }
-        groups.push((seg, Vec::new()));
-        Ok(groups.len() - 1)
     }
 
     fn io_error(&self, op: &'static str, seg: &Segment, e: std::io::Error) -> Error {
@@ -635,7 +493,7 @@ impl Writer {
     /// (`Completing`) until its record is written: a store failure never
     /// frees a key whose request ran. Meanwhile `begin` refuses new
     /// reservations (see `Shared::check_writable`) but serves replays. (A
-    /// failed fsync does poison the store: see `fsync`.)
+    /// failed fsync does poison the store: see `active::fsync`.)
     fn defer(&mut self, records: impl Iterator<Item = Append>, err: &Error, failed_now: bool) {
         if failed_now {
             self.shared.note_write_failure(err.clone());
@@ -663,82 +521,6 @@ impl Writer {
         self.retry_at.as_ref().map(|(at, _)| *at)
     }
 
-    fn retire(&mut self, upto: Timestamp) {
-        self.retired_upto = self.retired_upto.max(upto);
-        let upto = self.retired_upto;
-        let (entries, file_len) = (&mut self.entries, &mut self.file_len);
-        self.active.retain(|_, s| {
-            let keep = s.header.bucket_end > upto;
-            if !keep {
-                entries.remove(&s.id());
-                file_len.remove(&s.id());
-            }
-            keep
-        });
-        self.dirty.retain(|_, s| s.header.bucket_end > upto);
-    }
-
-    /// Keeps zeros written ahead of the append point, `PREALLOCATE` at a
-    /// time (at most to `max_segment_bytes`), so that most batches overwrite
-    /// bytes the file already has: their `fdatasync` then changes no file
-    /// size and flushes no metadata (measured here: 2640 → 3600-3900
-    /// fdatasyncs/s). The zeros are written before the data, with O_DIRECT
-    /// where the file system allows it (`StorageFile::write_zeros`), and the
-    /// next fsync makes the file's new size durable with the batch. A
-    /// failure is ignored: the append then grows the file as before.
-    /// A crash leaves the zero tail in the file; recovery truncates it like a
-    /// torn tail. Sealing a segment trims it (`trim`).
-    ///
-    /// Returns how far the file holds data or zeros (at least `end` once
-    /// the batch is written).
-    fn preallocate(&mut self, seg: &Segment, end: u64) -> u64 {
-        let max = self.shared.config.max_segment_bytes;
-        let have = *self.file_len.entry(seg.id()).or_insert(end.min(max));
-        if end <= have || have >= max {
-            return have.max(end);
-        }
-        // Page-aligned, so that the zeros go with O_DIRECT where they can.
-        let target = (end + PREALLOCATE).next_multiple_of(PAGE).min(max).max(end);
-        if seg.file.write_zeros(have, target - have).is_ok() {
-            self.file_len.insert(seg.id(), target);
-            return target;
-        }
-        end
-    }
-
-    /// Cuts the zeros written ahead off a segment that will not grow again
-    /// (so that its file length is its data and its hint matches it).
-    fn trim(&mut self, seg: &Segment) -> Result<(), Error> {
-        if self.file_len.remove(&seg.id()).is_none() {
-            return Ok(());
-        }
-        let len = seg.len.load(Ordering::Acquire);
-        if seg.file.set_len(len).is_err() {
-            // Harmless: the next open truncates the zeros (and scans).
-            return Ok(());
-        }
-        fsync(&self.shared, seg)?;
-        // That fsync made everything written to it durable too.
-        self.dirty.remove(&seg.id());
-        Ok(())
-    }
-
-    /// Makes the segments the writer stopped appending to durable and hands
-    /// them to the compactor, which writes their hint files.
-    fn hand_over_sealed(&mut self) {
-        for segment in std::mem::take(&mut self.sealing) {
-            let seg = &segment;
-            if self.trim(seg).is_err() {
-                return;
-            }
-            if self.dirty.remove(&seg.id()).is_some() && fsync(&self.shared, seg).is_err() {
-                return;
-            }
-            let entries = self.entries.remove(&seg.id()).unwrap_or_default();
-            let _ = self.sealed_tx.send(Sealed { segment, entries });
-        }
-    }
-
     /// At shutdown: syncs everything, then writes the hint files of every
     /// segment still open for appends or waiting for the compactor, so that
     /// the next open reads no segment. Skipped if the store is poisoned.
@@ -764,55 +546,15 @@ impl Writer {
                 )
             });
         let _poison_at_end = PoisonOnDrop(self.shared.clone(), unwritten);
-        if self.sync_all().is_err() {
+        if self.segments.sync_all(&self.shared).is_err() {
             return;
         }
-        let mut segments: Vec<Arc<Segment>> = self.sealing.drain(..).collect();
-        segments.extend(self.active.drain().map(|(_, s)| s));
-        for seg in &segments {
-            if self.trim(seg).is_err() {
-                return;
-            }
-        }
-        let mut todo: Vec<Sealed> = segments
-            .into_iter()
-            .map(|segment| {
-                let entries = self.entries.remove(&segment.id()).unwrap_or_default();
-                Sealed { segment, entries }
-            })
-            .collect();
+        let Ok(mut todo) = self.segments.seal_all(&self.shared) else {
+            return;
+        };
         todo.extend(self.sealed_rx.try_iter());
         for sealed in todo {
             hints::write_sealed(&self.shared, sealed);
         }
     }
-
-    /// fsyncs every segment written since the last sync.
-    fn sync_all(&mut self) -> Result<(), Error> {
-        self.last_sync = Instant::now();
-        let dirty: Vec<Arc<Segment>> = self.dirty.drain().map(|(_, s)| s).collect();
-        sync(&self.shared, &dirty)?;
-        self.shared.check_poison()
-    }
-}
-
-/// fsyncs each of `segments` (see `fsync`).
-fn sync(shared: &Shared, segments: &[Arc<Segment>]) -> Result<(), Error> {
-    for seg in segments {
-        fsync(shared, seg)?;
-    }
-    Ok(())
-}
-
-/// fsyncs `seg` and counts it. A failure poisons the store: the kernel may
-/// have dropped the dirty pages, so nothing written since the last good
-/// fsync can be trusted (PostgreSQL's lesson).
-fn fsync(shared: &Shared, seg: &Segment) -> Result<(), Error> {
-    if let Err(e) = seg.file.sync_data() {
-        let err = Error::io("fsyncing", shared.dir.join(&seg.name), e, advice::FSYNC);
-        shared.poison(err.to_string());
-        return Err(err);
-    }
-    shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-    Ok(())
 }
