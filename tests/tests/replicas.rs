@@ -276,3 +276,50 @@ async fn a_stale_holder_stays_fenced_even_if_the_key_vanished_and_generations_re
         _ => panic!("expected the fresh holder's response"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_key_holds_memory_for_one_lease_not_the_retention() {
+    let redis = Redis::start();
+    let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    let Outcome::Reserved(l) = backend
+        .begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"))
+        .await
+        .unwrap()
+    else {
+        panic!("fresh")
+    };
+    l.abort().await.unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let key = cli(&["--scan", "--pattern", "idem:*"]);
+    assert!(
+        !key.is_empty(),
+        "the aborted key keeps its generation for now"
+    );
+    let ttl: i64 = cli(&["PTTL", &key]).parse().unwrap();
+    // config() has a 5 s lease; the retention is 24 h.
+    assert!(ttl > 0 && ttl <= 5_000, "PTTL {ttl} ms");
+    assert_eq!(cli(&["HEXISTS", &key, "td"]), "0", "no tenant digest kept");
+    // The key is free: the next request runs, with a newer token.
+    let Outcome::Reserved(again) = backend
+        .begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"))
+        .await
+        .unwrap()
+    else {
+        panic!("free after the abort")
+    };
+    again.complete(Response::new(201, "ok")).await.unwrap();
+    assert!(matches!(
+        backend
+            .begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"))
+            .await
+            .unwrap(),
+        Outcome::Replay(_)
+    ));
+}

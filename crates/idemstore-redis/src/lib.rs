@@ -31,7 +31,10 @@
 //!
 //! Expiry is Redis expiry: a completed hash expires `retention` after its
 //! completion; a pending one `retention + lease` after it was reserved (so
-//! its generation outlives any stale holder's lease).
+//! its generation outlives any stale holder's lease); an aborted one keeps
+//! only its state and generation, for one lease, so failed requests hold no
+//! memory for the retention. `connect` refuses a server older than Redis 5
+//! (the scripts read the server's clock, then write), saying so.
 //!
 //! ## Failure
 //!
@@ -118,7 +121,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h = redis.call('HMGET', KEYS[1], 's', 'g', 'fp', 'le', 'td', 'k', 'r', 'st')
 local s = h[1]
-if s and (h[5] ~= ARGV[1] or h[6] ~= ARGV[2]) then
+if (s == 'p' or s == 'c') and (h[5] ~= ARGV[1] or h[6] ~= ARGV[2]) then
   return {'collision'}
 end
 if s == 'c' then
@@ -152,10 +155,15 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 1
 ";
 
+// An aborted key keeps only what fencing needs (its state and generation),
+// for one lease: a failed request does not hold memory for the retention.
+// (Once the hash is gone a stale holder is still fenced by its nonce.)
 const ABORT: &str = r"
 local h = redis.call('HMGET', KEYS[1], 's', 'g', 'n')
 if h[1] ~= 'p' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 's', 'a')
+redis.call('HDEL', KEYS[1], 'fp', 'td', 'k', 'r')
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 ";
 
@@ -221,6 +229,36 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
     ))
 }
 
+/// The oldest Redis whose scripts may read the server clock (`TIME`) and then
+/// write: from 5.0 scripts replicate their effects, not themselves.
+const MIN_REDIS_MAJOR: u32 = 5;
+
+/// Refuses a server older than [`MIN_REDIS_MAJOR`], from its `INFO server`.
+fn check_version(info: &str) -> Result<(), BackendError> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("");
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= MIN_REDIS_MAJOR => Ok(()),
+        _ => Err(BackendError::Unavailable(format!(
+            "Redis {} is too old or did not say its version: idemstore-redis needs Redis \
+             {MIN_REDIS_MAJOR} or newer (its scripts read the server's clock, then write); \
+             upgrade the server",
+            if version.is_empty() {
+                "(unknown)"
+            } else {
+                version
+            }
+        ))),
+    }
+}
+
 /// Milliseconds for Redis, at most about 100 years (Lua turns larger
 /// integers into floats that PEXPIRE refuses).
 fn ms(d: Duration) -> u64 {
@@ -255,6 +293,15 @@ impl RedisBackend {
         .await
         .map_err(|_| unavailable("timed out connecting"))?
         .map_err(unavailable)?;
+        let mut probe = conn.clone();
+        let info: String = tokio::time::timeout(
+            config.timeout,
+            redis::cmd("INFO").arg("server").query_async(&mut probe),
+        )
+        .await
+        .map_err(|_| unavailable("timed out asking the server's version"))?
+        .map_err(unavailable)?;
+        check_version(&info)?;
         Ok(RedisBackend(Arc::new(Inner {
             conn,
             config,
@@ -482,7 +529,7 @@ impl RedisLease {
         let n: i64 = backend
             .call(|mut conn| {
                 let mut inv = backend.0.scripts.abort.key(&rkey);
-                inv.arg(token).arg(nonce);
+                inv.arg(token).arg(nonce).arg(ms(backend.0.config.lease));
                 async move { inv.invoke_async(&mut conn).await }
             })
             .await?;
@@ -656,5 +703,26 @@ impl Drop for RedisLease {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_redis_5_are_refused_saying_what_to_do() {
+        assert!(
+            check_version("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n").is_ok()
+        );
+        assert!(check_version("redis_version:5.0.0\n").is_ok());
+        let old = check_version("redis_version:4.0.14\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            old.contains("4.0.14") && old.contains("Redis 5 or newer"),
+            "{old}"
+        );
+        assert!(check_version("no version here").is_err());
     }
 }
