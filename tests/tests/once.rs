@@ -10,17 +10,17 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use idemstore_tests::{RedisServer as Redis, Tmpfs};
+use idemstore_tests::{RedisServer as Redis, Reply, Tmpfs, listening_addr, send};
 
 fn probe_binary() -> PathBuf {
     // Built by cargo with this test: a binary of this crate.
@@ -31,6 +31,7 @@ fn probe_binary() -> PathBuf {
 struct Probe {
     child: Child,
     addr: SocketAddr,
+    _stdout: BufReader<ChildStdout>,
     effects: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -47,19 +48,11 @@ impl Probe {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
+        let (addr, stdout) = listening_addr(&mut child);
         Probe {
             child,
             addr,
+            _stdout: stdout,
             effects,
             _dir: dir,
         }
@@ -98,26 +91,6 @@ impl Drop for Probe {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn replayed(&self) -> bool {
-        self.headers
-            .get("idempotent-replayed")
-            .is_some_and(|v| v == "true")
-    }
-    fn problem(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["type"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-}
-
 fn request(addr: SocketAddr, tenant: &str, key: &str, query: &str) -> Request<Full<Bytes>> {
     Request::post(format!("/charge?{query}"))
         .header("host", addr.to_string())
@@ -130,27 +103,12 @@ fn request(addr: SocketAddr, tenant: &str, key: &str, query: &str) -> Request<Fu
 /// One request on a fresh connection; a server that does not answer within
 /// 20 s fails the test rather than hanging it.
 async fn post(addr: SocketAddr, key: &str, query: &str) -> Reply {
-    tokio::time::timeout(Duration::from_secs(20), post_unbounded(addr, key, query))
-        .await
-        .unwrap_or_else(|_| panic!("no answer for {key} within 20 s"))
-}
-
-async fn post_unbounded(addr: SocketAddr, key: &str, query: &str) -> Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(request(addr, "alice", key, query))
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        send(addr, request(addr, "alice", key, query)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer for {key} within 20 s"))
 }
 
 /// Sends the request, then closes the connection after `after`, whatever

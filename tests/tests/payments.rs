@@ -7,9 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use idemstore_tests::{Reply, listening_addr, send};
 
 /// The example binary (the `payments` crate's), built for this test run.
 ///
@@ -99,15 +100,7 @@ impl Server {
                 all.push('\n');
             }
         });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
+        let (addr, stdout) = listening_addr(&mut child);
         Server {
             child,
             addr,
@@ -169,23 +162,6 @@ impl Drop for Server {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-    fn replayed(&self) -> bool {
-        self.headers
-            .get("idempotent-replayed")
-            .is_some_and(|v| v == "true")
-    }
-}
-
 async fn call(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     request(addr, method, "/v1/payments", headers, body).await
 }
@@ -197,11 +173,6 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     let mut b = Request::builder()
         .method(method)
         .uri(path)
@@ -210,16 +181,11 @@ async fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = sender
-        .send_request(b.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    send(
+        addr,
+        b.body(Full::new(Bytes::from(body.to_owned()))).unwrap(),
+    )
+    .await
 }
 
 const ALICE: (&str, &str) = ("x-api-key", "alice");
