@@ -1,0 +1,314 @@
+//! [`RedisBackend`]: connecting, `begin`, and the calls every step shares
+//! (bounded by the timeout, followed by `WAIT` when configured).
+
+use crate::config::RedisConfig;
+use crate::conn::{self, Pool, unavailable};
+use crate::lease::RedisLease;
+use crate::ms;
+use crate::scripts::{self, Lua, Scripts};
+use idemstore::{Fingerprint, Key, Tenant, TenantDigest, Timestamp, internals::default_index_hash};
+use idemstore_http::{Backend, BackendError, Outcome};
+use redis::{Cmd, Value};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Inner {
+    pool: Pool,
+    pub(crate) config: RedisConfig,
+    pub(crate) scripts: Scripts,
+    /// Completions being retried in the background.
+    deferred: Deferred,
+    /// Until when (ms after `epoch`) new reservations are refused at once,
+    /// because a write recently missed its replicas.
+    replicas_short_until: AtomicU64,
+    epoch: Instant,
+}
+
+/// A count of background completion retries, and a way to wait for none.
+#[derive(Default)]
+struct Deferred {
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a background completion retry.
+pub(crate) struct DeferredGuard(pub(crate) RedisBackend);
+
+impl Drop for DeferredGuard {
+    fn drop(&mut self) {
+        let d = &(self.0).0.deferred;
+        if d.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            d.idle.notify_waiters();
+        }
+    }
+}
+
+/// The shared backend. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBackend(pub(crate) Arc<Inner>);
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("prefix", &self.0.config.prefix)
+            .field("cluster", &self.0.pool.is_cluster())
+            .field("wait", &self.0.config.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a script answered, and whether enough replicas hold its writes
+/// (always, when no replicas are waited for).
+pub(crate) struct Reply {
+    pub(crate) value: Value,
+    pub(crate) confirmed: bool,
+}
+
+impl RedisBackend {
+    /// Connects to the single Redis node at `url` (`redis://host:port/db`).
+    /// Fails if it cannot be reached within `config.timeout`, if it is older
+    /// than Redis 5, or if `config` waits for more replicas than it has.
+    pub async fn connect(url: &str, config: RedisConfig) -> Result<RedisBackend, BackendError> {
+        config.check()?;
+        let pool = conn::node(url, &config).await?;
+        Ok(Self::with(pool, config))
+    }
+
+    /// Connects to a Redis Cluster through `seeds`, one or more of its
+    /// nodes (`redis://host:port`); the rest are found from them. Every call
+    /// goes to the master of its key's slot, following MOVED and ASK while
+    /// slots move. Fails as [`RedisBackend::connect`] does, for any master.
+    pub async fn connect_cluster(
+        seeds: &[&str],
+        config: RedisConfig,
+    ) -> Result<RedisBackend, BackendError> {
+        config.check()?;
+        let pool = conn::cluster(seeds, &config).await?;
+        Ok(Self::with(pool, config))
+    }
+
+    fn with(pool: Pool, config: RedisConfig) -> RedisBackend {
+        RedisBackend(Arc::new(Inner {
+            pool,
+            config,
+            scripts: Scripts::new(),
+            deferred: Deferred::default(),
+            replicas_short_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }))
+    }
+
+    /// Completions Redis did not take that are being retried in the
+    /// background (see the crate docs, "Failure").
+    pub fn deferred_completions(&self) -> usize {
+        self.0.deferred.running.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no completion is being retried: a server shutting down
+    /// awaits this (bounded by its own timeout) after the layer's work, so a
+    /// response kept while Redis was away is not dropped with the process.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.0.deferred.idle.notified();
+            if self.deferred_completions() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn deferred_guard(&self) -> DeferredGuard {
+        self.0.deferred.running.fetch_add(1, Ordering::AcqRel);
+        DeferredGuard(self.clone())
+    }
+
+    fn key_of(&self, tenant: &TenantDigest, key: &[u8]) -> String {
+        let ik = default_index_hash(tenant, key);
+        format!("{}:{{{:016x}{:016x}}}", self.0.config.prefix, ik.hi, ik.lo)
+    }
+
+    fn since_epoch(&self) -> u64 {
+        u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a write missed its replicas less than one replica timeout
+    /// ago: new reservations are then refused without a round trip, so a
+    /// lost replica does not queue every request behind a `WAIT` that
+    /// times out.
+    fn replicas_short(&self) -> bool {
+        self.since_epoch() < self.0.replicas_short_until.load(Ordering::Relaxed)
+    }
+
+    /// Runs `lua` on `rkey`, bounded by the timeout; with `waits`, also
+    /// waits for the configured replicas.
+    pub(crate) async fn script(
+        &self,
+        lua: &Lua,
+        rkey: &str,
+        args: &(dyn Fn(&mut Cmd) + Sync),
+        waits: bool,
+    ) -> Result<Reply, BackendError> {
+        let c = &self.0.config;
+        let wait = if waits { c.wait } else { None };
+        let mut conn = self.0.pool.get();
+        let (value, acked) = match tokio::time::timeout(
+            c.call_timeout(wait.is_some()),
+            scripts::run(&mut conn, lua, rkey, args, wait),
+        )
+        .await
+        {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("timed out")),
+        };
+        let confirmed = match (wait, acked) {
+            (Some(w), Some(n)) => n >= w.replicas,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if let (false, Some(w)) = (confirmed, wait) {
+            self.0.replicas_short_until.store(
+                self.since_epoch().saturating_add(ms(w.timeout)),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(Reply { value, confirmed })
+    }
+
+    /// Unavailable because a write did not reach its replicas.
+    pub(crate) fn replicas_missing(&self, what: &str) -> BackendError {
+        let (n, t) = self
+            .0
+            .config
+            .wait
+            .map_or((0, Duration::ZERO), |w| (w.replicas, w.timeout));
+        BackendError::Unavailable(format!(
+            "redis: {what} did not reach {n} replica(s) within {t:?}; check the replicas \
+             (INFO replication) and retry"
+        ))
+    }
+}
+
+fn num(v: Option<&Vec<u8>>) -> u64 {
+    v.and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A random 64-bit value (std's randomly keyed hasher, seeded from the OS),
+/// to tell reservations apart if generations ever restart.
+fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
+}
+
+impl Backend for RedisBackend {
+    type Lease = RedisLease;
+
+    fn max_key_len(&self) -> Option<usize> {
+        Some(self.0.config.max_key_len)
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.0.config.lease)
+    }
+
+    fn begin(
+        &self,
+        tenant: Tenant<'_>,
+        key: Key<'_>,
+        fingerprint: Fingerprint,
+    ) -> impl Future<Output = Result<Outcome<RedisLease>, BackendError>> + Send {
+        let td = TenantDigest::of(tenant.as_bytes());
+        let key = key.as_bytes();
+        let rkey = self.key_of(&td, key);
+        let key = key.to_vec();
+        let this = self.clone();
+        async move {
+            let c = &this.0.config;
+            if key.len() > c.max_key_len || key.is_empty() {
+                return Err(BackendError::InvalidKey(format!(
+                    "the key is {} bytes; send 1..={}",
+                    key.len(),
+                    c.max_key_len
+                )));
+            }
+            if this.replicas_short() {
+                return Err(this.replicas_missing("a recent write"));
+            }
+            let nonce = random_nonce();
+            let confirm = if c.wait.is_some() { "1" } else { "0" };
+            let args = |cmd: &mut Cmd| {
+                cmd.arg(&td.0[..])
+                    .arg(&key[..])
+                    .arg(&fingerprint.0[..])
+                    .arg(ms(c.lease))
+                    .arg(ms(c.retention))
+                    .arg(nonce)
+                    .arg(confirm);
+            };
+            let reply = this
+                .script(&this.0.scripts.begin, &rkey, &args, true)
+                .await?;
+            let parts: Vec<Vec<u8>> = redis::from_redis_value(reply.value)
+                .map_err(|e| unavailable(format!("unexpected reply from the begin script: {e}")))?;
+            match parts.first().map(Vec::as_slice) {
+                Some(b"reserved") => {
+                    let lease = RedisLease::new(
+                        this.clone(),
+                        rkey,
+                        td,
+                        key,
+                        fingerprint,
+                        num(parts.get(1)),
+                        nonce,
+                        Timestamp(num(parts.get(2))),
+                    );
+                    if reply.confirmed {
+                        return Ok(Outcome::Reserved(lease));
+                    }
+                    // Not on enough replicas: a failover could forget it while
+                    // the handler runs, and a retry would run it again. Give
+                    // it back; nothing ran.
+                    let _ = lease.abort_quietly().await;
+                    Err(this.replicas_missing("the reservation"))
+                }
+                Some(b"inflight") => Ok(Outcome::InFlight {
+                    lease_left: Duration::from_millis(num(parts.get(1))),
+                    running_for: parts
+                        .get(3)
+                        .map(|_| Duration::from_millis(num(parts.get(3)))),
+                    same_request: parts.get(2).is_some_and(|v| v == b"1"),
+                }),
+                Some(b"replay") => {
+                    if !reply.confirmed {
+                        return Err(this.replicas_missing("the stored response"));
+                    }
+                    let bytes = parts.get(1).cloned().unwrap_or_default();
+                    let (rtd, rk, mut stored) = idemstore::codec::decode(&bytes)
+                        .map_err(|e| unavailable(format!("stored record does not decode: {e}")))?;
+                    // Same check as the engine: never serve another scope's record.
+                    if rtd != td || rk != key {
+                        return Err(BackendError::Collision);
+                    }
+                    // The completion and expiry times are the server's, kept
+                    // beside the record.
+                    if let (Some(ca), Some(ex)) = (parts.get(2), parts.get(3))
+                        && !ca.is_empty()
+                        && !ex.is_empty()
+                    {
+                        stored.completed_at = Timestamp(num(Some(ca)));
+                        stored.expires_at = Timestamp(num(Some(ex)));
+                    }
+                    Ok(Outcome::Replay(stored))
+                }
+                Some(b"mismatch") => Ok(Outcome::Mismatch),
+                Some(b"collision") => Err(BackendError::Collision),
+                _ => Err(unavailable("unexpected reply from the begin script")),
+            }
+        }
+    }
+}
