@@ -8,6 +8,8 @@
 #   apt-get (Debian's redis-server package) when missing and running as root;
 #   started on a free loopback port, stopped at exit. With no way to get it,
 #   this script fails: the Redis tests never pass silently.
+# - A Redis Cluster of 3 masters and 3 replicas of that redis-server
+#   (scripts/redis-cluster.sh), on free loopback ports, stopped at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,10 @@ export IDEMSTORE_CRASH_KILLS="${IDEMSTORE_CRASH_KILLS:-20}"
 log=$(mktemp)
 redis_dir=$(mktemp -d)
 redis_port=""
+cluster_dir=$(mktemp -d)
 cleanup() {
+  scripts/redis-cluster.sh stop "$cluster_dir" >/dev/null 2>&1 || true
+  rm -rf "$cluster_dir"
   if [ -n "$redis_port" ]; then
     redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
   fi
@@ -58,6 +63,9 @@ done
   || { echo "error: redis-server did not start; log:" >&2; cat "$redis_dir/redis.log" >&2; exit 1; }
 export IDEMSTORE_REDIS_URL="redis://127.0.0.1:$redis_port"
 echo "== redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/') on $IDEMSTORE_REDIS_URL"
+IDEMSTORE_REDIS_CLUSTER_URLS=$(scripts/redis-cluster.sh start "$cluster_dir")
+export IDEMSTORE_REDIS_CLUSTER_URLS
+echo "== Redis Cluster (3 masters, 3 replicas) on $IDEMSTORE_REDIS_CLUSTER_URLS"
 
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?

@@ -4,8 +4,12 @@
 //! Times are real (Redis judges leases and expiry by its own clock): leases of
 //! 400 ms and a retention of 1.5 s keep the suite quick.
 //!
-//! The Redis half needs `IDEMSTORE_REDIS_URL` (scripts/test.sh starts a
-//! redis-server and sets it); without it these tests fail, loudly.
+//! It runs on the embedded engine, one Redis node, a Redis Cluster, and a
+//! Redis Cluster whose writes wait for a replica (`wait_replicas(1, ..)`).
+//! The Redis halves need `IDEMSTORE_REDIS_URL` and
+//! `IDEMSTORE_REDIS_CLUSTER_URLS` (scripts/test.sh starts a redis-server and
+//! a 3 + 3 node cluster and sets them); without them these tests fail,
+//! loudly.
 
 #![allow(clippy::unwrap_used)]
 
@@ -37,24 +41,45 @@ fn redis_url() -> String {
     })
 }
 
+fn cluster_urls() -> Vec<String> {
+    std::env::var("IDEMSTORE_REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| {
+            panic!(
+                "IDEMSTORE_REDIS_CLUSTER_URLS is not set: run the tests with ./scripts/test.sh, \
+                 which starts a local Redis Cluster (scripts/redis-cluster.sh)"
+            )
+        })
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
 static PREFIX: AtomicU64 = AtomicU64::new(0);
 
-/// A Redis backend with a prefix of its own, so tests do not see each other.
-async fn redis() -> RedisBackend {
+/// A Redis configuration with a prefix of its own, so tests do not see each
+/// other.
+fn redis_config() -> RedisConfig {
     let prefix = format!(
         "t{}-{}",
         std::process::id(),
         PREFIX.fetch_add(1, Ordering::SeqCst)
     );
-    RedisBackend::connect(
-        &redis_url(),
-        RedisConfig::default()
-            .prefix(prefix)
-            .lease(LEASE)
-            .retention(RETENTION),
-    )
-    .await
-    .unwrap()
+    RedisConfig::default()
+        .prefix(prefix)
+        .lease(LEASE)
+        .retention(RETENTION)
+}
+
+async fn redis() -> RedisBackend {
+    RedisBackend::connect(&redis_url(), redis_config())
+        .await
+        .unwrap()
+}
+
+async fn redis_cluster(config: RedisConfig) -> RedisBackend {
+    let urls = cluster_urls();
+    let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
+    RedisBackend::connect_cluster(&seeds, config).await.unwrap()
 }
 
 fn embedded() -> (Store, tempfile::TempDir) {
@@ -206,6 +231,40 @@ async fn completed_keys_expire_after_the_retention<B: Backend>(b: B) {
     );
 }
 
+fn wall_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The times a replay reports: when the response was stored (between the
+/// begin and the complete, by the store's clock, which here is the same
+/// machine's) and when it expires (one retention later).
+async fn a_replay_says_when_it_was_stored_and_when_it_expires<B: Backend>(b: B) {
+    let before = wall_ms();
+    let l = reserve(&b, "t", "k", "a").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    l.complete(resp("v")).await.unwrap();
+    let after = wall_ms();
+    let Ok(Outcome::Replay(stored)) = b.begin(Tenant::new(b"t"), Key::new(b"k"), fp("a")).await
+    else {
+        panic!("expected a replay")
+    };
+    let (started, completed) = (stored.started_at.0, stored.completed_at.0);
+    assert!(
+        before <= started + 5 && started + 40 <= completed && completed <= after + 5,
+        "started {started}, completed {completed}, not within [{before}, {after}]"
+    );
+    assert_eq!(
+        stored.expires_at.0 - completed,
+        u64::try_from(RETENTION.as_millis()).unwrap()
+    );
+}
+
 async fn racing_begins_get_one_reservation_per_key<B: Backend + Clone>(b: B) {
     let wins = Arc::new(std::sync::Mutex::new(vec![0u32; 20]));
     let tasks: Vec<_> = (0..16)
@@ -308,6 +367,25 @@ macro_rules! suite {
                 }
             )*
         }
+        mod redis_cluster_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(redis_cluster(redis_config()).await).await;
+                }
+            )*
+        }
+        mod redis_cluster_waiting_for_a_replica {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let config = redis_config().wait_replicas(1, Duration::from_secs(1));
+                    super::$case(redis_cluster(config).await).await;
+                }
+            )*
+        }
     };
 }
 
@@ -323,4 +401,5 @@ suite!(
     an_abandoned_lease_keeps_its_key_until_the_lease_ends,
     in_flight_says_how_long_the_holder_has_run,
     a_response_the_format_cannot_hold_does_not_fit,
+    a_replay_says_when_it_was_stored_and_when_it_expires,
 );

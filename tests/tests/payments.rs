@@ -9,158 +9,13 @@
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use idemstore_tests::{Reply, listening_addr, send};
-
-/// The example binary (the `payments` crate's), built for this test run.
-///
-/// `cargo test -p idemstore-http` does not build another package's binary:
-/// without this build the tests would run whatever binary an earlier build
-/// left behind, or none. Cargo sets `CARGO` for the tests it runs; the build
-/// is a no-op when the binary is fresh.
-fn example_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // target/<profile dir>/deps/payments-<hash> -> target/<profile dir>/payments
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap();
-            let cargo = std::env::var_os("CARGO")
-                .unwrap_or_else(|| panic!("CARGO is not set: run these tests through cargo"));
-            let profile = match dir.file_name().and_then(OsStr::to_str) {
-                Some("debug") => "dev",
-                Some(other) => other,
-                None => panic!("unexpected test binary path {}", exe.display()),
-            };
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "payments", "--bin", "payments"])
-                .args(["--profile", profile])
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the payments example failed");
-            let bin = dir.join("payments");
-            assert!(bin.exists(), "{} is missing after the build", bin.display());
-            bin
-        })
-        .clone()
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Kept open: the server may not lose its stdout.
-    _stdout: BufReader<ChildStdout>,
-    /// Everything the server wrote to stderr so far (also echoed).
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        Server::start_with(data, &[])
-    }
-
-    /// On the embedded store in `data`, with more flags.
-    fn start_with(data: &Path, flags: &[&str]) -> Server {
-        let mut args = vec!["--data".as_ref(), data.as_os_str()];
-        args.extend(flags.iter().map(OsStr::new));
-        Server::spawn(&args)
-    }
-
-    /// A replica keeping its idempotency keys in Redis.
-    fn start_redis(url: &str) -> Server {
-        Server::spawn(&["--redis".as_ref(), url.as_ref()])
-    }
-
-    fn spawn(args: &[&OsStr]) -> Server {
-        let mut child = Command::new(example_binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[payments] {line}");
-                let mut all = sink.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let (addr, stdout) = listening_addr(&mut child);
-        Server {
-            child,
-            addr,
-            _stdout: stdout,
-            stderr,
-        }
-    }
-
-    /// Sends SIGTERM.
-    fn terminate(&self) {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for the process to exit, at most `within`.
-    fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < within,
-                "payments still running {within:?} after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// What the server printed on stderr, once its pipe is closed.
-    fn stderr_at_exit(&self) -> String {
-        // The reader thread sees EOF right after the exit; give it a moment.
-        let start = Instant::now();
-        loop {
-            let all = self.stderr.lock().unwrap().clone();
-            if all.contains("payments: stopped") || start.elapsed() > Duration::from_secs(5) {
-                return all;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        self.terminate();
-        let status = self.wait_for_exit(Duration::from_secs(60));
-        assert!(
-            status.success(),
-            "payments must exit cleanly on SIGTERM: {status}"
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use idemstore_tests::{Payments as Server, Reply, payments_binary, send};
 
 async fn call(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     request(addr, method, "/v1/payments", headers, body).await
@@ -409,7 +264,7 @@ async fn two_replicas_on_one_redis_execute_duplicates_once() {
 /// Runs the binary with `args` to its exit (at most 30 s): status, stdout,
 /// stderr.
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(example_binary())
+    let mut child = Command::new(payments_binary())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,15 +13,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// Hash slots of a Redis Cluster.
+const SLOTS: usize = 16384;
+
 pub(crate) struct Inner {
     pool: Pool,
     pub(crate) config: RedisConfig,
     pub(crate) scripts: Scripts,
     /// Completions being retried in the background.
     deferred: Deferred,
-    /// Until when (ms after `epoch`) new reservations are refused at once,
-    /// because a write recently missed its replicas.
-    replicas_short_until: AtomicU64,
+    /// Per cluster slot (one Redis node: all in slot 0 of theirs too), until
+    /// when (ms after `epoch`) new reservations are refused at once, because
+    /// a write to that slot recently missed its replicas. Per slot, so one
+    /// master without its replica does not stop the others' keys.
+    replicas_short_until: Box<[AtomicU64]>,
     epoch: Instant,
 }
 
@@ -94,7 +99,7 @@ impl RedisBackend {
             config,
             scripts: Scripts::new(),
             deferred: Deferred::default(),
-            replicas_short_until: AtomicU64::new(0),
+            replicas_short_until: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
         }))
     }
@@ -123,6 +128,16 @@ impl RedisBackend {
         DeferredGuard(self.clone())
     }
 
+    /// The cluster slot of a hash named by [`RedisBackend::key_of`]: CRC16
+    /// of its hash tag, as Redis Cluster computes it.
+    fn slot_of(rkey: &str) -> usize {
+        let tag = rkey
+            .rsplit_once('{')
+            .and_then(|(_, t)| t.strip_suffix('}'))
+            .unwrap_or(rkey);
+        usize::from(crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes())) % SLOTS
+    }
+
     fn key_of(&self, tenant: &TenantDigest, key: &[u8]) -> String {
         let ik = default_index_hash(tenant, key);
         format!("{}:{{{:016x}{:016x}}}", self.0.config.prefix, ik.hi, ik.lo)
@@ -136,8 +151,9 @@ impl RedisBackend {
     /// ago: new reservations are then refused without a round trip, so a
     /// lost replica does not queue every request behind a `WAIT` that
     /// times out.
-    fn replicas_short(&self) -> bool {
-        self.since_epoch() < self.0.replicas_short_until.load(Ordering::Relaxed)
+    fn replicas_short(&self, rkey: &str) -> bool {
+        self.since_epoch()
+            < self.0.replicas_short_until[Self::slot_of(rkey)].load(Ordering::Relaxed)
     }
 
     /// Runs `lua` on `rkey`, bounded by the timeout; with `waits`, also
@@ -168,7 +184,7 @@ impl RedisBackend {
             (None, _) => true,
         };
         if let (false, Some(w)) = (confirmed, wait) {
-            self.0.replicas_short_until.store(
+            self.0.replicas_short_until[Self::slot_of(rkey)].store(
                 self.since_epoch().saturating_add(ms(w.timeout)),
                 Ordering::Relaxed,
             );
@@ -236,7 +252,7 @@ impl Backend for RedisBackend {
                     c.max_key_len
                 )));
             }
-            if this.replicas_short() {
+            if this.replicas_short(&rkey) {
                 return Err(this.replicas_missing("a recent write"));
             }
             let nonce = random_nonce();
@@ -310,5 +326,17 @@ impl Backend for RedisBackend {
                 _ => Err(unavailable("unexpected reply from the begin script")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_the_clusters() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(RedisBackend::slot_of("idem:{foo}"), 12182);
+        assert_eq!(RedisBackend::slot_of("x:{123456789}"), 12739);
     }
 }

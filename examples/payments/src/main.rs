@@ -7,6 +7,9 @@
 //! cargo run --release -p payments -- --listen 127.0.0.1:3000 --data ./payments-data
 //! # or, with several replicas sharing one Redis:
 //! cargo run --release -p payments -- --listen 127.0.0.1:3001 --redis redis://127.0.0.1:6379
+//! # or on a Redis Cluster, each write held by one replica:
+//! cargo run --release -p payments -- --listen 127.0.0.1:3001 \
+//!     --redis-cluster redis://10.0.0.5:7000,redis://10.0.0.6:7000 --redis-wait 1
 //! # every flag, with its default:
 //! cargo run -p payments -- --help
 //! ```
@@ -64,8 +67,25 @@ struct Args {
 
     /// Keep the idempotency keys in Redis at this URL instead of --data, so
     /// that replicas share them.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["bucket_width", "segment_bytes"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["bucket_width", "segment_bytes", "redis_cluster"])]
     redis: Option<String>,
+
+    /// Keep the idempotency keys in the Redis Cluster these seed nodes
+    /// belong to (comma-separated URLs; the other nodes are found from
+    /// them), instead of --data.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',',
+          conflicts_with_all = ["bucket_width", "segment_bytes"])]
+    redis_cluster: Option<Vec<String>>,
+
+    /// With --redis or --redis-cluster: count a write only once N replicas
+    /// of its master hold it (Redis WAIT), so a failover loses no
+    /// acknowledged response; fewer in --redis-wait-timeout is a 503.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    redis_wait: u32,
+
+    /// Longest wait for the --redis-wait replicas.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = duration)]
+    redis_wait_timeout: Duration,
 
     /// How long a completed response is replayed, counted from completion.
     /// Must exceed the store's 60 s lease and --bucket-width.
@@ -161,15 +181,36 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 /// start or stop cleanly.
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut redis = None;
-    let ((app, work), store) = match &args.redis {
-        Some(url) => {
-            let config = RedisConfig::default().retention(args.retention);
-            let backend = RedisBackend::connect(url, config).await?;
-            eprintln!("idempotency keys in Redis at {url}");
+    let redis_config = || {
+        RedisConfig::default()
+            .retention(args.retention)
+            .wait_replicas(args.redis_wait, args.redis_wait_timeout)
+    };
+    let waits = match args.redis_wait {
+        0 => String::new(),
+        n => format!(", each write held by {n} replica(s)"),
+    };
+    let ((app, work), store) = match (&args.redis, &args.redis_cluster) {
+        (Some(url), _) => {
+            let backend = RedisBackend::connect(url, redis_config()).await?;
+            eprintln!("idempotency keys in Redis at {url}{waits}");
             redis = Some(backend.clone());
             (app_with_work(backend), None)
         }
-        None => {
+        (None, Some(seeds)) => {
+            let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+            let backend = RedisBackend::connect_cluster(&seeds, redis_config()).await?;
+            eprintln!(
+                "idempotency keys in the Redis Cluster of {}{waits}",
+                seeds.join(",")
+            );
+            redis = Some(backend.clone());
+            (app_with_work(backend), None)
+        }
+        (None, None) => {
+            if args.redis_wait > 0 {
+                return Err("--redis-wait needs --redis or --redis-cluster".into());
+            }
             let store = Store::open(&args.data, args.store_config())?;
             let report = store.recovery_report();
             eprintln!(

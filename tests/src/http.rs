@@ -1,0 +1,96 @@
+//! Talking to a server process: its "listening on" line, one HTTP/1
+//! exchange on a fresh connection, and the reply as a client saw it.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout};
+
+/// Reads the `listening on http://ADDR` line a server process prints on
+/// stdout when it is ready; returns the address and the rest of stdout
+/// (kept open, so the server never writes into a closed pipe).
+///
+/// # Panics
+///
+/// If the child has no piped stdout or its first line is something else.
+pub fn listening_addr(child: &mut Child) -> (SocketAddr, BufReader<ChildStdout>) {
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (addr, stdout)
+}
+
+/// A whole HTTP response, as a client saw it.
+pub struct Reply {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its whole body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// Whether it is a replay of a stored response.
+    pub fn replayed(&self) -> bool {
+        self.headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true")
+    }
+
+    /// The body as JSON.
+    ///
+    /// # Panics
+    ///
+    /// If it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// A problem+json body's `type`, or empty.
+    pub fn problem(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["type"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Sends `req` on a fresh HTTP/1 connection to `addr` and reads the whole
+/// answer.
+///
+/// # Panics
+///
+/// If the connection or the exchange fails.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap_or_else(|e| panic!("handshake with {addr}: {e}"));
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("request to {addr}: {e}"));
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("response body from {addr}: {e}"))
+            .to_bytes(),
+    }
+}

@@ -1,0 +1,201 @@
+//! The `payments` example as a child process of a test.
+
+#![allow(clippy::unwrap_used)]
+
+use crate::listening_addr;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The example binary (the `payments` crate's), built for this test run.
+///
+/// # Panics
+///
+/// If it cannot be built.
+///
+/// `cargo test -p idemstore-http` does not build another package's binary:
+/// without this build the tests would run whatever binary an earlier build
+/// left behind, or none. Cargo sets `CARGO` for the tests it runs; the build
+/// is a no-op when the binary is fresh.
+pub fn payments_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // target/<profile dir>/deps/payments-<hash> -> target/<profile dir>/payments
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap();
+            let cargo = std::env::var_os("CARGO")
+                .unwrap_or_else(|| panic!("CARGO is not set: run these tests through cargo"));
+            let profile = match dir.file_name().and_then(OsStr::to_str) {
+                Some("debug") => "dev",
+                Some(other) => other,
+                None => panic!("unexpected test binary path {}", exe.display()),
+            };
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "payments", "--bin", "payments"])
+                .args(["--profile", profile])
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the payments example failed");
+            let bin = dir.join("payments");
+            assert!(bin.exists(), "{} is missing after the build", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A `payments` process listening on a free loopback port, killed on drop.
+pub struct Payments {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Kept open: the server may not lose its stdout.
+    _stdout: BufReader<ChildStdout>,
+    /// Everything the server wrote to stderr so far (also echoed).
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Payments {
+    /// On the embedded store in `data`.
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be started or does not say where it listens.
+    pub fn start(data: &Path) -> Payments {
+        Payments::start_with(data, &[])
+    }
+
+    /// On the embedded store in `data`, with more flags.
+    pub fn start_with(data: &Path, flags: &[&str]) -> Payments {
+        let mut args = vec!["--data".as_ref(), data.as_os_str()];
+        args.extend(flags.iter().map(OsStr::new));
+        Payments::spawn(&args)
+    }
+
+    /// A replica keeping its idempotency keys in Redis.
+    pub fn start_redis(url: &str) -> Payments {
+        Payments::spawn(&["--redis".as_ref(), url.as_ref()])
+    }
+
+    /// With these flags (besides `--listen 127.0.0.1:0`).
+    ///
+    /// # Panics
+    ///
+    /// As [`Payments::start`].
+    pub fn spawn(args: &[&OsStr]) -> Payments {
+        let mut child = Command::new(payments_binary())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[payments] {line}");
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let (addr, stdout) = listening_addr(&mut child);
+        Payments {
+            child,
+            addr,
+            _stdout: stdout,
+            stderr,
+        }
+    }
+
+    /// On the Redis Cluster of `seeds`, each write held by `wait` replicas.
+    ///
+    /// # Panics
+    ///
+    /// As [`Payments::start`].
+    pub fn start_cluster(seeds: &str, wait: u32) -> Payments {
+        let wait = wait.to_string();
+        Payments::spawn(&[
+            "--redis-cluster".as_ref(),
+            seeds.as_ref(),
+            "--redis-wait".as_ref(),
+            wait.as_ref(),
+        ])
+    }
+
+    /// Sends SIGTERM.
+    ///
+    /// # Panics
+    ///
+    /// If `kill` cannot be run.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    ///
+    /// # Panics
+    ///
+    /// If it is still running then.
+    pub fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < within,
+                "payments still running {within:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the server printed on stderr, once its pipe is closed.
+    ///
+    /// # Panics
+    ///
+    /// If the reader thread panicked.
+    pub fn stderr_at_exit(&self) -> String {
+        // The reader thread sees EOF right after the exit; give it a moment.
+        let start = Instant::now();
+        loop {
+            let all = self.stderr.lock().unwrap().clone();
+            if all.contains("payments: stopped") || start.elapsed() > Duration::from_secs(5) {
+                return all;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    ///
+    /// # Panics
+    ///
+    /// If it does not exit cleanly within 60 s.
+    pub fn stop(mut self) {
+        self.terminate();
+        let status = self.wait_for_exit(Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "payments must exit cleanly on SIGTERM: {status}"
+        );
+    }
+}
+
+impl Drop for Payments {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
