@@ -74,14 +74,21 @@ static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// W1 through this project's Redis backend (a Lua script per step).
 pub fn backend(server: &RedisServer, callers: usize, secs: f64) -> f64 {
+    let backend = crate::runtime()
+        .block_on(idemstore_redis::RedisBackend::connect(
+            &server.url(),
+            idemstore_redis::RedisConfig::default(),
+        ))
+        .expect("connect");
+    cycles(&backend, callers, secs)
+}
+
+/// W1 through a connected Redis backend (a node or a cluster).
+pub fn cycles(backend: &idemstore_redis::RedisBackend, callers: usize, secs: f64) -> f64 {
     // Fresh keys in every call (the server lives for the whole report).
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let backend = backend.clone();
     crate::runtime().block_on(async {
-        let url = server.url();
-        let backend =
-            idemstore_redis::RedisBackend::connect(&url, idemstore_redis::RedisConfig::default())
-                .await
-                .expect("connect");
         tasks(callers, secs, move |t, n| {
             let backend = backend.clone();
             async move {

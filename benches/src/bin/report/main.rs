@@ -24,11 +24,16 @@
 //!   with `appendfsync always` and `everysec`, two ways: as the issue
 //!   describes the peer (`SET NX PX` to reserve, a script to complete with
 //!   fencing, one multiplexed connection; the targets use this one), and
-//!   through this project's Redis backend (one Lua script per operation).
+//!   through this project's Redis backend (one Lua script per operation);
+//! - a local Redis Cluster of 3 masters and 3 replicas (`appendfsync
+//!   everysec`, `scripts/redis-cluster.sh`) through this project's backend,
+//!   without and with `wait_replicas(1, 500 ms)` (a `WAIT` after every
+//!   write).
 //!
 //! W2: replay latency (p50/p99) in-process, beside a Redis GET on loopback.
 //!
-//! W3: the mixed workload on the `Backend` trait (embedded and Redis).
+//! W3: the mixed workload on the `Backend` trait (embedded, Redis, and the
+//! Redis Cluster without and with `wait_replicas`).
 //! W4/W5: open time, heap and disk for KEYS live keys (the `index_memory`
 //! binary, run as a child process). W6: HTTP over loopback, bare vs layer.
 //! Last, the performance targets with what was measured.
@@ -119,13 +124,13 @@ fn main() {
     let settings = Settings::from_env();
     let mut out = std::io::stdout().lock();
     let (w1, servers) = w1::run(&mut out, &settings);
-    let w2 = w2::run(&mut out, &settings, servers.first());
+    let w2 = w2::run(&mut out, &settings, servers.nodes.first());
     let rt = idemstore_benches::runtime();
     w3::run(&mut out, &settings, &rt, &servers);
     let w6 = w6::run(&mut out, &settings, &rt);
     let w45 = w45::run(&mut out, &settings);
     // The first server runs with appendfsync always.
-    let pairs = paired::run(&mut out, &settings, &rt, servers.first());
+    let pairs = paired::run(&mut out, &settings, &rt, servers.nodes.first());
     let measured = targets::Measured {
         w1,
         w2,

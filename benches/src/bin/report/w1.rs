@@ -16,7 +16,7 @@ pub(crate) type Rows = Vec<(String, Vec<f64>)>;
 /// Measures and prints W1 if it is wanted. Starts the Redis servers the
 /// later workloads use too (`appendfsync always`, then `everysec`), wanted
 /// or not, and returns them with the rows.
-pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Vec<RedisServer>) {
+pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Redises) {
     let secs = settings.secs;
     let mut rows: Rows = Vec::new();
     let w1 = settings.wants("w1");
@@ -74,6 +74,18 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Vec<Redis
         );
         servers.push(server);
     }
+    let cluster = cluster(settings);
+    if let Some(c) = &cluster {
+        for (name, backend) in [
+            ("", &c.plain),
+            (", wait_replicas(1, 500 ms)", &c.waiting),
+        ] {
+            row(
+                &format!("Redis Cluster 3+3, appendfsync everysec, idemstore-redis backend{name}"),
+                &|n| peers::redis::cycles(backend, n, secs),
+            );
+        }
+    }
     let ours = rows
         .first()
         .map_or_else(|| vec![f64::NAN; 3], |r| r.1.clone());
@@ -99,5 +111,57 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Vec<Redis
             );
         }
     }
-    (rows, servers)
+    (
+        rows,
+        Redises {
+            nodes: servers,
+            cluster,
+        },
+    )
+}
+
+/// The Redis servers the workloads run on.
+pub(crate) struct Redises {
+    /// One node with `appendfsync always`, then one with `everysec`.
+    pub(crate) nodes: Vec<RedisServer>,
+    /// A 3 + 3 node cluster, if W1 or W3 is wanted and Redis is installed.
+    pub(crate) cluster: Option<ClusterBackends>,
+}
+
+/// A local Redis Cluster and two backends on it: without and with
+/// `wait_replicas(1, 500 ms)`.
+pub(crate) struct ClusterBackends {
+    pub(crate) plain: idemstore_redis::RedisBackend,
+    pub(crate) waiting: idemstore_redis::RedisBackend,
+    _cluster: idemstore_tests::RedisCluster,
+}
+
+fn cluster(settings: &Settings) -> Option<ClusterBackends> {
+    if !(settings.wants("w1") || settings.wants("w3")) {
+        return None;
+    }
+    let installed = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("Redis Cluster: skipped: redis-server is not installed (scripts/test.sh installs it)");
+        return None;
+    }
+    let cluster = idemstore_tests::RedisCluster::start();
+    let urls = cluster.seeds();
+    let seeds: Vec<&str> = urls.split(',').collect();
+    let connect = |config| {
+        idemstore_benches::runtime()
+            .block_on(idemstore_redis::RedisBackend::connect_cluster(&seeds, config))
+            .expect("connect to the cluster")
+    };
+    Some(ClusterBackends {
+        plain: connect(idemstore_redis::RedisConfig::default()),
+        waiting: connect(
+            idemstore_redis::RedisConfig::default()
+                .wait_replicas(1, std::time::Duration::from_millis(500)),
+        ),
+        _cluster: cluster,
+    })
 }

@@ -5,16 +5,16 @@ use crate::Settings;
 use crate::stores::{modes, with_store};
 use crate::table::ratio_table;
 use idemstore::Config;
-use idemstore_benches::peers::redis::RedisServer;
+use crate::w1::Redises;
 use std::io::Write;
 
 /// Measures and prints W3 if it is wanted (on each of `servers` too:
-/// `appendfsync always`, then `everysec`).
+/// `appendfsync always`, then `everysec`, then the cluster).
 pub(crate) fn run(
     out: &mut impl Write,
     settings: &Settings,
     rt: &tokio::runtime::Runtime,
-    servers: &[RedisServer],
+    servers: &Redises,
 ) {
     let secs = settings.secs;
     let mut w3: Vec<(String, f64)> = Vec::new();
@@ -26,7 +26,7 @@ pub(crate) fn run(
         eprintln!("W3 idemstore {mode}: {r:.0}");
         w3.push((format!("idemstore {mode}"), r));
     }
-    for (server, mode) in servers.iter().zip(["always", "everysec"]).filter(|_| w3_on) {
+    for (server, mode) in servers.nodes.iter().zip(["always", "everysec"]).filter(|_| w3_on) {
         let url = server.url();
         let backend = rt
             .block_on(idemstore_redis::RedisBackend::connect(
@@ -37,6 +37,13 @@ pub(crate) fn run(
         let r = idemstore_benches::mixed::run(rt, backend, 64, secs);
         eprintln!("W3 Redis {mode}: {r:.0}");
         w3.push((format!("Redis 7, appendfsync {mode}"), r));
+    }
+    if let Some(c) = servers.cluster.as_ref().filter(|_| w3_on) {
+        for (name, backend) in [("", &c.plain), (", wait_replicas(1, 500 ms)", &c.waiting)] {
+            let r = idemstore_benches::mixed::run(rt, backend.clone(), 64, secs);
+            eprintln!("W3 Redis Cluster{name}: {r:.0}");
+            w3.push((format!("Redis Cluster 3+3, appendfsync everysec{name}"), r));
+        }
     }
     if w3_on {
         ratio_table(
