@@ -349,3 +349,82 @@ async fn a_slot_migrated_under_load_loses_nothing_and_runs_nothing_twice() {
     a.stop();
     b.stop();
 }
+
+/// With `wait_replicas`, a write no replica takes in time is never
+/// acknowledged: a reservation is given back (nothing may run: the key is
+/// free again once a replica is back), a completion is answered `Deferred`
+/// and stored by the background retry once a replica is back, and while
+/// the replicas are missing, new reservations on that slot fail at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_no_replica_holds_are_never_acknowledged() {
+    use idemstore::{Fingerprint, Key, Response, Tenant};
+    use idemstore_http::{Backend, BackendError, Lease, Outcome};
+    use idemstore_redis::{RedisBackend, RedisConfig};
+
+    let cluster = RedisCluster::start();
+    let urls = cluster.seeds();
+    let seeds: Vec<&str> = urls.split(',').collect();
+    let backend = RedisBackend::connect_cluster(
+        &seeds,
+        RedisConfig::default().wait_replicas(1, Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let begin = |k: &'static str| {
+        backend.begin(
+            Tenant::new(b"t"),
+            Key::new(k.as_bytes()),
+            Fingerprint::of(b"r"),
+        )
+    };
+    let replicas: Vec<u16> = cluster
+        .nodes()
+        .into_iter()
+        .filter(|n| n.replica_of.is_some())
+        .map(|n| n.port)
+        .collect();
+    assert_eq!(replicas.len(), 3);
+
+    // Reserved while the replicas are there; they pause; the completion
+    // cannot be confirmed.
+    let Outcome::Reserved(held) = begin("completed-late").await.unwrap() else {
+        panic!("fresh")
+    };
+    for &p in &replicas {
+        cluster.signal(p, "-STOP");
+    }
+    let e = held.complete(Response::new(201, "paid")).await.unwrap_err();
+    assert!(matches!(e, BackendError::Deferred(_)), "{e}");
+    assert_eq!(backend.deferred_completions(), 1);
+
+    // A reservation no replica takes is refused, then (same slot, within
+    // the replica timeout) refused without asking.
+    let e = begin("refused").await.unwrap_err();
+    assert!(
+        matches!(&e, BackendError::Unavailable(m) if m.contains("the reservation did not reach 1 replica")),
+        "{e}"
+    );
+    let e = begin("refused").await.unwrap_err();
+    assert!(
+        matches!(&e, BackendError::Unavailable(m) if m.contains("a recent write did not reach")),
+        "{e}"
+    );
+
+    for &p in &replicas {
+        cluster.signal(p, "-CONT");
+    }
+    // The kept completion lands once a replica holds it, and replays.
+    tokio::time::timeout(Duration::from_secs(20), backend.settled())
+        .await
+        .expect("the deferred completion is stored once the replicas are back");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    match begin("completed-late").await.unwrap() {
+        Outcome::Replay(s) => assert_eq!(&s.response.body[..], b"paid"),
+        other => panic!("expected the replay, got {other:?}"),
+    }
+    // The refused reservation left its key free: the request runs now.
+    assert!(matches!(
+        begin("refused").await.unwrap(),
+        Outcome::Reserved(_)
+    ));
+}

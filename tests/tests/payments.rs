@@ -296,6 +296,9 @@ fn help_names_every_flag_and_bad_flags_exit_2_saying_why() {
         "--listen",
         "--data",
         "--redis",
+        "--redis-cluster",
+        "--redis-wait",
+        "--redis-wait-timeout",
         "--retention",
         "--bucket-width",
         "--segment-bytes",
@@ -314,6 +317,11 @@ fn help_names_every_flag_and_bad_flags_exit_2_saying_why() {
         (&["--header-timeout", "0s"][..], "--header-timeout"),
         (&["--max-concurrency", "0"][..], "--max-concurrency"),
         (&["--listen", "nowhere"][..], "--listen"),
+        (
+            &["--redis", "redis://a", "--redis-cluster", "redis://b"][..],
+            "--redis-cluster",
+        ),
+        (&["--redis-wait", "many"][..], "--redis-wait"),
     ] {
         let (status, _, err) = run_to_exit(args);
         assert_eq!(status.code(), Some(2), "{args:?}: {status} {err}");
@@ -322,6 +330,27 @@ fn help_names_every_flag_and_bad_flags_exit_2_saying_why() {
             "{args:?} must say what was wrong: {err}"
         );
     }
+    // Waiting for replicas needs a Redis to wait in.
+    let (status, _, err) = run_to_exit(&["--redis-wait", "1"]);
+    assert!(
+        !status.success() && err.contains("--redis-wait needs --redis or --redis-cluster"),
+        "{status} {err}"
+    );
+    // A cluster that cannot be reached, or a Redis without the replicas
+    // to wait for, is refused at start, saying what to do.
+    let (status, _, err) = run_to_exit(&["--redis-cluster", "redis://127.0.0.1:1"]);
+    assert!(
+        !status.success() && err.contains("check that Redis is running"),
+        "{status} {err}"
+    );
+    let url = std::env::var("IDEMSTORE_REDIS_URL").unwrap_or_else(|_| {
+        panic!("IDEMSTORE_REDIS_URL is not set: run ./scripts/test.sh, which starts Redis")
+    });
+    let (status, _, err) = run_to_exit(&["--redis", &url, "--redis-wait", "1"]);
+    assert!(
+        !status.success() && err.contains("has 0 attached; attach replicas"),
+        "{status} {err}"
+    );
 }
 
 #[test]

@@ -323,3 +323,53 @@ async fn an_aborted_key_holds_memory_for_one_lease_not_the_retention() {
         Outcome::Replay(_)
     ));
 }
+
+/// One clock: the completion and expiry times a replay reports are the ones
+/// the Redis server wrote (from its own `TIME`) and enforces (the hash's
+/// expiry), not the caller's clock or the copy inside the record. Shown by
+/// moving them in Redis, as a server clock an hour ahead would have set
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reports_the_times_the_redis_server_keeps_and_enforces() {
+    let redis = Redis::start();
+    let backend = RedisBackend::connect(&redis.url(), config()).await.unwrap();
+    let begin = || backend.begin(Tenant::new(b"t"), Key::new(b"k"), Fingerprint::of(b"r"));
+    let Outcome::Reserved(l) = begin().await.unwrap() else {
+        panic!("fresh")
+    };
+    l.complete(Response::new(201, "ok")).await.unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let key = cli(&["--scan", "--pattern", "idem:*"]);
+    let Outcome::Replay(stored) = begin().await.unwrap() else {
+        panic!("replay")
+    };
+    let ca: u64 = cli(&["HGET", &key, "ca"]).parse().unwrap();
+    let ex: u64 = cli(&["HGET", &key, "ex"]).parse().unwrap();
+    assert_eq!((stored.completed_at.0, stored.expires_at.0), (ca, ex));
+    assert_eq!(
+        cli(&["PEXPIRETIME", &key]).parse::<u64>().unwrap(),
+        ex,
+        "the reported expiry is the one Redis enforces"
+    );
+    let ahead = (ca + 3_600_000, ex + 3_600_000);
+    cli(&[
+        "HSET",
+        &key,
+        "ca",
+        &ahead.0.to_string(),
+        "ex",
+        &ahead.1.to_string(),
+    ]);
+    cli(&["PEXPIREAT", &key, &ahead.1.to_string()]);
+    let Outcome::Replay(moved) = begin().await.unwrap() else {
+        panic!("replay")
+    };
+    assert_eq!((moved.completed_at.0, moved.expires_at.0), ahead);
+}

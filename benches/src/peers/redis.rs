@@ -74,21 +74,29 @@ static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// W1 through this project's Redis backend (a Lua script per step).
 pub fn backend(server: &RedisServer, callers: usize, secs: f64) -> f64 {
-    let backend = crate::runtime()
+    // The connections live on the runtime that made them.
+    let rt = crate::runtime();
+    let backend = rt
         .block_on(idemstore_redis::RedisBackend::connect(
             &server.url(),
             idemstore_redis::RedisConfig::default(),
         ))
         .expect("connect");
-    cycles(&backend, callers, secs)
+    cycles(&rt, &backend, callers, secs)
 }
 
-/// W1 through a connected Redis backend (a node or a cluster).
-pub fn cycles(backend: &idemstore_redis::RedisBackend, callers: usize, secs: f64) -> f64 {
+/// W1 through a Redis backend (a node or a cluster) connected on `rt`,
+/// the runtime its connections live on.
+pub fn cycles(
+    rt: &tokio::runtime::Runtime,
+    backend: &idemstore_redis::RedisBackend,
+    callers: usize,
+    secs: f64,
+) -> f64 {
     // Fresh keys in every call (the server lives for the whole report).
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let backend = backend.clone();
-    crate::runtime().block_on(async {
+    rt.block_on(async {
         tasks(callers, secs, move |t, n| {
             let backend = backend.clone();
             async move {
@@ -105,7 +113,7 @@ pub fn cycles(backend: &idemstore_redis::RedisBackend, callers: usize, secs: f64
                         .complete(Response::new(201, vec![b'x'; BODY]))
                         .await
                         .expect("complete"),
-                    _ => panic!("fresh key"),
+                    other => panic!("fresh key: {other:?}"),
                 }
             }
         })

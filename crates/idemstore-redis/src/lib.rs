@@ -23,7 +23,9 @@
 //! One Redis hash per (tenant, key), named `{prefix}:{<128-bit index digest in
 //! hex>}` — the braces are a hash tag, so everything an operation touches is
 //! in one cluster slot. Fields: `s` state (`p` pending, `c` completed, `a`
-//! aborted), `g` generation (the fencing token, only ever incremented), `fp`
+//! aborted), `g` generation (the fencing token, only ever incremented), `n`
+//! the holder's random nonce (fences a stale holder even if the hash was lost
+//! and generations restarted), `fp`
 //! fingerprint, `le` lease end, `st` start (ms, Redis server time), `td`
 //! tenant digest (never the raw tenant), `k` the key, `r` the completed record
 //! in the engine's codec ([`idemstore::codec`]), so both backends store the
@@ -31,8 +33,8 @@
 //! complete / abort / renew are each one Lua script: one atomic step on the
 //! server that holds the key, whichever replica calls it. Every time stored
 //! or judged comes from that server's `TIME`, read inside the script, so
-//! replicas with skewed clocks agree (the times inside `r` are placeholders;
-//! a replay reads `ca` and `ex`).
+//! replicas with skewed clocks agree (the completion and expiry times inside
+//! `r` are placeholders; a replay reads `ca` and `ex`).
 //!
 //! ## Cluster
 //!

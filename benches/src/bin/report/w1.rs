@@ -76,13 +76,10 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Redises) 
     }
     let cluster = cluster(settings);
     if let Some(c) = &cluster {
-        for (name, backend) in [
-            ("", &c.plain),
-            (", wait_replicas(1, 500 ms)", &c.waiting),
-        ] {
+        for (name, backend) in [("", &c.plain), (", wait_replicas(1, 500 ms)", &c.waiting)] {
             row(
                 &format!("Redis Cluster 3+3, appendfsync everysec, idemstore-redis backend{name}"),
-                &|n| peers::redis::cycles(backend, n, secs),
+                &|n| peers::redis::cycles(&c.rt, backend, n, secs),
             );
         }
     }
@@ -129,10 +126,12 @@ pub(crate) struct Redises {
 }
 
 /// A local Redis Cluster and two backends on it: without and with
-/// `wait_replicas(1, 500 ms)`.
+/// `wait_replicas(1, 500 ms)`, connected on `rt`, which keeps their
+/// connections alive.
 pub(crate) struct ClusterBackends {
     pub(crate) plain: idemstore_redis::RedisBackend,
     pub(crate) waiting: idemstore_redis::RedisBackend,
+    pub(crate) rt: tokio::runtime::Runtime,
     _cluster: idemstore_tests::RedisCluster,
 }
 
@@ -145,23 +144,32 @@ fn cluster(settings: &Settings) -> Option<ClusterBackends> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !installed {
-        eprintln!("Redis Cluster: skipped: redis-server is not installed (scripts/test.sh installs it)");
+        eprintln!(
+            "Redis Cluster: skipped: redis-server is not installed (scripts/test.sh installs it)"
+        );
         return None;
     }
     let cluster = idemstore_tests::RedisCluster::start();
     let urls = cluster.seeds();
     let seeds: Vec<&str> = urls.split(',').collect();
+    let rt = idemstore_benches::runtime();
     let connect = |config| {
-        idemstore_benches::runtime()
-            .block_on(idemstore_redis::RedisBackend::connect_cluster(&seeds, config))
-            .expect("connect to the cluster")
+        rt.block_on(idemstore_redis::RedisBackend::connect_cluster(
+            &seeds, config,
+        ))
+        .expect("connect to the cluster")
     };
+    let plain = connect(idemstore_redis::RedisConfig::default());
+    // A prefix of its own: W3's keys are the same in every run.
+    let waiting = connect(
+        idemstore_redis::RedisConfig::default()
+            .prefix("idem-waiting")
+            .wait_replicas(1, std::time::Duration::from_millis(500)),
+    );
     Some(ClusterBackends {
-        plain: connect(idemstore_redis::RedisConfig::default()),
-        waiting: connect(
-            idemstore_redis::RedisConfig::default()
-                .wait_replicas(1, std::time::Duration::from_millis(500)),
-        ),
+        plain,
+        waiting,
+        rt,
         _cluster: cluster,
     })
 }

@@ -4,8 +4,8 @@
 use crate::Settings;
 use crate::stores::{modes, with_store};
 use crate::table::ratio_table;
-use idemstore::Config;
 use crate::w1::Redises;
+use idemstore::Config;
 use std::io::Write;
 
 /// Measures and prints W3 if it is wanted (on each of `servers` too:
@@ -26,7 +26,12 @@ pub(crate) fn run(
         eprintln!("W3 idemstore {mode}: {r:.0}");
         w3.push((format!("idemstore {mode}"), r));
     }
-    for (server, mode) in servers.nodes.iter().zip(["always", "everysec"]).filter(|_| w3_on) {
+    for (server, mode) in servers
+        .nodes
+        .iter()
+        .zip(["always", "everysec"])
+        .filter(|_| w3_on)
+    {
         let url = server.url();
         let backend = rt
             .block_on(idemstore_redis::RedisBackend::connect(
