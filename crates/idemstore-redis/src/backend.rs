@@ -1,13 +1,13 @@
-//! [`RedisBackend`]: connecting, `begin`, and the calls every step shares
-//! (bounded by the timeout, followed by `WAIT` when configured).
+//! [`RedisBackend`]: connecting, and what every step shares: the script
+//! call (bounded by the timeout, followed by `WAIT` when configured), the
+//! per-slot replica breaker, the count of background completions.
 
 use crate::config::RedisConfig;
 use crate::conn::{self, Pool, unavailable};
-use crate::lease::RedisLease;
 use crate::ms;
 use crate::scripts::{self, Lua, Scripts};
-use idemstore::{Fingerprint, Key, Tenant, TenantDigest, Timestamp, internals::default_index_hash};
-use idemstore_http::{Backend, BackendError, Outcome};
+use idemstore::{TenantDigest, internals::default_index_hash};
+use idemstore_http::BackendError;
 use redis::{Cmd, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -138,7 +138,7 @@ impl RedisBackend {
         usize::from(crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes())) % SLOTS
     }
 
-    fn key_of(&self, tenant: &TenantDigest, key: &[u8]) -> String {
+    pub(crate) fn key_of(&self, tenant: &TenantDigest, key: &[u8]) -> String {
         let ik = default_index_hash(tenant, key);
         format!("{}:{{{:016x}{:016x}}}", self.0.config.prefix, ik.hi, ik.lo)
     }
@@ -151,7 +151,7 @@ impl RedisBackend {
     /// ago: new reservations are then refused without a round trip, so a
     /// lost replica does not queue every request behind a `WAIT` that
     /// times out.
-    fn replicas_short(&self, rkey: &str) -> bool {
+    pub(crate) fn replicas_short(&self, rkey: &str) -> bool {
         self.since_epoch()
             < self.0.replicas_short_until[Self::slot_of(rkey)].load(Ordering::Relaxed)
     }
@@ -203,129 +203,6 @@ impl RedisBackend {
             "redis: {what} did not reach {n} replica(s) within {t:?}; check the replicas \
              (INFO replication) and retry"
         ))
-    }
-}
-
-fn num(v: Option<&Vec<u8>>) -> u64 {
-    v.and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// A random 64-bit value (std's randomly keyed hasher, seeded from the OS),
-/// to tell reservations apart if generations ever restart.
-fn random_nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(u64::from(std::process::id()));
-    h.finish()
-}
-
-impl Backend for RedisBackend {
-    type Lease = RedisLease;
-
-    fn max_key_len(&self) -> Option<usize> {
-        Some(self.0.config.max_key_len)
-    }
-
-    fn lease(&self) -> Option<Duration> {
-        Some(self.0.config.lease)
-    }
-
-    fn begin(
-        &self,
-        tenant: Tenant<'_>,
-        key: Key<'_>,
-        fingerprint: Fingerprint,
-    ) -> impl Future<Output = Result<Outcome<RedisLease>, BackendError>> + Send {
-        let td = TenantDigest::of(tenant.as_bytes());
-        let key = key.as_bytes();
-        let rkey = self.key_of(&td, key);
-        let key = key.to_vec();
-        let this = self.clone();
-        async move {
-            let c = &this.0.config;
-            if key.len() > c.max_key_len || key.is_empty() {
-                return Err(BackendError::InvalidKey(format!(
-                    "the key is {} bytes; send 1..={}",
-                    key.len(),
-                    c.max_key_len
-                )));
-            }
-            if this.replicas_short(&rkey) {
-                return Err(this.replicas_missing("a recent write"));
-            }
-            let nonce = random_nonce();
-            let confirm = if c.wait.is_some() { "1" } else { "0" };
-            let args = |cmd: &mut Cmd| {
-                cmd.arg(&td.0[..])
-                    .arg(&key[..])
-                    .arg(&fingerprint.0[..])
-                    .arg(ms(c.lease))
-                    .arg(ms(c.retention))
-                    .arg(nonce)
-                    .arg(confirm);
-            };
-            let reply = this
-                .script(&this.0.scripts.begin, &rkey, &args, true)
-                .await?;
-            let parts: Vec<Vec<u8>> = redis::from_redis_value(reply.value)
-                .map_err(|e| unavailable(format!("unexpected reply from the begin script: {e}")))?;
-            match parts.first().map(Vec::as_slice) {
-                Some(b"reserved") => {
-                    let lease = RedisLease::new(
-                        this.clone(),
-                        rkey,
-                        td,
-                        key,
-                        fingerprint,
-                        num(parts.get(1)),
-                        nonce,
-                        Timestamp(num(parts.get(2))),
-                    );
-                    if reply.confirmed {
-                        return Ok(Outcome::Reserved(lease));
-                    }
-                    // Not on enough replicas: a failover could forget it while
-                    // the handler runs, and a retry would run it again. Give
-                    // it back; nothing ran.
-                    let _ = lease.abort_quietly().await;
-                    Err(this.replicas_missing("the reservation"))
-                }
-                Some(b"inflight") => Ok(Outcome::InFlight {
-                    lease_left: Duration::from_millis(num(parts.get(1))),
-                    running_for: parts
-                        .get(3)
-                        .map(|_| Duration::from_millis(num(parts.get(3)))),
-                    same_request: parts.get(2).is_some_and(|v| v == b"1"),
-                }),
-                Some(b"replay") => {
-                    if !reply.confirmed {
-                        return Err(this.replicas_missing("the stored response"));
-                    }
-                    let bytes = parts.get(1).cloned().unwrap_or_default();
-                    let (rtd, rk, mut stored) = idemstore::codec::decode(&bytes)
-                        .map_err(|e| unavailable(format!("stored record does not decode: {e}")))?;
-                    // Same check as the engine: never serve another scope's record.
-                    if rtd != td || rk != key {
-                        return Err(BackendError::Collision);
-                    }
-                    // The completion and expiry times are the server's, kept
-                    // beside the record.
-                    if let (Some(ca), Some(ex)) = (parts.get(2), parts.get(3))
-                        && !ca.is_empty()
-                        && !ex.is_empty()
-                    {
-                        stored.completed_at = Timestamp(num(Some(ca)));
-                        stored.expires_at = Timestamp(num(Some(ex)));
-                    }
-                    Ok(Outcome::Replay(stored))
-                }
-                Some(b"mismatch") => Ok(Outcome::Mismatch),
-                Some(b"collision") => Err(BackendError::Collision),
-                _ => Err(unavailable("unexpected reply from the begin script")),
-            }
-        }
     }
 }
 

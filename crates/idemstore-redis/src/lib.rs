@@ -99,10 +99,13 @@
 //! - `conn`: connections to a node or a cluster, and the server checks made
 //!   when connecting (version, attached replicas);
 //! - `scripts`: the Lua scripts and how they run (`EVALSHA`, then `WAIT`);
-//! - `backend`: [`RedisBackend`] and `begin`;
-//! - `lease`: [`RedisLease`], and the background retry of a completion.
+//! - `backend`: [`RedisBackend`]: connecting, the script call every step
+//!   makes, the replica breaker, the background completions' count;
+//! - `lease`: [`RedisLease`], and the background retry of a completion;
+//! - `begin`: `begin`, which makes leases (so it comes after both).
 
 mod backend;
+mod begin;
 mod config;
 mod conn;
 mod lease;
