@@ -750,3 +750,103 @@ async fn the_routers_404_and_405_are_not_stored_under_the_key() {
     }
     s.stop();
 }
+
+/// A Prometheus scrape line's value: `name` with exactly these labels.
+fn scraped(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_mix_of_requests_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let body = r#"{"amount":5,"currency":"EUR"}"#;
+    for k in ["m1", "m2", "m3"] {
+        let r = call(s.addr, "POST", &[ALICE, ("idempotency-key", k)], body).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    for k in ["m1", "m2"] {
+        assert!(
+            call(s.addr, "POST", &[ALICE, ("idempotency-key", k)], body)
+                .await
+                .replayed()
+        );
+    }
+    let other = r#"{"amount":6,"currency":"EUR"}"#;
+    let r = call(s.addr, "POST", &[ALICE, ("idempotency-key", "m1")], other).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let long = "k".repeat(300);
+    let r = call(s.addr, "POST", &[ALICE, ("idempotency-key", &long)], body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Outside the layer: neither a 401 nor a GET is counted.
+    let r = call(s.addr, "POST", &[("idempotency-key", "m9")], body).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    call(s.addr, "GET", &[ALICE], "").await;
+
+    // No API key needed to scrape.
+    let m = request(s.addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+    for (outcome, n) in [
+        ("executed", 3.0),
+        ("replayed", 2.0),
+        ("mismatch", 1.0),
+        ("rejected", 1.0),
+    ] {
+        assert_eq!(
+            scraped(
+                &text,
+                &format!("idempotency_requests_total{{outcome=\"{outcome}\"}}")
+            ),
+            Some(n),
+            "{outcome}:\n{text}"
+        );
+    }
+    for absent in ["conflict", "unavailable"] {
+        assert_eq!(
+            scraped(
+                &text,
+                &format!("idempotency_requests_total{{outcome=\"{absent}\"}}")
+            ),
+            None,
+            "{absent}:\n{text}"
+        );
+    }
+    assert_eq!(
+        scraped(&text, "idempotency_handler_seconds_count"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        scraped(&text, "idempotency_store_live_keys"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        scraped(&text, "idempotency_store_pending_keys"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        scraped(&text, "idempotency_store_disk_bytes").is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    assert!(scraped(&text, "idempotency_store_commit_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(
+        scraped(&text, "idempotency_store_batch_records_sum").is_some_and(|n| n >= 3.0),
+        "the three completions were written:\n{text}"
+    );
+    s.stop();
+}

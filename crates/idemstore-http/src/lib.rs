@@ -121,7 +121,7 @@
 //!   `fingerprint.rs`: what makes two requests the same;
 //!   `problem.rs`: every rejection and its status, in one place;
 //!   `replay.rs`: stored records to and from HTTP responses; `body.rs`: body
-//!   plumbing.
+//!   plumbing; `metrics.rs`: the metrics the layer records.
 
 pub mod backend;
 mod body;
@@ -131,6 +131,7 @@ pub mod fingerprint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod key;
+pub mod metrics;
 pub mod problem;
 mod replay;
 mod service;

@@ -179,9 +179,13 @@ where
             let bytes = match Limited::new(body, limit).collect().await {
                 Ok(c) => c.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => {
+                    crate::metrics::request(crate::metrics::Outcome::Rejected);
                     return Ok(problem_response(&Problem::RequestTooLarge { limit }));
                 }
-                Err(_) => return Ok(problem_response(&Problem::RequestBodyFailed)),
+                Err(_) => {
+                    crate::metrics::request(crate::metrics::Outcome::Rejected);
+                    return Ok(problem_response(&Problem::RequestBodyFailed));
+                }
             };
             let fp = fingerprint(&core.config().fingerprint, &parts, &bytes);
             let lease = match core.begin(&keyed, fp).await {

@@ -16,6 +16,7 @@
 use crate::backend::{Backend, BackendError, Lease, Outcome};
 use crate::config::{IdempotencyConfig, InFlightPolicy, OversizeResponse, TenantSource};
 use crate::key::parse_key;
+use crate::metrics;
 use crate::problem::Problem;
 use crate::replay::{to_replay, to_stored};
 use bytes::Bytes;
@@ -235,8 +236,17 @@ impl<B: Backend> Idempotency<B> {
         &self.config
     }
 
-    /// Step 1: classifies a request head.
+    /// Step 1: classifies a request head. Counts a rejection (see
+    /// [`crate::metrics`]).
     pub fn prepare(&self, parts: &Parts) -> Prepared {
+        let prepared = self.classify(parts);
+        if let Prepared::Reject(_) = prepared {
+            metrics::request(metrics::Outcome::Rejected);
+        }
+        prepared
+    }
+
+    fn classify(&self, parts: &Parts) -> Prepared {
         let c = &*self.config;
         if !c.methods.contains(&parts.method)
             || c.paths.as_ref().is_some_and(|f| !f(parts.uri.path()))
@@ -305,8 +315,12 @@ impl<B: Backend> Idempotency<B> {
                 )
                 .await;
             let problem = match outcome {
-                Ok(Outcome::Reserved(lease)) => return Started::Run(lease),
+                Ok(Outcome::Reserved(lease)) => {
+                    metrics::request(metrics::Outcome::Executed);
+                    return Started::Run(lease);
+                }
                 Ok(Outcome::Replay(stored)) => {
+                    metrics::request(metrics::Outcome::Replayed);
                     return Started::Respond(to_replay(&stored, self.config.replay_status));
                 }
                 Ok(Outcome::Mismatch)
@@ -337,6 +351,12 @@ impl<B: Backend> Idempotency<B> {
                 }
                 Err(e) => backend_problem(&e),
             };
+            metrics::request(match problem {
+                Problem::Mismatch => metrics::Outcome::Mismatch,
+                Problem::InFlight { .. } => metrics::Outcome::Conflict,
+                Problem::StoreUnavailable { .. } => metrics::Outcome::Unavailable,
+                _ => metrics::Outcome::Rejected,
+            });
             return Started::Respond(problem.to_response());
         }
     }

@@ -155,7 +155,8 @@ struct Work<B> {
 }
 
 impl<B: Backend> Work<B> {
-    /// Stores (or frees, per policy) and notes how long the request took.
+    /// Stores (or frees, per policy) and notes how long the request took
+    /// (for `Retry-After` estimates, and the handler-seconds metric).
     async fn finish(
         &mut self,
         lease: Renewing<B::Lease>,
@@ -164,6 +165,7 @@ impl<B: Backend> Work<B> {
         body: ResponseBody<'_>,
     ) -> Finished {
         let fin = self.core.finish(lease, status, headers, body).await;
+        crate::metrics::handler(self.started.elapsed());
         if fin == Finished::Stored {
             self.core
                 .record_duration(&self.path, self.started.elapsed());

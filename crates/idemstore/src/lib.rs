@@ -66,7 +66,8 @@
 //! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images,
 //!   or failing chosen calls).
 //! - `scope` (tenant digest, index key, fingerprint), `response`, `config`,
-//!   `clock`, `error`: the types of the API.
+//!   `clock`, `error`: the types of the API; [`metrics`]: the names of the
+//!   metrics recorded through the `metrics` facade.
 //!
 //! `ARCHITECTURE.md` in the repository walks one `complete()` from the call to
 //! the fsync; `crates/idemstore/FORMAT.md` documents every byte on disk.
@@ -86,6 +87,7 @@ mod format;
 pub mod fuzzing;
 mod hints;
 mod index;
+pub mod metrics;
 mod pipeline;
 mod poison;
 mod recovery;

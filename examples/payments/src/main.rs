@@ -20,7 +20,10 @@
 //!   currency may be sent in either case (`"eur"`, as Stripe's clients send
 //!   it, or `"EUR"`) and is stored and answered in upper case;
 //! - `GET /v1/payments` → this tenant's payments (kept in memory: a restart
-//!   forgets them, while the idempotency store remembers every response).
+//!   forgets them, while the idempotency store remembers every response);
+//! - `GET /metrics` → the idempotency metrics in Prometheus text (no key
+//!   needed): requests by outcome, handler and commit times, batch sizes,
+//!   live and pending keys, disk bytes, write failures.
 //!
 //! Prints `listening on http://ADDR` on stdout when ready. SIGTERM or
 //! Ctrl-C stop it: it stops accepting, lets the requests in flight finish
@@ -35,8 +38,11 @@
 //! - `app.rs`: the library: the routes, handlers and the idempotency
 //!   layer's configuration (also served by the W6 bench);
 //! - `serve.rs`: the accept loop with its timeouts, limits and graceful
-//!   shutdown.
+//!   shutdown;
+//! - `metrics.rs`: `GET /metrics`, Prometheus text of the layer's and the
+//!   store's metrics.
 
+mod metrics;
 mod serve;
 
 use clap::Parser;
@@ -222,6 +228,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             (app_with_work(store.clone()), Some(store))
         }
     };
+    let app = app.merge(metrics::router(store.clone())?);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let stop = shutdown_signal();
     println!("listening on http://{}", listener.local_addr()?);

@@ -205,6 +205,7 @@ impl Store {
         let (segments, buckets, disk_bytes) = s.segments.totals();
         let c = &s.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        crate::metrics::gauges(completed + pending, pending, disk_bytes);
         Stats {
             live_keys: completed + pending,
             pending,

@@ -70,7 +70,12 @@ pub(crate) struct Writer {
     retry: Vec<Append>,
     /// While writes fail: when to try `retry` again, and the last failure.
     retry_at: Option<(Instant, Error)>,
+    /// When the size gauges were last set (see `metrics`).
+    gauges_at: Instant,
 }
+
+/// Longest the size gauges go without an update while batches are written.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
 /// Poisons the store with its message, if any, when dropped.
 struct PoisonOnDrop(Arc<Shared>, Option<String>);
@@ -115,6 +120,7 @@ impl Writer {
             settler: None,
             retry: Vec::new(),
             retry_at: None,
+            gauges_at: Instant::now(),
         }
     }
 
@@ -280,6 +286,7 @@ impl Writer {
     /// Appends `batch` (and the side queue), fsyncs it in `Sync` mode, and
     /// hands it to the settler, which publishes and acknowledges it.
     fn write_batch(&mut self, batch: &mut Vec<Append>, now: bool) {
+        let began = Instant::now();
         let Some((segments, placed)) = self.append(batch, now) else {
             return;
         };
@@ -299,12 +306,24 @@ impl Writer {
             Ok(())
         };
         let failed = result.is_err();
+        if failed {
+            crate::metrics::write_failure();
+        } else {
+            let written = placed.iter().filter(|(_, s)| s.is_some()).count() as u64;
+            crate::metrics::batch(began.elapsed(), written);
+        }
         match &self.settler {
             Some(s) => s.settle(&self.shared, placed, result, !self.rx.is_empty()),
             None => settler::settle(&self.shared, placed, result),
         }
         if !failed && self.segments.has_sealing() {
             self.segments.hand_over_sealed(&self.shared);
+        }
+        if self.gauges_at.elapsed() >= GAUGES_EVERY {
+            self.gauges_at = Instant::now();
+            let (completed, pending, _) = self.shared.index.counts();
+            let (_, _, disk) = self.shared.segments.totals();
+            crate::metrics::gauges(completed + pending, pending, disk);
         }
     }
 
@@ -496,6 +515,7 @@ impl Writer {
     /// failed fsync does poison the store: see `active::fsync`.)
     fn defer(&mut self, records: impl Iterator<Item = Append>, err: &Error, failed_now: bool) {
         if failed_now {
+            crate::metrics::write_failure();
             self.shared.note_write_failure(err.clone());
             let at = Instant::now() + self.shared.config.write_retry_interval;
             self.retry_at = Some((at, err.clone()));
