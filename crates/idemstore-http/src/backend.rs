@@ -109,6 +109,9 @@ pub trait Backend: Send + Sync + 'static {
 
 /// A reservation held while the handler runs. Dropping it aborts it.
 pub trait Lease: Send + 'static {
+    /// The reservation's fencing token (increases with every reservation of
+    /// the key), for logs and traces.
+    fn token(&self) -> u64;
     /// Extends the lease.
     fn renew(&mut self) -> impl Future<Output = Result<(), BackendError>> + Send;
     /// Whether `complete` would accept `response`; [`BackendError::TooLarge`]
@@ -185,6 +188,10 @@ impl Backend for Store {
 }
 
 impl Lease for idemstore::Reservation {
+    fn token(&self) -> u64 {
+        idemstore::Reservation::token(self)
+    }
+
     fn renew(&mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
         std::future::ready(
             idemstore::Reservation::renew(self)

@@ -5,6 +5,7 @@
 //! replay status, ...) is an option here. The one thing without a default is
 //! where the tenant comes from: see [`IdempotencyConfig::new`].
 
+use crate::hooks::{Hooks, RecordEvent};
 use http::{Extensions, HeaderName, Method};
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -183,6 +184,9 @@ pub struct IdempotencyConfig {
     /// (the first client still gets the whole body), so a slow or endless
     /// body never holds its key or its memory for long.
     pub capture_timeout: Duration,
+    /// Hooks called when a response is stored and when one is replayed
+    /// (default none; see [`crate::hooks`]).
+    pub hooks: Hooks,
 }
 
 impl IdempotencyConfig {
@@ -209,6 +213,7 @@ impl IdempotencyConfig {
             tenant,
             renew_every: Duration::from_secs(20),
             capture_timeout: Duration::from_secs(10),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -231,6 +236,7 @@ impl fmt::Debug for IdempotencyConfig {
             .field("tenant", &self.tenant)
             .field("renew_every", &self.renew_every)
             .field("capture_timeout", &self.capture_timeout)
+            .field("hooks", &self.hooks)
             .finish()
     }
 }
@@ -681,6 +687,16 @@ impl IdempotencyConfig {
     /// Sets how long a streaming response body is read for storing.
     pub fn capture_timeout(mut self, d: Duration) -> Self {
         self.capture_timeout = d;
+        self
+    }
+    /// Calls `f` each time a response is stored under its key.
+    pub fn on_stored(mut self, f: impl Fn(&RecordEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.stored = Some(Arc::new(f));
+        self
+    }
+    /// Calls `f` each time a stored response is replayed.
+    pub fn on_replayed(mut self, f: impl Fn(&RecordEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.replayed = Some(Arc::new(f));
         self
     }
 }

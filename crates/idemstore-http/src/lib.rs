@@ -121,7 +121,8 @@
 //!   `fingerprint.rs`: what makes two requests the same;
 //!   `problem.rs`: every rejection and its status, in one place;
 //!   `replay.rs`: stored records to and from HTTP responses; `body.rs`: body
-//!   plumbing; `metrics.rs`: the metrics the layer records.
+//!   plumbing; `metrics.rs`: the metrics the layer records; `hooks.rs`: the
+//!   application's hooks on stored and replayed records.
 
 pub mod backend;
 mod body;
@@ -130,6 +131,7 @@ pub mod fingerprint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hooks;
 mod key;
 pub mod metrics;
 pub mod problem;

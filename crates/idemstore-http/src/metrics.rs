@@ -50,9 +50,11 @@ impl Outcome {
     }
 }
 
-/// Counts one keyed request.
+/// Counts one keyed request, and records its outcome on the request's
+/// span (the `idempotency` span the layer opens for each keyed request).
 pub(crate) fn request(outcome: Outcome) {
     ::metrics::counter!(REQUESTS, "outcome" => outcome.label()).increment(1);
+    tracing::Span::current().record("outcome", outcome.label());
 }
 
 /// Notes how long a reserved request's work took.

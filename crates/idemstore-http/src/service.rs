@@ -7,7 +7,7 @@ use crate::body::{BoxBody, BoxError, boxed, full};
 use crate::config::IdempotencyConfig;
 use crate::fingerprint::fingerprint;
 use crate::problem::Problem;
-use crate::steps::{Idempotency, Prepared, Started};
+use crate::steps::{Idempotency, Keyed, Prepared, Started};
 use crate::work;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 /// Applies idempotency to every request of the wrapped service.
 pub struct IdempotencyLayer<B> {
@@ -175,40 +176,87 @@ where
                 Prepared::Reject(p) => return Ok(problem_response(&p)),
                 Prepared::Keyed(k) => k,
             };
-            let limit = core.config().max_request_bytes;
-            let bytes = match Limited::new(body, limit).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => {
-                    crate::metrics::request(crate::metrics::Outcome::Rejected);
-                    return Ok(problem_response(&Problem::RequestTooLarge { limit }));
-                }
-                Err(_) => {
-                    crate::metrics::request(crate::metrics::Outcome::Rejected);
-                    return Ok(problem_response(&Problem::RequestBodyFailed));
-                }
-            };
-            let fp = fingerprint(&core.config().fingerprint, &parts, &bytes);
-            let lease = match core.begin(&keyed, fp).await {
-                Started::Respond(r) => return Ok(r.map(full)),
-                Started::Run(lease) => lease,
-            };
-            // Reserved: the handler, reading its response and storing it run
-            // in a task of their own, so a client that goes away cancels none
-            // of it and never frees the key (see work.rs).
-            let request = Request::from_parts(parts, boxed(Full::new(bytes)));
-            // Called inside the task, where a panic of `call` itself is
-            // caught like one of its future.
-            let handler = async move { inner.call(request).await };
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            // Counted before the spawn: a shutdown that waits for the work
-            // cannot miss a task not yet polled.
-            let running = core.in_flight_work().start();
-            tokio::spawn(work::run(core, lease, handler, keyed.path, reply, running));
-            match answer.await {
-                Ok(result) => result,
-                // The task ended without answering (a bug in the layer).
-                Err(_) => Ok(problem_response(&Problem::HandlerFailed)),
-            }
+            let span = request_span(&keyed);
+            keyed_request(core, inner, parts, body, keyed)
+                .instrument(span)
+                .await
         })
+    }
+}
+
+/// The span of one keyed request: the tenant's digest (a prefix) and the
+/// key's index digest (as the Redis backend names its hash), never the raw
+/// tenant or key; `outcome` and `token` are recorded as they become known.
+fn request_span(keyed: &Keyed) -> tracing::Span {
+    // The digests cost a few hundred nanoseconds: only when someone listens.
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return tracing::Span::none();
+    }
+    let tenant = idemstore::TenantDigest::of(&keyed.tenant);
+    let ik = idemstore::internals::default_index_hash(&tenant, keyed.key.as_bytes());
+    let t = &tenant.0;
+    tracing::info_span!(
+        "idempotency",
+        tenant = format_args!("{:02x}{:02x}{:02x}{:02x}", t[0], t[1], t[2], t[3]),
+        key = format_args!("{:016x}{:016x}", ik.hi, ik.lo),
+        outcome = tracing::field::Empty,
+        token = tracing::field::Empty,
+    )
+}
+
+/// A keyed request after its head was read: its body, the backend, and the
+/// handler in a task of its own when reserved.
+async fn keyed_request<S, B, ReqB, ResB>(
+    core: Idempotency<B>,
+    mut inner: S,
+    parts: http::request::Parts,
+    body: ReqB,
+    keyed: Keyed,
+) -> Result<Response<BoxBody>, S::Error>
+where
+    S: Service<Request<BoxBody>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Backend,
+    ReqB: Body<Data = Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let limit = core.config().max_request_bytes;
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            crate::metrics::request(crate::metrics::Outcome::Rejected);
+            return Ok(problem_response(&Problem::RequestTooLarge { limit }));
+        }
+        Err(_) => {
+            crate::metrics::request(crate::metrics::Outcome::Rejected);
+            return Ok(problem_response(&Problem::RequestBodyFailed));
+        }
+    };
+    let fp = fingerprint(&core.config().fingerprint, &parts, &bytes);
+    let lease = match core.begin(&keyed, fp).await {
+        Started::Respond(r) => return Ok(r.map(full)),
+        Started::Run(lease) => lease,
+    };
+    // Reserved: the handler, reading its response and storing it run
+    // in a task of their own, so a client that goes away cancels none
+    // of it and never frees the key (see work.rs).
+    let request = Request::from_parts(parts, boxed(Full::new(bytes)));
+    // Called inside the task, where a panic of `call` itself is
+    // caught like one of its future.
+    let handler = async move { inner.call(request).await };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    // Counted before the spawn: a shutdown that waits for the work
+    // cannot miss a task not yet polled.
+    let running = core.in_flight_work().start();
+    tokio::spawn(
+        work::run(core, lease, handler, keyed, reply, running).instrument(tracing::Span::current()),
+    );
+    match answer.await {
+        Ok(result) => result,
+        // The task ended without answering (a bug in the layer).
+        Err(_) => Ok(problem_response(&Problem::HandlerFailed)),
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::backend::{Backend, BackendError, Lease, Outcome};
 use crate::config::{IdempotencyConfig, InFlightPolicy, OversizeResponse, TenantSource};
+use crate::hooks::{self, RecordEvent};
 use crate::key::parse_key;
 use crate::metrics;
 use crate::problem::Problem;
@@ -317,10 +318,27 @@ impl<B: Backend> Idempotency<B> {
             let problem = match outcome {
                 Ok(Outcome::Reserved(lease)) => {
                     metrics::request(metrics::Outcome::Executed);
+                    tracing::Span::current().record("token", lease.token());
                     return Started::Run(lease);
                 }
                 Ok(Outcome::Replay(stored)) => {
                     metrics::request(metrics::Outcome::Replayed);
+                    hooks::fire(
+                        self.config.hooks.replayed.as_ref(),
+                        &RecordEvent {
+                            tenant: &keyed.tenant,
+                            key: &keyed.key,
+                            status: stored.response.status,
+                            first_started_at: Some(stored.started_at),
+                            stored_at: Some(stored.completed_at),
+                        },
+                    );
+                    tracing::info!(
+                        first_started_at_ms = stored.started_at.0,
+                        stored_at_ms = stored.completed_at.0,
+                        status = stored.response.status,
+                        "replaying the response of the key's first execution"
+                    );
                     return Started::Respond(to_replay(&stored, self.config.replay_status));
                 }
                 Ok(Outcome::Mismatch)

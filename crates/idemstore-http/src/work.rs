@@ -24,7 +24,7 @@
 use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, Prefixed, boxed, full};
 use crate::problem::Problem;
-use crate::steps::{Finished, Idempotency, Renewing, ResponseBody, WorkGuard};
+use crate::steps::{Finished, Idempotency, Keyed, Renewing, ResponseBody, WorkGuard};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -50,7 +50,7 @@ pub(crate) async fn run<B, F, ResB, E>(
     core: Idempotency<B>,
     lease: B::Lease,
     handler: F,
-    path: String,
+    keyed: Keyed,
     reply: Reply<E>,
     running: WorkGuard,
 ) where
@@ -62,7 +62,7 @@ pub(crate) async fn run<B, F, ResB, E>(
     let _running = running;
     let mut work = Work {
         core,
-        path,
+        keyed,
         started: Instant::now(),
     };
     let mut lease = work.core.renewing(lease);
@@ -150,7 +150,7 @@ pub(crate) async fn run<B, F, ResB, E>(
 /// The parts of a run shared by its steps.
 struct Work<B> {
     core: Idempotency<B>,
-    path: String,
+    keyed: Keyed,
     started: Instant,
 }
 
@@ -168,7 +168,17 @@ impl<B: Backend> Work<B> {
         crate::metrics::handler(self.started.elapsed());
         if fin == Finished::Stored {
             self.core
-                .record_duration(&self.path, self.started.elapsed());
+                .record_duration(&self.keyed.path, self.started.elapsed());
+            crate::hooks::fire(
+                self.core.config().hooks.stored.as_ref(),
+                &crate::hooks::RecordEvent {
+                    tenant: &self.keyed.tenant,
+                    key: &self.keyed.key,
+                    status: status.as_u16(),
+                    first_started_at: None,
+                    stored_at: None,
+                },
+            );
         }
         fin
     }

@@ -213,6 +213,10 @@ fn fenced() -> BackendError {
 }
 
 impl Lease for RedisLease {
+    fn token(&self) -> u64 {
+        self.token
+    }
+
     fn renew(&mut self) -> impl Future<Output = Result<(), BackendError>> + Send {
         let holder = self.holder();
         async move {
