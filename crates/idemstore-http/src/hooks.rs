@@ -27,6 +27,9 @@ pub struct RecordEvent<'a> {
     pub first_started_at: Option<Timestamp>,
     /// When the response was stored (replays only).
     pub stored_at: Option<Timestamp>,
+    /// The first execution's request id (`X-Request-Id` or `traceparent`),
+    /// if it sent one (and, for a replay, if its record keeps it).
+    pub first_request_id: Option<&'a str>,
 }
 
 /// A hook: called with each event.

@@ -147,6 +147,6 @@ pub use config::{
     StorePolicy, TenantSource,
 };
 pub use problem::Problem;
-pub use replay::REPLAYED;
+pub use replay::{FIRST_REQUEST_ID, REPLAYED};
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};
 pub use steps::InFlightWork;

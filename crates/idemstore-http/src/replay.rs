@@ -4,6 +4,12 @@
 //! headers (RFC 9110 section 7.6.1; they describe one connection), `Date`
 //! (a replay is a new message and gets its own), and `Content-Length` (the
 //! server computes it from the stored body).
+//!
+//! What the layer knows of the first execution travels in the record as a
+//! pseudo-header, a name starting with `:` that no HTTP header can have (so
+//! it never collides and is never replayed): [`FIRST_REQUEST_ID`], the
+//! first request's `X-Request-Id` or W3C `traceparent`. Both backends keep
+//! it, with no format change; records stored before it simply lack it.
 
 use crate::config::ReplayStatus;
 use bytes::Bytes;
@@ -42,22 +48,41 @@ pub(crate) fn is_stored_header(name: &HeaderName, connection: Option<&HeaderValu
         })
 }
 
-/// The record to store for a handler response.
+/// The pseudo-header holding the first execution's request id.
+pub const FIRST_REQUEST_ID: &str = ":first-request-id";
+
+/// The record to store for a handler response to the request `request_id`
+/// names, if any.
 pub(crate) fn to_stored(
     status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
+    request_id: Option<&str>,
 ) -> idemstore::Response {
     let connection = headers.get(header::CONNECTION);
+    let mut stored: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .filter(|(n, _)| is_stored_header(n, connection))
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    if let Some(id) = request_id {
+        stored.push((FIRST_REQUEST_ID.to_owned(), id.as_bytes().to_vec()));
+    }
     idemstore::Response {
         status: status.as_u16(),
-        headers: headers
-            .iter()
-            .filter(|(n, _)| is_stored_header(n, connection))
-            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect(),
+        headers: stored,
         body: body.to_vec(),
     }
+}
+
+/// The first execution's request id, if its record has one.
+pub(crate) fn first_request_id(stored: &StoredResponse) -> Option<&str> {
+    stored
+        .response
+        .headers
+        .iter()
+        .find(|(n, _)| n == FIRST_REQUEST_ID)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// The response a retry gets: the stored status (or the fixed one), headers
@@ -72,7 +97,8 @@ pub(crate) fn to_replay(stored: &StoredResponse, status: ReplayStatus) -> Respon
         ReplayStatus::Fixed(s) => s,
     };
     for (name, value) in &r.headers {
-        // What was stored came from valid headers; skip anything that is not.
+        // What was stored came from valid headers; skip anything that is not
+        // (the pseudo-headers among them).
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(value),
@@ -112,7 +138,7 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         h.append("set-cookie", HeaderValue::from_static("a=1"));
         h.append("set-cookie", HeaderValue::from_static("b=2"));
-        let s = to_stored(StatusCode::CREATED, &h, Bytes::from_static(b"{}"));
+        let s = to_stored(StatusCode::CREATED, &h, Bytes::from_static(b"{}"), None);
         let names: Vec<&str> = s.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["content-type", "set-cookie", "set-cookie"]);
 

@@ -19,7 +19,7 @@ use crate::hooks::{self, RecordEvent};
 use crate::key::parse_key;
 use crate::metrics;
 use crate::problem::Problem;
-use crate::replay::{to_replay, to_stored};
+use crate::replay::{first_request_id, to_replay, to_stored};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
@@ -176,6 +176,20 @@ pub struct Keyed {
     pub key: String,
     /// The request's path (for its `Retry-After` estimate).
     pub path: String,
+    /// The request's id, kept with its stored response: its `X-Request-Id`,
+    /// else its W3C `traceparent` (visible ASCII, at most 256 bytes).
+    pub request_id: Option<String>,
+}
+
+/// Longest request id kept with a record.
+const MAX_REQUEST_ID: usize = 256;
+
+/// The request id of a request head: `X-Request-Id`, else `traceparent`.
+fn request_id(headers: &http::HeaderMap) -> Option<String> {
+    ["x-request-id", "traceparent"].iter().find_map(|h| {
+        let v = headers.get(*h)?.to_str().ok()?.trim();
+        (!v.is_empty() && v.len() <= MAX_REQUEST_ID).then(|| v.to_owned())
+    })
 }
 
 /// What the backend said.
@@ -295,6 +309,7 @@ impl<B: Backend> Idempotency<B> {
             tenant,
             key,
             path: parts.uri.path().to_owned(),
+            request_id: request_id(&parts.headers),
         })
     }
 
@@ -323,6 +338,7 @@ impl<B: Backend> Idempotency<B> {
                 }
                 Ok(Outcome::Replay(stored)) => {
                     metrics::request(metrics::Outcome::Replayed);
+                    let first_request_id = first_request_id(&stored);
                     hooks::fire(
                         self.config.hooks.replayed.as_ref(),
                         &RecordEvent {
@@ -331,9 +347,11 @@ impl<B: Backend> Idempotency<B> {
                             status: stored.response.status,
                             first_started_at: Some(stored.started_at),
                             stored_at: Some(stored.completed_at),
+                            first_request_id,
                         },
                     );
                     tracing::info!(
+                        first_request_id,
                         first_started_at_ms = stored.started_at.0,
                         stored_at_ms = stored.completed_at.0,
                         status = stored.response.status,
@@ -400,6 +418,7 @@ impl<B: Backend> Idempotency<B> {
     pub async fn finish(
         &self,
         lease: Renewing<B::Lease>,
+        keyed: &Keyed,
         status: StatusCode,
         headers: &HeaderMap,
         body: ResponseBody<'_>,
@@ -412,15 +431,19 @@ impl<B: Backend> Idempotency<B> {
             return free(lease).await;
         }
         let mut record = match body {
-            ResponseBody::Whole(bytes) => to_stored(status, headers, bytes.clone()),
+            ResponseBody::Whole(bytes) => {
+                to_stored(status, headers, bytes.clone(), keyed.request_id.as_deref())
+            }
             ResponseBody::TooLarge => match c.oversize {
                 OversizeResponse::Release => return free(lease).await,
-                OversizeResponse::StoreNotice => notice(c.max_response_bytes),
+                OversizeResponse::StoreNotice => {
+                    notice(c.max_response_bytes, keyed.request_id.as_deref())
+                }
             },
         };
         if let Err(e) = lease.fits(&record) {
             tracing::warn!(error = %e, "response cannot be stored; storing the not-replayable notice");
-            record = notice(c.max_response_bytes);
+            record = notice(c.max_response_bytes, keyed.request_id.as_deref());
         }
         match lease.complete(record).await {
             Ok(()) => Finished::Stored,
@@ -516,9 +539,9 @@ impl<L: Lease> Drop for Renewing<L> {
 }
 
 /// The record stored in place of a response too large to store.
-fn notice(limit: usize) -> idemstore::Response {
+fn notice(limit: usize, request_id: Option<&str>) -> idemstore::Response {
     let p = Problem::ResponseNotReplayable { limit }.to_response();
-    to_stored(p.status(), p.headers(), p.body().clone())
+    to_stored(p.status(), p.headers(), p.body().clone(), request_id)
 }
 
 /// The answer for a backend failure before the handler ran.

@@ -164,7 +164,10 @@ impl<B: Backend> Work<B> {
         headers: &HeaderMap,
         body: ResponseBody<'_>,
     ) -> Finished {
-        let fin = self.core.finish(lease, status, headers, body).await;
+        let fin = self
+            .core
+            .finish(lease, &self.keyed, status, headers, body)
+            .await;
         crate::metrics::handler(self.started.elapsed());
         if fin == Finished::Stored {
             self.core
@@ -177,6 +180,7 @@ impl<B: Backend> Work<B> {
                     status: status.as_u16(),
                     first_started_at: None,
                     stored_at: None,
+                    first_request_id: self.keyed.request_id.as_deref(),
                 },
             );
         }

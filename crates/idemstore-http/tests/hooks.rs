@@ -16,28 +16,41 @@ async fn hooks_hear_of_every_stored_response_and_every_replay() {
     let (s, r) = (seen.clone(), seen.clone());
     let config = IdempotencyConfig::new(TenantSource::Single)
         .on_stored(move |e| {
+            let id = e.first_request_id.unwrap_or("-");
             s.lock()
                 .unwrap()
-                .push(format!("stored {} {}", e.key, e.status))
+                .push(format!("stored {} {} {id}", e.key, e.status));
         })
         .on_replayed(move |e| {
             let first = e.first_started_at.unwrap();
             let stored = e.stored_at.unwrap();
             assert!(first <= stored);
+            let id = e.first_request_id.unwrap_or("-");
             r.lock()
                 .unwrap()
-                .push(format!("replayed {} {}", e.key, e.status));
+                .push(format!("replayed {} {} {id}", e.key, e.status));
         });
     let app = app(config);
     let k = |k: &'static str| [("idempotency-key", k)];
-    send(&app, "POST", "/201", &k("a"), "x").await;
+    let traced = [
+        ("idempotency-key", "a"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    send(&app, "POST", "/201", &traced, "x").await;
     send(&app, "POST", "/500", &k("b"), "x").await;
     send(&app, "POST", "/201", &k("a"), "x").await;
     send(&app, "POST", "/201", &k("a"), "y").await; // mismatch: neither
     send(&app, "GET", "/200", &k("c"), "").await; // not covered: neither
     assert_eq!(
         *seen.lock().unwrap(),
-        ["stored a 201", "stored b 500", "replayed a 201"]
+        [
+            "stored a 201 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "stored b 500 -",
+            "replayed a 201 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ]
     );
 }
 

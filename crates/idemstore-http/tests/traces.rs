@@ -1,6 +1,7 @@
 //! The span of a keyed request, as a log subscriber sees it: digests of
 //! the tenant and key (never the raw values), the outcome, the fencing
-//! token, and a replay's line naming when the first execution ran.
+//! token, and a replay's line naming the first execution: its request id
+//! and when it ran.
 
 #![allow(clippy::unwrap_used)]
 
@@ -44,8 +45,19 @@ async fn a_keyed_request_has_a_span_with_digests_outcome_and_token() {
         ("idempotency-key", "secret-key-1"),
         ("x-tenant", "acme-tenant"),
     ];
-    assert_eq!(send(&app, "POST", "/201", &h, "x").await.status, 201);
-    assert!(send(&app, "POST", "/201", &h, "x").await.replayed());
+    let first = [h[0], h[1], ("x-request-id", "req-first-0001")];
+    assert_eq!(send(&app, "POST", "/201", &first, "x").await.status, 201);
+    let retry = [h[0], h[1], ("x-request-id", "req-retry-0002")];
+    let replay = send(&app, "POST", "/201", &retry, "x").await;
+    assert!(replay.replayed());
+    assert!(
+        replay
+            .headers
+            .keys()
+            .all(|n| !n.as_str().contains("request-id")),
+        "the kept request id is not replayed: {:?}",
+        replay.headers
+    );
 
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     let spans: Vec<&str> = text
@@ -61,7 +73,8 @@ async fn a_keyed_request_has_a_span_with_digests_outcome_and_token() {
     assert!(
         spans.iter().any(|l| l.contains("outcome=\"replayed\"")
             && l.contains("replaying the response of the key's first execution")
-            && l.contains("first_started_at_ms=")),
+            && l.contains("first_started_at_ms=")
+            && l.contains("first_request_id=\"req-first-0001\"")),
         "the replay says what it replays:\n{text}"
     );
     assert!(
