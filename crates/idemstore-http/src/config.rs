@@ -187,6 +187,10 @@ pub struct IdempotencyConfig {
     /// Hooks called when a response is stored and when one is replayed
     /// (default none; see [`crate::hooks`]).
     pub hooks: Hooks,
+    /// The header, set to `true`, that marks a replay (default
+    /// `Idempotent-Replayed`, as Stripe names it; some clients expect
+    /// `Idempotency-Replayed`).
+    pub replayed_header: HeaderName,
 }
 
 impl IdempotencyConfig {
@@ -214,6 +218,7 @@ impl IdempotencyConfig {
             renew_every: Duration::from_secs(20),
             capture_timeout: Duration::from_secs(10),
             hooks: Hooks::default(),
+            replayed_header: crate::REPLAYED,
         }
     }
 }
@@ -237,6 +242,7 @@ impl fmt::Debug for IdempotencyConfig {
             .field("renew_every", &self.renew_every)
             .field("capture_timeout", &self.capture_timeout)
             .field("hooks", &self.hooks)
+            .field("replayed_header", &self.replayed_header)
             .finish()
     }
 }
@@ -687,6 +693,11 @@ impl IdempotencyConfig {
     /// Sets how long a streaming response body is read for storing.
     pub fn capture_timeout(mut self, d: Duration) -> Self {
         self.capture_timeout = d;
+        self
+    }
+    /// Sets the header that marks a replay.
+    pub fn replayed_header(mut self, name: HeaderName) -> Self {
+        self.replayed_header = name;
         self
     }
     /// Calls `f` each time a response is stored under its key.

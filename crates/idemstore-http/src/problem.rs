@@ -169,11 +169,18 @@ impl Problem {
         format!("{TYPE_PREFIX}{}", self.parts().1)
     }
 
-    /// The JSON document.
+    /// The problem's stable `code` (the last part of its `type`), for
+    /// clients that switch on a short string.
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The JSON document: `type`, `code`, `title`, `status`, `detail`.
     pub fn body(&self) -> Bytes {
         let (status, slug, title, detail) = self.parts();
         let doc = serde_json::json!({
             "type": format!("{TYPE_PREFIX}{slug}"),
+            "code": slug,
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
@@ -189,6 +196,10 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        // A problem describes this attempt, never a resource: no cache may
+        // keep it for another request.
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let retry_after = match self {
             Problem::InFlight { retry_after } | Problem::ResponseNotStored { retry_after } => {
                 Some(*retry_after)
@@ -231,6 +242,8 @@ mod tests {
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
         let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(v["type"], "urn:idemstore:problem:request-in-flight");
+        assert_eq!(v["code"], "request-in-flight");
+        assert_eq!(r.headers()["cache-control"], "no-store");
         assert_eq!(v["status"], 409);
         assert!(v["detail"].as_str().unwrap().contains("retry after 2 s"));
     }

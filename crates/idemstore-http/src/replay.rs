@@ -86,8 +86,12 @@ pub(crate) fn first_request_id(stored: &StoredResponse) -> Option<&str> {
 }
 
 /// The response a retry gets: the stored status (or the fixed one), headers
-/// and body, plus `Idempotent-Replayed: true`.
-pub(crate) fn to_replay(stored: &StoredResponse, status: ReplayStatus) -> Response<Bytes> {
+/// and body, plus `replayed: true` (by default `Idempotent-Replayed`).
+pub(crate) fn to_replay(
+    stored: &StoredResponse,
+    status: ReplayStatus,
+    replayed: &HeaderName,
+) -> Response<Bytes> {
     let r = &stored.response;
     let mut out = Response::new(Bytes::copy_from_slice(&r.body));
     *out.status_mut() = match status {
@@ -107,7 +111,7 @@ pub(crate) fn to_replay(stored: &StoredResponse, status: ReplayStatus) -> Respon
         }
     }
     out.headers_mut()
-        .insert(REPLAYED, HeaderValue::from_static("true"));
+        .insert(replayed.clone(), HeaderValue::from_static("true"));
     out
 }
 
@@ -149,12 +153,16 @@ mod tests {
             expires_at: idemstore::Timestamp(1),
             response: s,
         };
-        let r = to_replay(&stored, ReplayStatus::Original);
+        let r = to_replay(&stored, ReplayStatus::Original, &REPLAYED);
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(r.headers()[REPLAYED], "true");
         let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
-        let r = to_replay(&stored, ReplayStatus::Fixed(StatusCode::CONFLICT));
+        let r = to_replay(
+            &stored,
+            ReplayStatus::Fixed(StatusCode::CONFLICT),
+            &REPLAYED,
+        );
         assert_eq!(r.status(), StatusCode::CONFLICT);
         assert_eq!(r.body().as_ref(), b"{}");
     }

@@ -357,7 +357,11 @@ impl<B: Backend> Idempotency<B> {
                         status = stored.response.status,
                         "replaying the response of the key's first execution"
                     );
-                    return Started::Respond(to_replay(&stored, self.config.replay_status));
+                    return Started::Respond(to_replay(
+                        &stored,
+                        self.config.replay_status,
+                        &self.config.replayed_header,
+                    ));
                 }
                 Ok(Outcome::Mismatch)
                 | Ok(Outcome::InFlight {

@@ -418,3 +418,16 @@ async fn retry_after_estimates_the_rest_of_the_running_request_from_recent_durat
     assert!((2..=3).contains(&secs), "{secs}");
     assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn the_replay_header_can_be_named_as_a_client_expects() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single)
+        .replayed_header(HeaderName::from_static("idempotency-replayed")));
+    let h = [("idempotency-key", "named")];
+    let first = send(&a, "POST", "/201", &h, "x").await;
+    assert!(!first.headers.contains_key("idempotency-replayed"));
+    let again = send(&a, "POST", "/201", &h, "x").await;
+    assert_eq!(again.headers["idempotency-replayed"], "true");
+    assert!(!again.headers.contains_key("idempotent-replayed"));
+    assert_eq!(again.body, first.body);
+}

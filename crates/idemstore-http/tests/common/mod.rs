@@ -155,11 +155,14 @@ impl Reply {
         let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
         assert_eq!(v["status"], self.status.as_u16());
-        v["type"]
+        let code = v["type"]
             .as_str()
             .unwrap()
             .trim_start_matches("urn:idemstore:problem:")
-            .to_owned()
+            .to_owned();
+        assert_eq!(v["code"], code.as_str(), "code is the type's last part");
+        assert_eq!(self.headers["cache-control"], "no-store");
+        code
     }
 }
 
