@@ -191,6 +191,10 @@ pub struct IdempotencyConfig {
     /// `Idempotent-Replayed`, as Stripe names it; some clients expect
     /// `Idempotency-Replayed`).
     pub replayed_header: HeaderName,
+    /// Most keyed requests in flight at once (from the body read to the
+    /// response stored); past it, 503 `overloaded` + `Retry-After` without
+    /// reserving the key or running the handler (default: no cap).
+    pub max_in_flight: Option<usize>,
 }
 
 impl IdempotencyConfig {
@@ -219,6 +223,7 @@ impl IdempotencyConfig {
             capture_timeout: Duration::from_secs(10),
             hooks: Hooks::default(),
             replayed_header: crate::REPLAYED,
+            max_in_flight: None,
         }
     }
 }
@@ -243,6 +248,7 @@ impl fmt::Debug for IdempotencyConfig {
             .field("capture_timeout", &self.capture_timeout)
             .field("hooks", &self.hooks)
             .field("replayed_header", &self.replayed_header)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -693,6 +699,11 @@ impl IdempotencyConfig {
     /// Sets how long a streaming response body is read for storing.
     pub fn capture_timeout(mut self, d: Duration) -> Self {
         self.capture_timeout = d;
+        self
+    }
+    /// Caps the keyed requests in flight (see the field).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = Some(n);
         self
     }
     /// Sets the header that marks a replay.

@@ -34,6 +34,8 @@ pub enum Outcome {
     Rejected,
     /// The store could not be used: 503, the handler did not run.
     Unavailable,
+    /// Past the layer's `max_in_flight`: 503, the handler did not run.
+    Overloaded,
 }
 
 impl Outcome {
@@ -46,6 +48,7 @@ impl Outcome {
             Outcome::Mismatch => "mismatch",
             Outcome::Rejected => "rejected",
             Outcome::Unavailable => "unavailable",
+            Outcome::Overloaded => "overloaded",
         }
     }
 }

@@ -66,6 +66,13 @@ pub enum Problem {
         /// When to retry.
         retry_after: Duration,
     },
+    /// More keyed requests are in flight than the layer's cap
+    /// (`max_in_flight`). 503 + Retry-After; the handler did not run and
+    /// nothing was reserved.
+    Overloaded {
+        /// The cap.
+        limit: usize,
+    },
 }
 
 impl Problem {
@@ -128,6 +135,12 @@ impl Problem {
                 "key-collision",
                 "Idempotency key cannot be used",
                 "This key cannot be stored safely; use a different key.".into(),
+            ),
+            Problem::Overloaded { limit } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many requests in flight",
+                format!("The request was not processed: {limit} keyed requests are already in flight; retry shortly with the same key."),
             ),
             Problem::StoreUnavailable { reason } => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -204,7 +217,9 @@ impl Problem {
             Problem::InFlight { retry_after } | Problem::ResponseNotStored { retry_after } => {
                 Some(*retry_after)
             }
-            Problem::StoreUnavailable { .. } => Some(Duration::from_secs(1)),
+            Problem::StoreUnavailable { .. } | Problem::Overloaded { .. } => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         };
         if let Some(d) = retry_after {

@@ -236,6 +236,19 @@ where
         }
     };
     let fp = fingerprint(&core.config().fingerprint, &parts, &bytes);
+    // Counted from here, before the key is reserved: past the cap nothing
+    // is reserved and nothing runs; a shutdown that waits for the work
+    // cannot miss a task not yet polled.
+    let running = match core.config().max_in_flight {
+        Some(max) => match core.in_flight_work().try_start(max) {
+            Some(g) => g,
+            None => {
+                crate::metrics::request(crate::metrics::Outcome::Overloaded);
+                return Ok(problem_response(&Problem::Overloaded { limit: max }));
+            }
+        },
+        None => core.in_flight_work().start(),
+    };
     let lease = match core.begin(&keyed, fp).await {
         Started::Respond(r) => return Ok(r.map(full)),
         Started::Run(lease) => lease,
@@ -248,9 +261,6 @@ where
     // caught like one of its future.
     let handler = async move { inner.call(request).await };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    // Counted before the spawn: a shutdown that waits for the work
-    // cannot miss a task not yet polled.
-    let running = core.in_flight_work().start();
     tokio::spawn(
         work::run(core, lease, handler, keyed, reply, running).instrument(tracing::Span::current()),
     );

@@ -52,8 +52,10 @@ impl<B> Clone for Idempotency<B> {
     }
 }
 
-/// The requests whose reserved work (handler, response, storing) is still
-/// running, in tasks of their own that outlive their connections. A server
+/// The keyed requests in flight: from the moment their body is read (before
+/// the key is reserved) until their reserved work (handler, response,
+/// storing) is done, in tasks of their own that outlive their connections.
+/// `max_in_flight` caps this count. A server
 /// shutting down waits for [`InFlightWork::idle`] after its connections
 /// close and before it closes the store, so no handler is cut short by the
 /// shutdown. (A backend that retries failed completions in the background
@@ -82,6 +84,19 @@ impl InFlightWork {
             }
             notified.await;
         }
+    }
+
+    /// Counts one piece of work until the guard is dropped, unless `max`
+    /// are running already.
+    pub(crate) fn try_start(&self, max: usize) -> Option<WorkGuard> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WorkGuard(self.clone()))
     }
 
     /// Counts one piece of work until the guard is dropped.

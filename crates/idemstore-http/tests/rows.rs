@@ -431,3 +431,30 @@ async fn the_replay_header_can_be_named_as_a_client_expects() {
     assert!(!again.headers.contains_key("idempotent-replayed"));
     assert_eq!(again.body, first.body);
 }
+
+#[tokio::test]
+async fn past_max_in_flight_a_request_gets_503_and_nothing_is_reserved() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single).max_in_flight(1));
+    let slow = {
+        let router = a.router.clone();
+        tokio::spawn(async move {
+            let req = Request::post("/201?sleep=300")
+                .header("idempotency-key", "slow")
+                .body(Body::from("x"))
+                .unwrap();
+            router.oneshot(req).await.unwrap().status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let over = send(&a, "POST", "/201", &[("idempotency-key", "other")], "x").await;
+    assert_eq!(over.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(over.problem_type(), "overloaded");
+    assert_eq!(over.headers["retry-after"], "1");
+    assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
+    assert_eq!(a.runs.get(), 1, "the refused request did not run");
+    // Its key was not reserved: once there is room it runs.
+    let later = send(&a, "POST", "/201", &[("idempotency-key", "other")], "x").await;
+    assert_eq!(later.status, StatusCode::CREATED);
+    assert!(!later.replayed());
+    assert_eq!(a.runs.get(), 2);
+}
