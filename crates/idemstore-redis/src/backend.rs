@@ -22,10 +22,12 @@ pub(crate) struct Inner {
     pub(crate) scripts: Scripts,
     /// Completions being retried in the background.
     deferred: Deferred,
-    /// Per cluster slot (one Redis node: all in slot 0 of theirs too), until
-    /// when (ms after `epoch`) new reservations are refused at once, because
-    /// a write to that slot recently missed its replicas. Per slot, so one
-    /// master without its replica does not stop the others' keys.
+    /// Per cluster slot (one Redis node: only entry 0), until when (ms after
+    /// `epoch`) new reservations are refused at once, because a write to that
+    /// slot's master recently missed its replicas. A miss marks every slot
+    /// of that master (read from `CLUSTER SLOTS`), so one master without its
+    /// replica does not stop the others' keys, nor hold up its own behind
+    /// `WAIT`s that time out.
     replicas_short_until: Box<[AtomicU64]>,
     epoch: Instant,
 }
@@ -153,7 +155,41 @@ impl RedisBackend {
     /// times out.
     pub(crate) fn replicas_short(&self, rkey: &str) -> bool {
         self.since_epoch()
-            < self.0.replicas_short_until[Self::slot_of(rkey)].load(Ordering::Relaxed)
+            < self.0.replicas_short_until[self.breaker_slot(rkey)].load(Ordering::Relaxed)
+    }
+
+    /// The breaker entry of `rkey`: its slot on a cluster, 0 on one node.
+    fn breaker_slot(&self, rkey: &str) -> usize {
+        if self.0.pool.is_cluster() {
+            Self::slot_of(rkey)
+        } else {
+            0
+        }
+    }
+
+    /// Refuses new reservations on `rkey`'s master for one replica timeout.
+    async fn trip_breaker(&self, rkey: &str, wait: Duration) {
+        let until = self.since_epoch().saturating_add(ms(wait));
+        let marks = &self.0.replicas_short_until;
+        let slot = self.breaker_slot(rkey);
+        marks[slot].store(until, Ordering::Relaxed);
+        if !self.0.pool.is_cluster() {
+            return;
+        }
+        let mut conn = self.0.pool.get();
+        let slots = tokio::time::timeout(
+            self.0.config.timeout,
+            redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Value>(&mut conn),
+        )
+        .await;
+        let Ok(Ok(slots)) = slots else { return };
+        for (start, end) in ranges_of_master(&slots, slot) {
+            for m in &marks[start..=end.min(SLOTS - 1)] {
+                m.store(until, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Runs `lua` on `rkey`, bounded by the timeout; with `waits`, also
@@ -176,7 +212,14 @@ impl RedisBackend {
         {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(unavailable(e)),
-            Err(_) => return Err(unavailable("timed out")),
+            Err(_) => {
+                // A call that waited this long was most likely held up by
+                // replicas that do not answer.
+                if let Some(w) = wait {
+                    self.trip_breaker(rkey, w.timeout).await;
+                }
+                return Err(unavailable("timed out"));
+            }
         };
         let confirmed = match (wait, acked) {
             (Some(w), Some(n)) => n >= w.replicas,
@@ -184,10 +227,7 @@ impl RedisBackend {
             (None, _) => true,
         };
         if let (false, Some(w)) = (confirmed, wait) {
-            self.0.replicas_short_until[Self::slot_of(rkey)].store(
-                self.since_epoch().saturating_add(ms(w.timeout)),
-                Ordering::Relaxed,
-            );
+            self.trip_breaker(rkey, w.timeout).await;
         }
         Ok(Reply { value, confirmed })
     }
@@ -206,9 +246,65 @@ impl RedisBackend {
     }
 }
 
+/// The slot ranges served by the master that serves `slot`, from a
+/// `CLUSTER SLOTS` reply (`[[start, end, [host, port, ..], replicas..], ..]`);
+/// empty when the reply does not say.
+fn ranges_of_master(reply: &Value, slot: usize) -> Vec<(usize, usize)> {
+    let entries: Vec<(usize, usize, Value)> =
+        redis::from_redis_value::<Vec<Vec<Value>>>(reply.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| {
+                let start = redis::from_redis_value::<usize>(e.first()?.clone()).ok()?;
+                let end = redis::from_redis_value::<usize>(e.get(1)?.clone()).ok()?;
+                let master = redis::from_redis_value::<Vec<Value>>(e.get(2)?.clone()).ok()?;
+                // Host and port name the master.
+                Some((
+                    start,
+                    end,
+                    Value::Array(master.into_iter().take(2).collect()),
+                ))
+            })
+            .collect();
+    let Some(owner) = entries
+        .iter()
+        .find(|(s, e, _)| (*s..=*e).contains(&slot))
+        .map(|(_, _, m)| m.clone())
+    else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter(|(_, _, m)| *m == owner)
+        .map(|(s, e, _)| (s, e))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_miss_marks_every_range_of_the_same_master() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let range = |s: i64, e: i64, master: Value| {
+            Value::Array(vec![Value::Int(s), Value::Int(e), master, node("r", 1)])
+        };
+        let reply = Value::Array(vec![
+            range(0, 99, node("a", 7000)),
+            range(100, 199, node("b", 7001)),
+            range(200, 16383, node("a", 7000)),
+        ]);
+        assert_eq!(ranges_of_master(&reply, 150), [(100, 199)]);
+        assert_eq!(ranges_of_master(&reply, 5), [(0, 99), (200, 16383)]);
+        assert!(ranges_of_master(&Value::Nil, 5).is_empty());
+    }
 
     #[test]
     fn slots_are_the_clusters() {

@@ -17,7 +17,7 @@ pub struct RedisConfig {
     /// How long a reservation holds its key unless renewed (default 60 s).
     pub lease: Duration,
     /// Longest a single Redis call may take before it fails (default 2 s).
-    /// A call that waits for replicas may take this plus their timeout.
+    /// A call that waits for replicas may take this plus twice their timeout.
     pub timeout: Duration,
     /// Longest key accepted, in bytes (default 255).
     pub max_key_len: usize,
@@ -112,8 +112,8 @@ impl RedisConfig {
         if self.connections == 0 {
             return bad("connections is 0; use at least 1".into());
         }
-        if self.lease.is_zero() || self.timeout.is_zero() {
-            return bad("the lease and the timeout must be longer than zero".into());
+        if self.lease.is_zero() || self.timeout.is_zero() || self.retention.is_zero() {
+            return bad("the lease, the timeout and the retention must be longer than zero".into());
         }
         if let Some(w) = self.wait
             && w.timeout.is_zero()
@@ -128,10 +128,11 @@ impl RedisConfig {
     }
 
     /// The longest a call may take: the timeout, plus the replica wait
-    /// when it waits.
+    /// twice when it waits (a node that does not know the script yet
+    /// answers the first try with NOSCRIPT after its `WAIT` ran).
     pub(crate) fn call_timeout(&self, waits: bool) -> Duration {
         match self.wait {
-            Some(w) if waits => self.timeout + w.timeout,
+            Some(w) if waits => self.timeout + w.timeout * 2,
             _ => self.timeout,
         }
     }

@@ -77,9 +77,13 @@
 //! [`BackendError::Unavailable`] (the layer answers 503 and does not run the
 //! handler). The connections reconnect by themselves (redis-rs's
 //! `ConnectionManager` and cluster connection), so service resumes without a
-//! restart. After a write missed its replicas, new reservations are refused
-//! at once for one replica timeout, so a lost replica does not queue every
-//! request behind a `WAIT` that times out.
+//! restart. After a write missed its replicas, every begin on that master
+//! (replays included) is refused at once for one replica timeout, so a lost
+//! replica does not queue every request behind a `WAIT` that times out;
+//! other masters' keys are unaffected. Calls already queued behind a
+//! blocked `WAIT` may still run after their caller gave up: a reservation
+//! made that way holds its key until its lease ends (a retry gets 409, then
+//! runs), never run twice.
 //!
 //! A completion Redis does not take (down, paused, out of memory) is kept in
 //! memory and tried again in a task of its own (also when its replicas did

@@ -90,6 +90,12 @@ pub(crate) async fn run(
 ///
 /// A begin whose reply was lost and is sent again finds its own nonce and
 /// gets its reservation back instead of a 409 against itself.
+///
+/// Every branch that answers for a write made earlier (a replay, our own
+/// reservation found again, a completion found stored) writes again: `WAIT`
+/// counts the replicas that reached its own connection's last write, so
+/// without a write here a `WAIT` on another connection would confirm at
+/// once, whatever the replicas hold.
 const BEGIN: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -107,6 +113,9 @@ if s == 'c' then
 end
 if s == 'p' and now < tonumber(h[4]) then
   if h[9] == ARGV[6] then
+    -- Our own begin, sent again: write again, so a WAIT after this (on
+    -- whatever connection) covers the first write too.
+    redis.call('HSET', KEYS[1], 's', 'p')
     return {'reserved', h[2], h[8], h[4]}
   end
   local same = '0'
@@ -132,7 +141,12 @@ return {'reserved', tostring(g), tostring(now), tostring(le)}
 /// the server's; the hash expires at `ex` exactly.
 const COMPLETE: &str = r"
 local h = redis.call('HMGET', KEYS[1], 's', 'g', 'n')
-if h[1] == 'c' and h[2] == ARGV[1] and h[3] == ARGV[2] then return 1 end
+if h[1] == 'c' and h[2] == ARGV[1] and h[3] == ARGV[2] then
+  -- Stored before, by this holder: write again, so a WAIT after this covers
+  -- the first write too (a WAIT only counts its own connection's writes).
+  redis.call('HSET', KEYS[1], 's', 'c')
+  return 1
+end
 if h[1] ~= 'p' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
