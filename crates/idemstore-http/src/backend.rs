@@ -91,6 +91,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// How long a completed response is replayed, if known (for the
+    /// layer's optional expiry header on a first response).
+    fn retention(&self) -> Option<Duration> {
+        None
+    }
+
     /// The largest response body the backend can store, if it has a limit
     /// (the rest of its record limit is left for the key and headers); the
     /// layer refuses a `max_response_bytes` above it.
@@ -154,6 +160,10 @@ impl Backend for Store {
 
     fn lease(&self) -> Option<Duration> {
         Some(self.config().lease)
+    }
+
+    fn retention(&self) -> Option<Duration> {
+        Some(self.config().retention)
     }
 
     fn max_response_body(&self) -> Option<usize> {

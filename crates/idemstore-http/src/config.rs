@@ -195,6 +195,13 @@ pub struct IdempotencyConfig {
     /// response stored); past it, 503 `overloaded` + `Retry-After` without
     /// reserving the key or running the handler (default: no cap).
     pub max_in_flight: Option<usize>,
+    /// A header telling when the key's record expires, as an HTTP-date, on
+    /// replays (the stored expiry) and on a first response stored before it
+    /// is sent (its completion time plus the backend's retention, by the
+    /// layer's clock) (default none; e.g. `Idempotency-Key-Expires`). A
+    /// first response whose body streams leaves before it is stored and
+    /// carries none.
+    pub expiry_header: Option<HeaderName>,
 }
 
 impl IdempotencyConfig {
@@ -224,6 +231,7 @@ impl IdempotencyConfig {
             hooks: Hooks::default(),
             replayed_header: crate::REPLAYED,
             max_in_flight: None,
+            expiry_header: None,
         }
     }
 }
@@ -249,6 +257,7 @@ impl fmt::Debug for IdempotencyConfig {
             .field("hooks", &self.hooks)
             .field("replayed_header", &self.replayed_header)
             .field("max_in_flight", &self.max_in_flight)
+            .field("expiry_header", &self.expiry_header)
             .finish()
     }
 }
@@ -699,6 +708,12 @@ impl IdempotencyConfig {
     /// Sets how long a streaming response body is read for storing.
     pub fn capture_timeout(mut self, d: Duration) -> Self {
         self.capture_timeout = d;
+        self
+    }
+    /// Names the header that tells when a key's record expires (see the
+    /// field).
+    pub fn expiry_header(mut self, name: HeaderName) -> Self {
+        self.expiry_header = Some(name);
         self
     }
     /// Caps the keyed requests in flight (see the field).

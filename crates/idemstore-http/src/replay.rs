@@ -91,6 +91,7 @@ pub(crate) fn to_replay(
     stored: &StoredResponse,
     status: ReplayStatus,
     replayed: &HeaderName,
+    expiry: Option<&HeaderName>,
 ) -> Response<Bytes> {
     let r = &stored.response;
     let mut out = Response::new(Bytes::copy_from_slice(&r.body));
@@ -112,7 +113,17 @@ pub(crate) fn to_replay(
     }
     out.headers_mut()
         .insert(replayed.clone(), HeaderValue::from_static("true"));
+    if let Some(name) = expiry {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(stored.expires_at.0);
+        out.headers_mut().insert(name.clone(), http_date(at));
+    }
     out
+}
+
+/// `at` as an HTTP-date (IMF-fixdate, RFC 9110 section 5.6.7).
+pub(crate) fn http_date(at: std::time::SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(at))
+        .unwrap_or_else(|_| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
 #[cfg(test)]
@@ -153,7 +164,7 @@ mod tests {
             expires_at: idemstore::Timestamp(1),
             response: s,
         };
-        let r = to_replay(&stored, ReplayStatus::Original, &REPLAYED);
+        let r = to_replay(&stored, ReplayStatus::Original, &REPLAYED, None);
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(r.headers()[REPLAYED], "true");
         let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
@@ -162,6 +173,7 @@ mod tests {
             &stored,
             ReplayStatus::Fixed(StatusCode::CONFLICT),
             &REPLAYED,
+            None,
         );
         assert_eq!(r.status(), StatusCode::CONFLICT);
         assert_eq!(r.body().as_ref(), b"{}");

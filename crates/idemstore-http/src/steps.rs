@@ -261,6 +261,14 @@ impl<B: Backend> Idempotency<B> {
         self.durations.record(path, took);
     }
 
+    /// The expiry header for a response stored now, if one is configured
+    /// and the backend says its retention.
+    pub fn expiry_now(&self) -> Option<(http::HeaderName, http::HeaderValue)> {
+        let name = self.config.expiry_header.clone()?;
+        let at = std::time::SystemTime::now() + self.backend.retention()?;
+        Some((name, crate::replay::http_date(at)))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &IdempotencyConfig {
         &self.config
@@ -376,6 +384,7 @@ impl<B: Backend> Idempotency<B> {
                         &stored,
                         self.config.replay_status,
                         &self.config.replayed_header,
+                        self.config.expiry_header.as_ref(),
                     ));
                 }
                 Ok(Outcome::Mismatch)

@@ -98,7 +98,11 @@ pub(crate) async fn run<B, F, ResB, E>(
                             .finish(lease, parts.status, &parts.headers, ResponseBody::TooLarge)
                             .await;
                         let rest = boxed(Prefixed::new(buf.freeze(), body));
-                        let _ = reply.send(Ok(answer(fin, Response::from_parts(parts, rest))));
+                        let _ = reply.send(Ok(answer(
+                            &work.core,
+                            fin,
+                            Response::from_parts(parts, rest),
+                        )));
                         return;
                     }
                 }
@@ -113,7 +117,11 @@ pub(crate) async fn run<B, F, ResB, E>(
                         ResponseBody::Whole(&whole),
                     )
                     .await;
-                let _ = reply.send(Ok(answer(fin, Response::from_parts(parts, full(whole)))));
+                let _ = reply.send(Ok(answer(
+                    &work.core,
+                    fin,
+                    Response::from_parts(parts, full(whole)),
+                )));
                 return;
             }
             Ok(Some(Some(Err(e)))) => {
@@ -199,7 +207,7 @@ impl<B: Backend> Work<B> {
                 ResponseBody::Whole(p.body()),
             )
             .await;
-        answer(fin, p.map(full))
+        answer(&self.core, fin, p.map(full))
     }
 
     /// [`failed`](Self::failed), answered to the first client.
@@ -320,9 +328,19 @@ impl<B: Backend> Work<B> {
 /// its record is durable; the retry gets 409, then the replay). A fenced
 /// holder's response is sent unstored: a later request took the key over
 /// after this one's lease ended, and its result is the key's.
-fn answer(fin: Finished, response: Response<BoxBody>) -> Response<BoxBody> {
+fn answer<B: Backend>(
+    core: &Idempotency<B>,
+    fin: Finished,
+    mut response: Response<BoxBody>,
+) -> Response<BoxBody> {
     match fin {
-        Finished::Stored | Finished::Freed | Finished::Fenced => response,
+        Finished::Stored => {
+            if let Some((name, value)) = core.expiry_now() {
+                response.headers_mut().insert(name, value);
+            }
+            response
+        }
+        Finished::Freed | Finished::Fenced => response,
         Finished::NotStored => Problem::ResponseNotStored {
             retry_after: Duration::from_secs(1),
         }

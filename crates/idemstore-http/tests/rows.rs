@@ -458,3 +458,35 @@ async fn past_max_in_flight_a_request_gets_503_and_nothing_is_reserved() {
     assert!(!later.replayed());
     assert_eq!(a.runs.get(), 2);
 }
+
+#[tokio::test]
+async fn the_expiry_header_says_when_the_key_expires_on_the_first_response_and_replays() {
+    let name = HeaderName::from_static("idempotency-key-expires");
+    let a = app(IdempotencyConfig::new(TenantSource::Single).expiry_header(name.clone()));
+    let h = [("idempotency-key", "expiring")];
+    let before = std::time::SystemTime::now();
+    let first = send(&a, "POST", "/201", &h, "x").await;
+    let after = std::time::SystemTime::now();
+    // The store's default retention, 24 h, from now by the layer's clock
+    // (the HTTP-date has whole seconds).
+    let said = httpdate::parse_http_date(first.headers[&name].to_str().unwrap()).unwrap();
+    let day = Duration::from_secs(24 * 3600);
+    assert!(
+        said + Duration::from_secs(1) >= before + day && said <= after + day,
+        "{:?}",
+        first.headers[&name]
+    );
+    // A replay says the stored expiry exactly: the test store's clock
+    // (ManualClock at 1_800_000_000_000 ms) plus the retention.
+    let again = send(&a, "POST", "/201", &h, "x").await;
+    assert!(again.replayed());
+    let stored = httpdate::parse_http_date(again.headers[&name].to_str().unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + day
+    );
+    // Without the option, no such header.
+    let plain = app(IdempotencyConfig::new(TenantSource::Single));
+    let r = send(&plain, "POST", "/201", &h, "x").await;
+    assert!(!r.headers.contains_key(&name));
+}

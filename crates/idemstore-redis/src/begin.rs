@@ -36,6 +36,10 @@ impl Backend for RedisBackend {
         Some(self.0.config.lease)
     }
 
+    fn retention(&self) -> Option<Duration> {
+        Some(self.0.config.retention)
+    }
+
     fn begin(
         &self,
         tenant: Tenant<'_>,
