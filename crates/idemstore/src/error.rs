@@ -137,6 +137,18 @@ pub enum Error {
         supported: u16,
     },
 
+    /// The store was opened with [`Store::open_read_only`](crate::Store::open_read_only),
+    /// which cannot write: nothing was changed.
+    #[error(
+        "the store in {path} was opened read-only, which cannot reserve, complete, release, \
+         purge, flush or compact; open it with Store::open (which takes the directory's lock) \
+         to change it"
+    )]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+    },
+
     /// A record read back from disk failed its checksum or did not decode.
     #[error(
         "corrupt record in {path} at offset {offset}: {reason}; \
@@ -191,4 +203,6 @@ pub(crate) mod advice {
     pub(crate) const READ: &str =
         "check the disk and the permissions of the store directory; the record was not served";
     pub(crate) const OPEN: &str = "check that the directory exists, is writable by this process, and is on a local filesystem";
+    pub(crate) const OPEN_READ_ONLY: &str =
+        "check that the directory exists and is readable by this process";
 }

@@ -79,7 +79,7 @@ pub fn codec(data: &[u8]) {
     let key = inp.bytes(300);
     let mut tenant = [0u8; 32];
     tenant[..8].copy_from_slice(&inp.u64().to_le_bytes());
-    let body = match inp.u8() % 3 {
+    let body = match inp.u8() % 4 {
         0 => Body::Pending(Pending {
             fingerprint: Fingerprint([inp.u8(); 32]),
             started_at: Timestamp(inp.u64()),
@@ -87,6 +87,10 @@ pub fn codec(data: &[u8]) {
         }),
         1 => Body::Aborted {
             lease_end: Timestamp(inp.u64()),
+        },
+        2 => Body::Purged {
+            purged_at: Timestamp(inp.u64()),
+            until: Timestamp(inp.u64()),
         },
         _ => {
             let mut r = Response::new(inp.u16(), inp.bytes(255));
@@ -173,9 +177,10 @@ fn fuzz_hint(
                 seq: inp.u64(),
                 live_until: Timestamp(T0.0 + u64::from(inp.u16()) * 1000),
                 offset: u32::from(inp.u16()),
-                kind: match inp.u8() % 3 {
+                kind: match inp.u8() % 4 {
                     0 => record::Kind::Pending,
                     1 => record::Kind::Completed,
+                    2 => record::Kind::Purged,
                     _ => record::Kind::Aborted,
                 },
             }

@@ -163,6 +163,11 @@ impl Shard {
         self.completed.reserve(n);
     }
 
+    /// Every completed slot, in no order.
+    pub(crate) fn completed_slots(&self) -> Vec<Slot> {
+        self.completed.values().copied().collect()
+    }
+
     /// Drops the completed slots `drop` says yes to; returns how many.
     pub(crate) fn drop_completed(&mut self, mut drop: impl FnMut(&Slot) -> bool) -> usize {
         let before = self.completed.len();
@@ -197,6 +202,11 @@ impl Index {
     pub(crate) fn lock(&self, key: &IndexKey) -> MutexGuard<'_, Shard> {
         // High bits pick the shard; the map hashes the low word.
         self.shards[shard_of(key)].lock()
+    }
+
+    /// Shard number `i` (below [`SHARDS`]), locked.
+    pub(crate) fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        self.shards[i].lock()
     }
 
     /// Runs `f` on every shard in turn, one lock at a time.

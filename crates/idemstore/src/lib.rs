@@ -41,8 +41,10 @@
 //! down to the shared state, the messages and the files. One `complete()`
 //! takes this path:
 //!
-//! - `store/`: the API — `lifecycle` ([`Store`]: open, threads, close),
-//!   `begin` ([`Store::begin`], [`Store::get`]), `reservation` ([`Reservation`]).
+//! - `store/`: the API — `lifecycle` ([`Store`]: open, read-only open,
+//!   threads, close), `begin` ([`Store::begin`], [`Store::get`]),
+//!   `reservation` ([`Reservation`]), `admin` (an operator's calls:
+//!   [`Store::records`], [`Store::release`], [`Store::purge`]).
 //! - `shared`: the state callers and background threads share, and the gate
 //!   every message to the writer passes; `poison`: the store's first fatal
 //!   cause; `pipeline`: the messages between threads.
@@ -105,7 +107,7 @@ pub use compactor::CompactionReport;
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
 pub use format::codec;
-pub use recovery::RecoveryReport;
+pub use recovery::{Abandoned, RecoveryReport};
 pub use response::{Response, StoredResponse};
 pub use scope::{Fingerprint, Key, Tenant, TenantDigest};
 
@@ -117,4 +119,7 @@ pub use scope::{Fingerprint, Key, Tenant, TenantDigest};
 pub mod internals {
     pub use crate::scope::{IndexHashFn, IndexKey, default_index_hash};
 }
-pub use store::{Begin, InFlight, KeyState, Mismatch, Reservation, Stats, Store};
+pub use store::{
+    Begin, InFlight, KeyState, LiveRecord, Mismatch, Records, Reservation, SegmentInfo, Stats,
+    Store,
+};

@@ -95,6 +95,48 @@ impl TenantDigest {
         h.update(tenant);
         TenantDigest(*h.finalize().as_bytes())
     }
+
+    /// The 64 lowercase hex digits of the digest (how `idemctl` prints it).
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    /// The digest written as 64 hex digits, as [`to_hex`](Self::to_hex)
+    /// prints it; `None` for anything else.
+    ///
+    /// ```
+    /// use idemstore::{Tenant, TenantDigest};
+    /// let d = TenantDigest::from(Tenant::new("acct_1"));
+    /// assert_eq!(TenantDigest::from_hex(&d.to_hex()), Some(d));
+    /// assert_eq!(TenantDigest::from_hex("beef"), None);
+    /// ```
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let s = s.as_bytes();
+        if s.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = digit(s[2 * i])? << 4 | digit(s[2 * i + 1])?;
+        }
+        Some(TenantDigest(out))
+    }
+}
+
+impl From<Tenant<'_>> for TenantDigest {
+    fn from(t: Tenant<'_>) -> Self {
+        TenantDigest::of(t.as_bytes())
+    }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 impl fmt::Debug for TenantDigest {
@@ -110,6 +152,11 @@ impl fmt::Debug for TenantDigest {
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
+    /// The 64 lowercase hex digits of the fingerprint.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
     /// blake3 of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Fingerprint(*blake3::hash(bytes).as_bytes())

@@ -147,6 +147,11 @@ impl Segments {
             .collect()
     }
 
+    /// Every segment, in no order.
+    pub(crate) fn all(&self) -> Vec<Arc<Segment>> {
+        self.map.read().values().cloned().collect()
+    }
+
     /// (segment count, distinct buckets, bytes).
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         let m = self.map.read();

@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) compaction: Mutex<()>,
     /// The durable lower bound of sequence numbers (see floor.rs).
     floor: Mutex<Floor>,
+    /// Opened read-only: no writer runs, and every write is refused.
+    pub(crate) read_only: bool,
 }
 
 impl Shared {
@@ -97,6 +99,7 @@ impl Shared {
             doorbell: Doorbell::default(),
             compaction: Mutex::new(()),
             floor: Mutex::new(floor),
+            read_only: false,
         }
     }
 
@@ -207,8 +210,14 @@ impl Shared {
     /// the write's error instead of running a handler whose result cannot
     /// be stored; replays need no write and are still served. The writer
     /// writes the failed records again every `write_retry_interval` and
-    /// ends this state itself with the first write that succeeds.
+    /// ends this state itself with the first write that succeeds. A
+    /// read-only store refuses every write.
     pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                path: self.dir.clone(),
+            });
+        }
         if !self.has_write_failure.load(Ordering::SeqCst) {
             return Ok(());
         }

@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     kind            1 = pending, 2 = completed, 3 = aborted
-//! 1       1     record version  1
+//! 0       1     kind            1 = pending, 2 = completed, 3 = aborted,
+//!                               4 = purged
+//! 1       1     record version  1; 2 for a purged record
 //! 2       8     seq             store-wide sequence number; higher wins
 //! 10      32    tenant digest   blake3 of the tenant identity
 //! 42      2     key_len         u16
@@ -19,6 +20,7 @@
 //! ```text
 //! pending:    fingerprint[32] started_at u64 lease_end u64
 //! aborted:    lease_end u64
+//! purged:     purged_at u64 until u64   (version 2)
 //! completed:  fingerprint[32] started_at u64 completed_at u64 expires_at u64
 //!             status u16 header_count u16
 //!             header_count x (name_len u16, name, value_len u32, value)
@@ -30,8 +32,19 @@ use crate::clock::Timestamp;
 use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, TenantDigest};
 
-/// Current record version written by this build.
-pub(crate) const VERSION: u8 = 1;
+/// The newest record version this build reads. Version 2 added the purged
+/// kind; every other kind is still written as version 1, so a build that
+/// reads only version 1 opens a store in which nothing was purged, and
+/// refuses (naming the version) one in which something was.
+pub(crate) const VERSION: u8 = 2;
+
+/// The version a record of `kind` is written with.
+fn version_of(kind: Kind) -> u8 {
+    match kind {
+        Kind::Purged => 2,
+        Kind::Pending | Kind::Completed | Kind::Aborted => 1,
+    }
+}
 
 /// Record kind byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +52,8 @@ pub(crate) enum Kind {
     Pending = 1,
     Completed = 2,
     Aborted = 3,
+    /// An operator removed the key's completed record before its expiry.
+    Purged = 4,
 }
 
 impl Kind {
@@ -47,6 +62,7 @@ impl Kind {
             1 => Ok(Kind::Pending),
             2 => Ok(Kind::Completed),
             3 => Ok(Kind::Aborted),
+            4 => Ok(Kind::Purged),
             other => err(format!("unknown record kind {other}")),
         }
     }
@@ -61,7 +77,8 @@ pub(crate) struct Head<'a> {
     pub(crate) key: &'a [u8],
     pub(crate) token: u64,
     /// Pending: lease end. Aborted: the aborted lease's end. Completed: the
-    /// record's expiry. After this instant the record means nothing.
+    /// record's expiry. Purged: the purged record's expiry. After this
+    /// instant the record means nothing.
     pub(crate) live_until: Timestamp,
 }
 
@@ -79,6 +96,13 @@ pub(crate) enum Body {
     Pending(Pending),
     Completed(StoredResponse),
     Aborted { lease_end: Timestamp },
+    /// The key's completion was purged at `purged_at`; `until` is that
+    /// completion's expiry (the purge must outlive it, and does: it goes to
+    /// the same bucket).
+    Purged {
+        purged_at: Timestamp,
+        until: Timestamp,
+    },
 }
 
 impl Body {
@@ -89,6 +113,7 @@ impl Body {
             Body::Pending(p) => (Kind::Pending, p.lease_end),
             Body::Completed(r) => (Kind::Completed, r.expires_at),
             Body::Aborted { lease_end } => (Kind::Aborted, *lease_end),
+            Body::Purged { until, .. } => (Kind::Purged, *until),
         }
     }
 }
@@ -109,6 +134,7 @@ impl Body {
             Body::Pending(_) => Kind::Pending,
             Body::Completed(_) => Kind::Completed,
             Body::Aborted { .. } => Kind::Aborted,
+            Body::Purged { .. } => Kind::Purged,
         }
     }
 }
@@ -141,6 +167,10 @@ impl Record {
                 lease_end: Timestamp(d.u64("lease_end")?),
             },
             Kind::Completed => Body::Completed(decode_completed(&mut d)?),
+            Kind::Purged => Body::Purged {
+                purged_at: Timestamp(d.u64("purged_at")?),
+                until: Timestamp(d.u64("until")?),
+            },
         };
         d.finish("record")?;
         Ok(Record {
@@ -165,7 +195,7 @@ pub(crate) fn encode_parts(
 ) {
     let mut e = Enc(out);
     e.u8(body.kind() as u8);
-    e.u8(VERSION);
+    e.u8(version_of(body.kind()));
     e.u64(seq);
     e.bytes(&tenant.0);
     // Key length is bounded by Config (at most u16::MAX) before we get here.
@@ -179,6 +209,10 @@ pub(crate) fn encode_parts(
             e.u64(p.lease_end.0);
         }
         Body::Aborted { lease_end } => e.u64(lease_end.0),
+        Body::Purged { purged_at, until } => {
+            e.u64(purged_at.0);
+            e.u64(until.0);
+        }
         Body::Completed(c) => encode_completed(&mut e, c),
     }
 }
@@ -236,9 +270,16 @@ fn decode_common<'a>(
 ) -> Result<(Kind, u64, TenantDigest, &'a [u8], u64), DecodeError> {
     let kind = Kind::from_u8(d.u8("kind")?)?;
     let version = d.u8("version")?;
-    if version != VERSION {
+    if version > VERSION || version == 0 {
         return err(format!(
-            "record version {version} is not supported by this build (supports {VERSION})"
+            "record version {version} is not supported by this build (supports 1..={VERSION})"
+        ));
+    }
+    if version < version_of(kind) {
+        return err(format!(
+            "record kind {} needs record version {}, found {version}",
+            kind as u8,
+            version_of(kind)
         ));
     }
     let seq = d.u64("seq")?;
@@ -294,6 +335,10 @@ pub(crate) fn decode_head(payload: &[u8]) -> Result<Head<'_>, DecodeError> {
             d.u64("lease_end")?
         }
         Kind::Aborted => d.u64("lease_end")?,
+        Kind::Purged => {
+            d.u64("purged_at")?;
+            d.u64("until")?
+        }
         Kind::Completed => {
             d.take(32 + 8 + 8, "completed fields")?;
             d.u64("expires_at")?
@@ -337,6 +382,16 @@ mod tests {
                 },
             },
             Record {
+                seq: 9,
+                tenant,
+                key: b"key-2".to_vec(),
+                token: 4,
+                body: Body::Purged {
+                    purged_at: Timestamp(70_000),
+                    until: Timestamp(86_400_006),
+                },
+            },
+            Record {
                 seq: u64::MAX,
                 tenant,
                 key: vec![b'k'; 255],
@@ -367,6 +422,7 @@ mod tests {
             let expected_until = match &r.body {
                 Body::Pending(p) => p.lease_end,
                 Body::Aborted { lease_end } => *lease_end,
+                Body::Purged { until, .. } => *until,
                 Body::Completed(c) => c.expires_at,
             };
             assert_eq!(head.live_until, expected_until);
@@ -391,8 +447,25 @@ mod tests {
             bad_kind[0] = 9;
             assert!(Record::decode(&bad_kind).is_err());
             let mut bad_version = buf.clone();
-            bad_version[1] = 2;
+            bad_version[1] = VERSION + 1;
             assert!(decode_head(&bad_version).is_err());
+            bad_version[1] = 0;
+            assert!(decode_head(&bad_version).is_err());
+        }
+    }
+
+    #[test]
+    fn only_a_purge_is_written_as_version_2() {
+        for r in samples() {
+            let mut buf = Vec::new();
+            r.encode_into(&mut buf);
+            let purged = matches!(r.body, Body::Purged { .. });
+            assert_eq!(buf[1], if purged { 2 } else { 1 });
+            if purged {
+                // A purge claiming version 1 was never written by any build.
+                buf[1] = 1;
+                assert!(Record::decode(&buf).is_err());
+            }
         }
     }
 
@@ -400,7 +473,7 @@ mod tests {
     fn huge_declared_counts_do_not_allocate() {
         // A completed record claiming 65535 headers with nothing behind them.
         let mut buf = Vec::new();
-        samples()[2].encode_into(&mut buf);
+        samples()[3].encode_into(&mut buf);
         let count_at = 44 + 255 + 8 + 32 + 24 + 2;
         buf[count_at..count_at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
         assert!(Record::decode(&buf).is_err());

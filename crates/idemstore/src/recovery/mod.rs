@@ -16,7 +16,7 @@ mod read;
 mod report;
 mod shards;
 
-pub use report::RecoveryReport;
+pub use report::{Abandoned, RecoveryReport};
 
 use crate::clock::Timestamp;
 use crate::config::Config;
@@ -42,19 +42,40 @@ pub(crate) struct Recovered {
     pub(crate) report: RecoveryReport,
 }
 
+/// Whether recovery may change the files.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// Truncate torn tails, remove what is dead, write hints: the store
+    /// holds the lock and will write.
+    Repair,
+    /// Change nothing: the directory may belong to a running store, which
+    /// may append, and delete expired files, while this reads.
+    ReadOnly,
+}
+
 /// Rebuilds the index from the files in `storage`, repairing what a crash
-/// can leave (see the module docs).
-pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) -> Result<Recovered> {
+/// can leave (see the module docs) in [`Mode::Repair`].
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    config: &Config,
+    now: Timestamp,
+    mode: Mode,
+) -> Result<Recovered> {
     let started = Instant::now();
     let dir = storage.location();
     let io = |op, e| Error::io(op, dir.clone(), e, advice::OPEN);
 
     let listing = listing::list(storage, &dir)?;
     let mut floor = Floor::load(storage)?;
-    // Created now, while there is room, so that raising it later never
-    // needs any; if that fails, the first raise creates it.
-    let _ = floor.create(storage);
-    let removed_any = listing::remove_orphaned_hints(storage, &dir, &listing)?;
+    let removed_any = match mode {
+        Mode::Repair => {
+            // Created now, while there is room, so that raising it later
+            // never needs any; if that fails, the first raise creates it.
+            let _ = floor.create(storage);
+            listing::remove_orphaned_hints(storage, &dir, &listing)?
+        }
+        Mode::ReadOnly => false,
+    };
     let listing::Listing {
         names,
         next_segment_id,
@@ -77,6 +98,7 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         removed_any,
         segments: Segments::default(),
         hint_buf: Vec::new(),
+        mode,
     };
     // The hints are read in the loop below, one at a time, each decoded
     // before the next is read: reading them ahead overlaps the disk with
@@ -103,7 +125,10 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         segments,
         ..
     } = g;
-    if !expired.is_empty() {
+    report.read_only = mode == Mode::ReadOnly;
+    if mode == Mode::ReadOnly {
+        report.expired_segments_removed += expired.len() as u64;
+    } else if !expired.is_empty() {
         // Their records may hold the highest sequence numbers the store
         // used: the floor must remember them before they go.
         floor
@@ -132,8 +157,12 @@ pub(crate) fn recover(storage: &dyn Storage, config: &Config, now: Timestamp) ->
         report.completed_live += b.completed_live;
         report.pending_live += b.pending_live;
         report.undecodable_records += b.undecodable;
+        report.abandoned.extend(b.abandoned);
         index_shards.push(b.shard);
     }
+    report
+        .abandoned
+        .sort_unstable_by_key(|a| (a.started_at, a.token));
     report.duration = started.elapsed();
     Ok(Recovered {
         index: Index::from_shards(index_shards),
@@ -231,8 +260,8 @@ mod tests {
                 e,
                 Error::UnsupportedVersion {
                     what: "record",
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),

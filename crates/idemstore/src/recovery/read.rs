@@ -2,6 +2,7 @@
 //! else by scanning it (truncating a torn tail, skipping and counting
 //! damage, then writing the hint the next open reads instead).
 
+use super::Mode;
 use super::report::RecoveryReport;
 use super::shards::{Candidates, push};
 use crate::clock::Timestamp;
@@ -33,6 +34,19 @@ pub(super) struct Gathered {
     pub(super) segments: Segments,
     /// Scratch for reading hint files.
     pub(super) hint_buf: Vec<u8>,
+    pub(super) mode: Mode,
+}
+
+impl Gathered {
+    /// How much of a segment of `len` bytes to map: none in a read-only
+    /// open, whose files a running store may change (its reads use `pread`,
+    /// which cannot fault), else all of it.
+    fn map_len(&self, len: u64) -> u64 {
+        match self.mode {
+            Mode::Repair => len,
+            Mode::ReadOnly => 0,
+        }
+    }
 }
 
 /// Reads segment `id` (file `name`) into `g`: its records' candidacies, its
@@ -49,9 +63,15 @@ pub(super) fn read_segment(
     g: &mut Gathered,
 ) -> Result<()> {
     let path = dir.join(&name);
-    let file = storage
-        .open(&name)
-        .map_err(|e| Error::io("opening", path.clone(), e, advice::OPEN))?;
+    let file = match storage.open(&name) {
+        Ok(f) => f,
+        // Deleted since it was listed: only a running store's compactor
+        // does that, to a segment whose bucket ended.
+        Err(e) if g.mode == Mode::ReadOnly && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(());
+        }
+        Err(e) => return Err(Error::io("opening", path.clone(), e, advice::OPEN)),
+    };
     let read_err = |e| Error::io("reading", path.clone(), e, advice::OPEN);
     let len = file.len().map_err(read_err)?;
     if len > MAX_SEGMENT_FILE {
@@ -86,11 +106,14 @@ pub(super) fn read_segment(
         Err(e) => {
             let bytes = read_all(file.as_ref()).map_err(read_err)?;
             if bytes.len() < segment_header::LEN || bytes.iter().all(|&b| b == 0) {
-                remove_if_present(storage, &name).map_err(|e| {
-                    Error::io("removing empty segment", path.clone(), e, advice::OPEN)
-                })?;
+                // Read-only: perhaps one a running store is creating now.
+                if g.mode == Mode::Repair {
+                    remove_if_present(storage, &name).map_err(|e| {
+                        Error::io("removing empty segment", path.clone(), e, advice::OPEN)
+                    })?;
+                    g.removed_any = true;
+                }
                 g.report.empty_segments_removed += 1;
-                g.removed_any = true;
                 return Ok(());
             }
             // Not indexed, but its sequence numbers still count: if the
@@ -137,8 +160,9 @@ pub(super) fn read_segment(
             g.report.segments_from_hints += 1;
             g.report.records_read += h.header.records;
             g.max_seq = g.max_seq.max(h.header.max_seq);
+            let map_len = g.map_len(len);
             g.segments
-                .insert(Arc::new(Segment::new(header, file, len, len)));
+                .insert(Arc::new(Segment::new(header, file, len, map_len)));
             return Ok(());
         }
         // Unreachable for a hint whose checksum held; scan to be sure.
@@ -164,6 +188,19 @@ pub(super) fn read_segment(
     g.max_seq = g.max_seq.max(s.max_seq);
     for e in &s.entries {
         push(&mut g.cands, id, e);
+    }
+    if g.mode == Mode::ReadOnly {
+        // A running store may be appending past `valid_end` right now, or
+        // have written zeros ahead there: a tail that is not all zeros is
+        // counted as torn, and neither is read.
+        let tail = usize::try_from(s.valid_end).map_or(&[][..], |at| &bytes[at.min(bytes.len())..]);
+        if tail.iter().any(|&b| b != 0) {
+            g.report.torn_tails += 1;
+            g.report.bytes_truncated += tail.len() as u64;
+        }
+        g.segments
+            .insert(Arc::new(Segment::new(header, file, s.valid_end, 0)));
+        return Ok(());
     }
     let w = |e| Error::io("truncating torn tail of", path.clone(), e, advice::OPEN);
     if s.valid_end < len {

@@ -1,6 +1,30 @@
 //! What `open` found on disk, for [`Store::recovery_report`](crate::Store::recovery_report).
 
+use crate::clock::Timestamp;
+use crate::scope::{Fingerprint, TenantDigest};
 use std::time::Duration;
+
+/// A reservation whose holder never finished it: the newest record of its
+/// key on disk is this reservation's pending record. Its handler may have
+/// run, side effects and all, without a response being stored; a retry
+/// after `lease_end` runs it again (unless an operator releases it, or
+/// deals with it otherwise). After a crash: the requests to audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Abandoned {
+    /// The digest of the tenant that reserved the key.
+    pub tenant: TenantDigest,
+    /// The idempotency key, as sent.
+    pub key: Vec<u8>,
+    /// The reservation's fencing token.
+    pub token: u64,
+    /// The fingerprint of the request that reserved it.
+    pub fingerprint: Fingerprint,
+    /// When it was reserved.
+    pub started_at: Timestamp,
+    /// When its lease ends or ended (its newest renewal's).
+    pub lease_end: Timestamp,
+}
 
 /// What `open` found on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,6 +39,14 @@ pub struct RecoveryReport {
     /// Reservations whose lease had not ended: a retry sees them in flight
     /// until the lease ends, then takes over.
     pub pending_live: u64,
+    /// Every reservation whose key's newest record is its pending record,
+    /// lease running or ended, oldest first (see [`Abandoned`]). Those of
+    /// `pending_live` are among them.
+    pub abandoned: Vec<Abandoned>,
+    /// True for a [read-only](crate::Store::open_read_only) open: what
+    /// the fields below say was found was left as it was (no torn tail
+    /// truncated, no file removed, no hint written).
+    pub read_only: bool,
     /// Files whose last write was cut short and that were truncated.
     pub torn_tails: u64,
     /// Bytes removed by those truncations.

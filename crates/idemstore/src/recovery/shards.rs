@@ -5,6 +5,7 @@
 use crate::clock::Timestamp;
 use crate::format::hint;
 use crate::format::record::{Body, Kind, Record};
+use super::report::Abandoned;
 use crate::index::{self, Holder, PendingEntry, Shard, Slot, SlotKey};
 use crate::scope::IndexKey;
 use crate::segment::Segments;
@@ -42,6 +43,8 @@ pub(super) struct BuiltShard {
     pub(super) completed_live: u64,
     pub(super) pending_live: u64,
     pub(super) undecodable: u64,
+    /// Keys whose winner is a pending record, lease running or not.
+    pub(super) abandoned: Vec<Abandoned>,
 }
 
 /// One thread's share of the shards: `(shard number, candidates)`.
@@ -123,6 +126,7 @@ pub(super) fn build_shard(
         completed_live: 0,
         pending_live: 0,
         undecodable: 0,
+        abandoned: Vec::new(),
     };
     b.shard.reserve_completed(cands.len());
     let mut contested: HashSet<SlotKey, index::Build> = HashSet::default();
@@ -149,21 +153,30 @@ pub(super) fn build_shard(
         }
         for (k, c) in best {
             b.shard.take_completed(&k);
-            if !live(&c) {
-                continue;
-            }
             match c.kind {
-                Kind::Completed => {
+                Kind::Completed if live(&c) => {
                     b.shard.insert_completed(k, c.slot);
                 }
+                // Listed whether or not the lease still runs: the handler
+                // may have run either way.
                 Kind::Pending => match read_pending(segments, c.slot, dir) {
                     Some(entry) => {
-                        b.shard.pending.insert(k, entry);
-                        b.pending_live += 1;
+                        b.abandoned.push(Abandoned {
+                            tenant: entry.tenant,
+                            key: entry.key.to_vec(),
+                            token: entry.token,
+                            fingerprint: entry.fingerprint,
+                            started_at: entry.started_at,
+                            lease_end: entry.lease_end,
+                        });
+                        if live(&c) {
+                            b.shard.pending.insert(k, entry);
+                            b.pending_live += 1;
+                        }
                     }
                     None => b.undecodable += 1,
                 },
-                Kind::Aborted => {}
+                Kind::Completed | Kind::Aborted | Kind::Purged => {}
             }
         }
     }
@@ -236,6 +249,10 @@ mod tests {
         let abort = cand(7, 300, Kind::Aborted, 1_000);
         assert_eq!(winner(&[old, abort]), None);
         assert_eq!(winner(&[new, abort]), slot(200));
+        // So does a newer purge; a completion after the purge wins again.
+        let purge = cand(8, 350, Kind::Purged, 1_000);
+        assert_eq!(winner(&[old, purge]), None);
+        assert_eq!(winner(&[purge, new]), slot(200));
         let expired = cand(8, 400, Kind::Completed, 400);
         assert_eq!(winner(&[old, expired]), None);
         assert_eq!(winner(&[expired, new]), slot(200));

@@ -17,6 +17,17 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     dir: PathBuf,
+    /// Opened by [`FsStorage::read_only`]: files are opened for reading
+    /// only, and nothing is created, removed or locked.
+    read_only: bool,
+}
+
+/// The error of every change asked of a read-only storage.
+fn refused() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the store was opened read-only",
+    )
 }
 
 impl FsStorage {
@@ -44,7 +55,28 @@ impl FsStorage {
             };
             File::open(parent)?.sync_all()?;
         }
-        Ok(FsStorage { dir })
+        Ok(FsStorage {
+            dir,
+            read_only: false,
+        })
+    }
+
+    /// Storage in the existing directory `dir` that only reads: every file
+    /// is opened read-only, and creating, removing, syncing or locking
+    /// fails with `PermissionDenied`. Safe beside a store that has the
+    /// directory open.
+    pub fn read_only(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !fs::metadata(&dir)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        Ok(FsStorage {
+            dir,
+            read_only: true,
+        })
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -61,6 +93,9 @@ impl Storage for FsStorage {
     }
 
     fn lock(&self) -> io::Result<LockOutcome> {
+        if self.read_only {
+            return Err(refused());
+        }
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -103,6 +138,9 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        if self.read_only {
+            return Err(refused());
+        }
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -117,7 +155,7 @@ impl Storage for FsStorage {
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
         let f = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!self.read_only)
             .open(self.path(name))?;
         Ok(Arc::new(FsFile {
             file: f,
@@ -155,10 +193,16 @@ impl Storage for FsStorage {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        if self.read_only {
+            return Err(refused());
+        }
         fs::remove_file(self.path(name))
     }
 
     fn sync_dir(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(refused());
+        }
         File::open(&self.dir)?.sync_all()
     }
 }
@@ -338,6 +382,30 @@ mod tests {
         let mut back = vec![0; 3 << 20];
         st.open("a").unwrap().read_exact_at(&mut back, 0).unwrap();
         assert!(back.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_read_only_storage_reads_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let rw = FsStorage::new(dir.path()).unwrap();
+        rw.create("a").unwrap().write_all_at(b"abc", 0).unwrap();
+        let ro = FsStorage::read_only(dir.path()).unwrap();
+        let f = ro.open("a").unwrap();
+        let mut buf = [0u8; 3];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"abc");
+        assert!(f.write_all_at(b"x", 0).is_err());
+        assert!(f.set_len(0).is_err());
+        for e in [
+            ro.create("b").err(),
+            ro.remove("a").err(),
+            ro.sync_dir().err(),
+            ro.lock().err(),
+        ] {
+            assert_eq!(e.map(|e| e.kind()), Some(io::ErrorKind::PermissionDenied));
+        }
+        assert_eq!(rw.list().unwrap(), vec!["a".to_string()]);
+        assert!(FsStorage::read_only(dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Store {
         fingerprint: Fingerprint,
     ) -> Result<Begin> {
         let key = key.as_bytes();
-        let (tenant, ik) = self.scope(tenant.as_bytes(), key)?;
+        let (tenant, ik) = self.scope(tenant.into(), key)?;
         let shared = &self.inner.shared;
         let mut known: Option<(Slot, Looked)> = None;
         loop {
@@ -183,7 +183,9 @@ impl Store {
     }
 
     /// What the store holds for a key, without reserving it. Expired records
-    /// and lapsed reservations are `None`.
+    /// and lapsed reservations are `None`. The tenant is a [`Tenant`] or,
+    /// where only its digest is known (an operator's tool), a
+    /// [`TenantDigest`].
     ///
     /// ```
     /// # use idemstore::*;
@@ -198,9 +200,13 @@ impl Store {
     /// assert!(matches!(store.get(Tenant::new("t"), Key::new("k"))?, Some(KeyState::Completed(s)) if s.response.status == 200));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn get(&self, tenant: Tenant<'_>, key: Key<'_>) -> Result<Option<KeyState>> {
+    pub fn get(
+        &self,
+        tenant: impl Into<TenantDigest>,
+        key: Key<'_>,
+    ) -> Result<Option<KeyState>> {
         let key = key.as_bytes();
-        let (tenant, ik) = self.scope(tenant.as_bytes(), key)?;
+        let (tenant, ik) = self.scope(tenant.into(), key)?;
         let shared = &self.inner.shared;
         let now = shared.clock().now();
         let slot = {
@@ -228,13 +234,15 @@ impl Store {
         }
     }
 
-    /// What `begin` and `get` start with: the store must be open and the
-    /// key's length allowed; then the tenant's digest and the key's index
-    /// key.
-    fn scope(&self, tenant: &[u8], key: &[u8]) -> Result<(TenantDigest, IndexKey)> {
+    /// What `begin`, `get` and the operator's calls start with: the store
+    /// must be open and the key's length allowed; then the key's index key.
+    pub(super) fn scope(
+        &self,
+        tenant: TenantDigest,
+        key: &[u8],
+    ) -> Result<(TenantDigest, IndexKey)> {
         self.inner.shared.check_open()?;
         self.check_key(key)?;
-        let tenant = TenantDigest::of(tenant);
         let ik = (self.inner.shared.config.index_hash)(&tenant, key);
         Ok((tenant, ik))
     }

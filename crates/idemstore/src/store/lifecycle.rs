@@ -7,7 +7,7 @@ use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
 use crate::pipeline::Msg;
-use crate::recovery::{self, RecoveryReport};
+use crate::recovery::{self, Mode, RecoveryReport};
 use crate::shared::{Shared, spawn_guarded};
 use crate::storage::{FsStorage, LockOutcome, Storage};
 use crate::write::writer::Writer;
@@ -151,7 +151,7 @@ impl Store {
             Err(e) => return Err(Error::io("locking", dir, e, advice::OPEN)),
         };
         let now = config.clock.now();
-        let rec = recovery::recover(storage.as_ref(), &config, now)?;
+        let rec = recovery::recover(storage.as_ref(), &config, now, Mode::Repair)?;
         let compaction_interval = config.compaction_interval;
         let shared = Arc::new(Shared::new(
             config,
@@ -196,6 +196,79 @@ impl Store {
                 report: rec.report,
             }),
         })
+    }
+
+    /// Opens the store in the existing directory `dir` to read it, without
+    /// taking its lock: safe while another process has it open and writes.
+    ///
+    /// The store is what the files hold at the moment `open_read_only`
+    /// reads them, and stays so: later writes by the other process are not
+    /// seen. Every whole record in them counts: in a running store's files
+    /// those are acknowledged completions and the reservations that were
+    /// in flight, plus, for an instant, a completion being written whose
+    /// caller has not been answered yet. A record being written is ignored;
+    /// nothing is repaired, removed or created (the
+    /// [`recovery_report`](Self::recovery_report) says what a writable open
+    /// would repair). Reads ([`get`](Self::get), [`records`](Self::records),
+    /// [`stats`](Self::stats), [`segments`](Self::segments)) work; every
+    /// write fails with [`Error::ReadOnly`]. A file the other process
+    /// deletes meanwhile (a bucket that ended) is still read from the open
+    /// descriptor.
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let fp = Fingerprint::of(b"req");
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("t"), Key::new("k"), fp)? else { unreachable!() };
+    /// r.complete(Response::new(201, "created"))?;
+    /// // Beside the open store, whose lock it does not need:
+    /// let reader = Store::open_read_only(dir.path(), Config::default())?;
+    /// assert!(matches!(reader.get(Tenant::new("t"), Key::new("k"))?, Some(KeyState::Completed(_))));
+    /// assert!(matches!(reader.begin(Tenant::new("t"), Key::new("j"), fp), Err(Error::ReadOnly { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::read_only(dir)
+            .map_err(|e| Error::io("opening", dir, e, advice::OPEN_READ_ONLY))?;
+        Store::open_read_only_with_storage(Arc::new(storage), config)
+    }
+
+    /// Like [`open_read_only`](Self::open_read_only), on any [`Storage`]
+    /// (which it only reads).
+    pub fn open_read_only_with_storage(storage: Arc<dyn Storage>, config: Config) -> Result<Store> {
+        config.validate()?;
+        let now = config.clock.now();
+        let rec = recovery::recover(storage.as_ref(), &config, now, Mode::ReadOnly)?;
+        let dir = storage.location();
+        let mut shared = Shared::new(
+            config,
+            storage,
+            dir,
+            rec.index,
+            rec.segments,
+            rec.next_seq,
+            rec.floor,
+        );
+        shared.read_only = true;
+        // No writer takes from this channel: nothing is ever sent (every
+        // write is refused first), and a send would fail, not wait.
+        let (tx, _) = bounded(1);
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                shared: Arc::new(shared),
+                writer_tx: tx,
+                threads: Mutex::new(None),
+                lock: Mutex::new(None),
+                report: rec.report,
+            }),
+        })
+    }
+
+    /// True for a store opened with [`open_read_only`](Self::open_read_only).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.shared.read_only
     }
 
     /// Figures about the store now.
@@ -263,6 +336,7 @@ impl Store {
     /// ```
     pub fn compact_now(&self) -> Result<CompactionReport> {
         self.inner.shared.check_open()?;
+        self.check_not_read_only()?;
         compactor::compact_once(&self.inner.shared, &self.inner.writer_tx)
     }
 
@@ -270,6 +344,7 @@ impl Store {
     /// Records kept after a failed write are written again first; if that
     /// still fails, this returns [`Error::Deferred`].
     pub fn flush(&self) -> Result<()> {
+        self.check_not_read_only()?;
         let (c, commit) = Completer::new();
         self.inner
             .shared
@@ -283,6 +358,16 @@ impl Store {
     pub fn close(&self) -> Result<()> {
         self.inner.shutdown()
     }
+
+    /// [`Error::ReadOnly`] for a read-only store.
+    pub(super) fn check_not_read_only(&self) -> Result<()> {
+        if self.inner.shared.read_only {
+            return Err(Error::ReadOnly {
+                path: self.inner.shared.dir.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl StoreInner {
@@ -291,6 +376,8 @@ impl StoreInner {
         // has flushed and joined.
         let mut threads = self.threads.lock();
         let Some(t) = threads.take() else {
+            // Closed before, or read-only (no threads).
+            self.shared.closed.store(true, Ordering::SeqCst);
             return Ok(());
         };
         {

@@ -175,23 +175,12 @@ impl Reservation {
 
     /// The record's index entry (the writer fills in its offset).
     fn entry(&self, seq: u64, body: &Body) -> hint::Entry {
-        let (kind, live_until) = body.kind_and_live_until();
-        hint::Entry {
-            key: self.index_key,
-            seq,
-            live_until,
-            offset: 0,
-            kind,
-        }
+        entry_of(self.index_key, seq, body)
     }
 
     /// Frames a record of this reservation with sequence number `seq`.
     fn frame(&self, seq: u64, body: &Body) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.key.len());
-        let start = frame::begin(&mut out);
-        record::encode_parts(&mut out, seq, &self.tenant, &self.key, self.token, body);
-        frame::finish(&mut out, start);
-        out
+        frame_record(seq, &self.tenant, &self.key, self.token, body)
     }
 
     /// Stores `response` as the key's result and returns once it is as durable
@@ -358,6 +347,35 @@ impl Reservation {
         };
         self.enqueue_reservation_record(seq, &body, None)
     }
+}
+
+/// The index entry of record `body` of index key `key` (the writer fills in
+/// its offset).
+pub(super) fn entry_of(key: IndexKey, seq: u64, body: &Body) -> hint::Entry {
+    let (kind, live_until) = body.kind_and_live_until();
+    hint::Entry {
+        key,
+        seq,
+        live_until,
+        offset: 0,
+        kind,
+    }
+}
+
+/// Frames record `body` of (`tenant`, `key`) with sequence number `seq` and
+/// fencing token `token` (the writer seals it where it places it).
+pub(super) fn frame_record(
+    seq: u64,
+    tenant: &TenantDigest,
+    key: &[u8],
+    token: u64,
+    body: &Body,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + key.len());
+    let start = frame::begin(&mut out);
+    record::encode_parts(&mut out, seq, tenant, key, token, body);
+    frame::finish(&mut out, start);
+    out
 }
 
 impl Drop for Reservation {
