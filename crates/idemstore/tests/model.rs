@@ -13,6 +13,12 @@
 //! write fails is *kept* — its key stays in flight, never free — and is
 //! written once the disk heals (a flush tries at once), or lost with a crash
 //! while still kept (its key then uncertain, as a reservation's).
+//!
+//! An operator's calls are operations too: `Purge` (a completion goes, and
+//! the key runs again) and `Release` (a reservation goes, its holder is
+//! fenced); both are durable when they return. After every clean restart,
+//! the recovery report's abandoned reservations are exactly the model's
+//! reservations whose holder did not finish them.
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
@@ -45,6 +51,8 @@ enum Op {
     Crash { seed: u64 },
     DiskFull,
     Heal,
+    Purge { tenant: u8, key: u8 },
+    Release { tenant: u8, key: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -62,6 +70,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
         1 => Just(Op::DiskFull),
         1 => Just(Op::Heal),
+        1 => (0..2u8, 0..4u8).prop_map(|(tenant, key)| Op::Purge { tenant, key }),
+        1 => (0..2u8, 0..4u8).prop_map(|(tenant, key)| Op::Release { tenant, key }),
     ]
 }
 
@@ -380,6 +390,48 @@ impl Harness {
                     prop_assert!(matches!(res, Err(Error::Fenced { .. })), "{:?}", res);
                 }
             }
+            // What a full disk does to writes is the other operations'
+            // business: these run on a disk that takes them.
+            Op::Purge { .. } | Op::Release { .. } if self.full => {}
+            Op::Purge { tenant: t, key: k } => {
+                let kk = (t, k);
+                let expected = self.model.state(kk, now);
+                let got = self
+                    .store
+                    .purge(Tenant::new(&tenant(t)), IdemKey::new(&key(k)))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let completed = matches!(expected, State::Completed { .. });
+                prop_assert_eq!(got, completed, "purge {:?}: model {:?}", kk, expected);
+                if completed {
+                    self.model.keys.insert(kk, State::Absent);
+                    // The durable purge outranks every older record.
+                    self.model.volatile.remove(&kk);
+                }
+            }
+            Op::Release { tenant: t, key: k } => {
+                let kk = (t, k);
+                let expected = self.model.state(kk, now);
+                let got = self
+                    .store
+                    .release(Tenant::new(&tenant(t)), IdemKey::new(&key(k)))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match expected {
+                    State::Pending { lease_end, .. } if lease_end > now => {
+                        prop_assert!(got, "release {:?} of a reservation", kk)
+                    }
+                    State::Completed { .. } | State::Kept { .. } => {
+                        prop_assert!(!got, "release {:?} freed {:?}", kk, expected)
+                    }
+                    // Free, or a reservation whose lease ended, kept in
+                    // memory or listed by the last open (then freed for
+                    // good), or whose record expired.
+                    State::Absent | State::Uncertain(_) | State::Pending { .. } => {}
+                }
+                if !matches!(expected, State::Completed { .. } | State::Kept { .. }) {
+                    self.model.keys.insert(kk, State::Absent);
+                    self.model.volatile.remove(&kk);
+                }
+            }
             Op::Advance { secs } => self.clock.advance(Duration::from_secs(secs)),
             Op::Compact => {
                 let res = self.store.compact_now();
@@ -416,11 +468,13 @@ impl Harness {
                     }
                 }
                 self.store = open();
-                let rb = self.store.recovery_report();
+                let rb = self.store.recovery_report().clone();
                 prop_assert_eq!(
                     (ra.completed_live, ra.pending_live, ra.records_read),
                     (rb.completed_live, rb.pending_live, rb.records_read)
                 );
+                prop_assert_eq!(&ra.abandoned, &rb.abandoned);
+                self.check_abandoned(&rb.abandoned)?;
             }
             Op::Crash { seed } => {
                 self.abandon_holders();
@@ -534,6 +588,46 @@ impl Harness {
             .or_default()
             .push((fp, lease_end));
         self.held.push(Held { id, key: k, fp, r });
+    }
+
+    /// After a clean restart: every reservation the report lists as
+    /// abandoned with a running lease is one the model has (or may have)
+    /// in flight with that lease, none is a key the model has completed,
+    /// and every reservation the model has in flight whose lease still runs
+    /// is listed.
+    fn check_abandoned(&mut self, listed: &[idemstore::Abandoned]) -> Result<(), TestCaseError> {
+        let now = self.clock.now();
+        let mut seen = Vec::new();
+        for a in listed {
+            let k = (0..2u8)
+                .flat_map(|t| (0..4u8).map(move |k| (t, k)))
+                .find(|&(t, k)| {
+                    a.tenant == idemstore::TenantDigest::of(tenant(t).as_bytes())
+                        && a.key == key(k).as_bytes()
+                });
+            prop_assert!(k.is_some(), "abandoned key of no tenant: {:?}", a);
+            let k = k.unwrap_or_default();
+            seen.push(k);
+            let ok = match self.model.keys.get(&k) {
+                // No acknowledged completion is ever outranked.
+                Some(State::Completed { .. }) => false,
+                // A lease that ended: perhaps one a crash took the
+                // successors of, which the model no longer tracks.
+                _ if a.lease_end <= now => true,
+                Some(State::Pending { lease_end, .. }) => *lease_end == a.lease_end,
+                Some(State::Uncertain(c)) => c.iter().any(|(_, end)| *end == a.lease_end),
+                _ => false,
+            };
+            prop_assert!(ok, "abandoned {:?}: model {:?}", k, self.model.keys.get(&k));
+        }
+        for (k, s) in &self.model.keys {
+            if let State::Pending { lease_end, .. } = s
+                && *lease_end > now
+            {
+                prop_assert!(seen.contains(k), "{:?} in flight but not listed", k);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `h` still holds its key in the model.
