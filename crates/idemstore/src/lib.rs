@@ -65,6 +65,8 @@
 //! - `format/`: the on-disk format, one file per concept (see `FORMAT.md`),
 //!   built on `format::primitive`'s little-endian integers; `format::codec`
 //!   is the public [`codec`] of a completed record.
+//! - `verify`: [`verify`], which checks every byte of a store directory
+//!   without opening it.
 //! - [`storage`]: the file-I/O seam (real disk, or in-memory with crash images,
 //!   or failing chosen calls).
 //! - `scope` (tenant digest, index key, fingerprint), `response`, `config`,
@@ -99,6 +101,7 @@ mod segment;
 mod shared;
 pub mod storage;
 mod store;
+mod verify;
 mod write;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
@@ -110,6 +113,7 @@ pub use format::codec;
 pub use recovery::{Abandoned, RecoveryReport};
 pub use response::{Response, StoredResponse};
 pub use scope::{Fingerprint, Key, Tenant, TenantDigest};
+pub use verify::{Finding, VerifyReport, verify, verify_storage};
 
 /// What other backends need to lay records out exactly as this engine does
 /// (the Redis backend names its keys by the index digest), and tests need to
