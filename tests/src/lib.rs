@@ -15,13 +15,16 @@
 //! - `disk_full.rs`: a real full disk under the layer;
 //! - `payments.rs`: the `payments` example as a process;
 //! - `cluster.rs`: `payments` processes on a Redis Cluster, with a master
-//!   killed and a slot migrated under load.
+//!   killed and a slot migrated under load;
+//! - `idemctl.rs`: `idemctl` on the stores of `payments` processes, killed
+//!   with requests in flight, running beside it, or stopped.
 //!
 //! This library holds what those suites share:
 //!
 //! - `http`: a server process's address, one HTTP/1 exchange, its [`Reply`];
 //! - `redis`: a Redis node or cluster of a test's own;
-//! - `payments`: the `payments` example as a child process;
+//! - `payments`: the `payments` example as a child process, and the
+//!   binaries (`payments`, `idemctl`) built for the run;
 //! - `tmpfs`: a real small file system that fills up.
 
 mod http;
@@ -30,6 +33,6 @@ mod redis;
 mod tmpfs;
 
 pub use http::{Reply, listening_addr, send};
-pub use payments::{Payments, payments_binary};
+pub use payments::{Payments, idemctl_binary, payments_binary};
 pub use redis::{ClusterNode, RedisCluster, RedisServer};
 pub use tmpfs::Tmpfs;

@@ -16,36 +16,55 @@ use std::time::{Duration, Instant};
 /// # Panics
 ///
 /// If it cannot be built.
+pub fn payments_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| built_binary("payments", "payments"))
+        .clone()
+}
+
+/// `idemctl` (the `idemstore-cli` crate's), built for this test run.
+///
+/// # Panics
+///
+/// If it cannot be built.
+pub fn idemctl_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| built_binary("idemstore-cli", "idemctl"))
+        .clone()
+}
+
+/// Builds binary `bin` of `package` in this test run's profile; its path.
 ///
 /// `cargo test -p idemstore-http` does not build another package's binary:
 /// without this build the tests would run whatever binary an earlier build
 /// left behind, or none. Cargo sets `CARGO` for the tests it runs; the build
 /// is a no-op when the binary is fresh.
-pub fn payments_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // target/<profile dir>/deps/payments-<hash> -> target/<profile dir>/payments
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap();
-            let cargo = std::env::var_os("CARGO")
-                .unwrap_or_else(|| panic!("CARGO is not set: run these tests through cargo"));
-            let profile = match dir.file_name().and_then(OsStr::to_str) {
-                Some("debug") => "dev",
-                Some(other) => other,
-                None => panic!("unexpected test binary path {}", exe.display()),
-            };
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "payments", "--bin", "payments"])
-                .args(["--profile", profile])
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the payments example failed");
-            let bin = dir.join("payments");
-            assert!(bin.exists(), "{} is missing after the build", bin.display());
-            bin
-        })
-        .clone()
+fn built_binary(package: &str, bin: &str) -> PathBuf {
+    // target/<profile dir>/deps/<test>-<hash> -> target/<profile dir>/<bin>
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let cargo = std::env::var_os("CARGO")
+        .unwrap_or_else(|| panic!("CARGO is not set: run these tests through cargo"));
+    let profile = match dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("unexpected test binary path {}", exe.display()),
+    };
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(["--profile", profile])
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {bin} failed");
+    let path = dir.join(bin);
+    assert!(
+        path.exists(),
+        "{} is missing after the build",
+        path.display()
+    );
+    path
 }
 
 /// A `payments` process listening on a free loopback port, killed on drop.

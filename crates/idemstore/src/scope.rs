@@ -115,7 +115,11 @@ impl TenantDigest {
         if s.len() != 64 {
             return None;
         }
-        let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
+        let digit = |c: u8| {
+            char::from(c)
+                .to_digit(16)
+                .and_then(|d| u8::try_from(d).ok())
+        };
         let mut out = [0u8; 32];
         for (i, b) in out.iter_mut().enumerate() {
             *b = digit(s[2 * i])? << 4 | digit(s[2 * i + 1])?;
@@ -133,10 +137,12 @@ impl From<Tenant<'_>> for TenantDigest {
 /// Lowercase hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 impl fmt::Debug for TenantDigest {

@@ -188,7 +188,7 @@ impl Shared {
         }
         match rec.body {
             Body::Completed(c) if c.expires_at <= now => Ok(Looked::Gone),
-            Body::Completed(c) => Ok(Looked::Live(Box::new(c))),
+            Body::Completed(c) => Ok(Looked::Live(Box::new(c), rec.token)),
             _ => Err(corrupt(
                 "index points at a record that is not a completion".into(),
             )),
@@ -369,5 +369,6 @@ pub(crate) enum Looked {
     Gone,
     /// Another (tenant, key) owns this index key.
     Collision,
-    Live(Box<StoredResponse>),
+    /// The record, and the fencing token of the reservation that wrote it.
+    Live(Box<StoredResponse>, u64),
 }

@@ -130,17 +130,16 @@ pub fn verify_storage(
         if let Some(seg) = hint::segment_name_for(n)
             && !names.contains(&seg)
         {
-            v.note(n, None, "a hint whose segment is gone (open removes it)".into());
+            v.note(
+                n,
+                None,
+                "a hint whose segment is gone (open removes it)".into(),
+            );
         }
     }
     let sizes: Vec<u64> = segments
         .iter()
-        .map(|(_, _, n)| {
-            storage
-                .open(n)
-                .and_then(|f| f.len())
-                .unwrap_or_default()
-        })
+        .map(|(_, _, n)| storage.open(n).and_then(|f| f.len()).unwrap_or_default())
         .collect();
     let total: u64 = sizes.iter().sum();
     for (id, name_end, name) in &segments {
@@ -282,10 +281,7 @@ impl Verifier<'_> {
                         // Zeros written ahead of the append point.
                         continue;
                     }
-                    let what = format!(
-                        "the last {} bytes are no whole record",
-                        bytes.len() - at
-                    );
+                    let what = format!("the last {} bytes are no whole record", bytes.len() - at);
                     if hinted {
                         self.problem(
                             name,
@@ -296,7 +292,9 @@ impl Verifier<'_> {
                         self.note(
                             name,
                             Some(at as u64),
-                            format!("{what}: a write cut short, or being written (open truncates it)"),
+                            format!(
+                                "{what}: a write cut short, or being written (open truncates it)"
+                            ),
                         );
                     }
                 }
@@ -316,7 +314,10 @@ impl Verifier<'_> {
             Err(e) => {
                 let newer = payload.len() > 1 && payload[1] > record::VERSION;
                 let what = if newer {
-                    format!("record version {} is newer than this build reads", payload[1])
+                    format!(
+                        "record version {} is newer than this build reads",
+                        payload[1]
+                    )
                 } else {
                     format!("the record's checksums hold but it does not decode: {e}")
                 };
@@ -358,7 +359,10 @@ impl Verifier<'_> {
             self.problem(
                 name,
                 Some(at),
-                format!("sequence number {} also numbers the record in {f} at offset {o}", rec.seq),
+                format!(
+                    "sequence number {} also numbers the record in {f} at offset {o}",
+                    rec.seq
+                ),
             );
         } else {
             self.seqs.insert(rec.seq, (name.to_owned(), at));
@@ -423,7 +427,10 @@ impl Verifier<'_> {
         let scan = hints::scan(&bytes[segment_header::LEN..], header.id, base, hash);
         let expected = hints::newest_per_key(&scan.entries);
         let mismatch = listed.len() != expected.len()
-            || listed.iter().zip(&expected).any(|(l, e)| l.as_ref() != Some(e));
+            || listed
+                .iter()
+                .zip(&expected)
+                .any(|(l, e)| l.as_ref() != Some(e));
         if mismatch {
             self.problem(
                 name,

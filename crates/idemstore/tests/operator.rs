@@ -50,7 +50,9 @@ fn a_read_only_open_beside_a_running_store_sees_it_and_refuses_every_write() {
     assert!(ro(reader
         .begin(Tenant::new("t"), Key::new("new"), fp("c"))
         .map(|_| ())));
-    assert!(ro(reader.purge(Tenant::new("t"), Key::new("done")).map(|_| ())));
+    assert!(ro(reader
+        .purge(Tenant::new("t"), Key::new("done"))
+        .map(|_| ())));
     assert!(ro(reader
         .release(Tenant::new("t"), Key::new("running"))
         .map(|_| ())));
@@ -60,7 +62,9 @@ fn a_read_only_open_beside_a_running_store_sees_it_and_refuses_every_write() {
     // The running store goes on as if nothing had looked.
     running.complete(response("second")).unwrap();
     assert!(matches!(
-        store.begin(Tenant::new("t"), Key::new("running"), fp("b")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("running"), fp("b"))
+            .unwrap(),
         Begin::Replay(_)
     ));
     reader.close().unwrap();
@@ -131,12 +135,14 @@ fn abandoned_reservations_stay_listed_after_their_lease_until_released() {
         .complete(response("ok"))
         .unwrap();
     let token_a = match store.get(Tenant::new("t"), Key::new("a")).unwrap() {
-        Some(KeyState::Pending { .. }) => store
-            .records()
-            .map(|r| r.unwrap())
-            .find(|r| r.key == b"a")
-            .unwrap()
-            .token,
+        Some(KeyState::Pending { .. }) => {
+            store
+                .records()
+                .map(|r| r.unwrap())
+                .find(|r| r.key == b"a")
+                .unwrap()
+                .token
+        }
         other => panic!("{other:?}"),
     };
     drop(store);
@@ -176,7 +182,9 @@ fn a_purged_key_runs_again_after_a_crash_and_its_purge_is_kept_as_long_as_the_re
     assert!(store.purge(Tenant::new("t"), Key::new("k")).unwrap());
     assert!(!store.purge(Tenant::new("t"), Key::new("k")).unwrap());
     assert!(matches!(
-        store.begin(Tenant::new("t"), Key::new("k"), fp("b")).unwrap(),
+        store
+            .begin(Tenant::new("t"), Key::new("k"), fp("b"))
+            .unwrap(),
         Begin::Reserved(_)
     ));
     // Power cuts now, before any close could flush anything.
@@ -192,7 +200,9 @@ fn a_purged_key_runs_again_after_a_crash_and_its_purge_is_kept_as_long_as_the_re
         // An open store compacts (and rewrites nothing): still gone.
         store.compact_now().unwrap();
         assert!(matches!(
-            store.begin(Tenant::new("t"), Key::new("k"), fp("a")).unwrap(),
+            store
+                .begin(Tenant::new("t"), Key::new("k"), fp("a"))
+                .unwrap(),
             Begin::Reserved(_)
         ));
     }

@@ -95,7 +95,9 @@ pub(crate) struct Pending {
 pub(crate) enum Body {
     Pending(Pending),
     Completed(StoredResponse),
-    Aborted { lease_end: Timestamp },
+    Aborted {
+        lease_end: Timestamp,
+    },
     /// The key's completion was purged at `purged_at`; `until` is that
     /// completion's expiry (the purge must outlive it, and does: it goes to
     /// the same bucket).

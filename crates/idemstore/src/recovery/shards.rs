@@ -2,10 +2,10 @@
 //! with the highest sequence number wins (see the module docs of
 //! `recovery`), shard by shard, on up to four threads.
 
+use super::report::Abandoned;
 use crate::clock::Timestamp;
 use crate::format::hint;
 use crate::format::record::{Body, Kind, Record};
-use super::report::Abandoned;
 use crate::index::{self, Holder, PendingEntry, Shard, Slot, SlotKey};
 use crate::scope::IndexKey;
 use crate::segment::Segments;

@@ -162,6 +162,34 @@ impl Store {
         }
     }
 
+    /// What the store holds for a key, as [`get`](Self::get) answers, with
+    /// the key and the fencing token of the reservation that wrote it.
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let Begin::Reserved(r) = store.begin(Tenant::new("t"), Key::new("k"), Fingerprint::of(b"x"))? else { unreachable!() };
+    /// let token = r.token();
+    /// r.complete(Response::new(201, "created"))?;
+    /// let rec = store.record(Tenant::new("t"), Key::new("k"))?.expect("completed");
+    /// assert_eq!((rec.token, &rec.key[..]), (token, &b"k"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record(
+        &self,
+        tenant: impl Into<TenantDigest>,
+        key: Key<'_>,
+    ) -> Result<Option<LiveRecord>> {
+        let tenant = tenant.into();
+        Ok(self.lookup(tenant, key)?.map(|(token, state)| LiveRecord {
+            tenant,
+            key: key.as_bytes().to_vec(),
+            token,
+            state,
+        }))
+    }
+
     /// The segment files, by bucket, then id.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let mut out: Vec<SegmentInfo> = self
@@ -297,7 +325,7 @@ impl Store {
         let (stored, token) = match shared.look(slot, &tenant, key, now)? {
             Looked::Gone => return Ok(false),
             Looked::Collision => return Err(Error::DigestCollision),
-            Looked::Live(stored) => (stored, self.token_at(slot)?),
+            Looked::Live(stored, token) => (stored, token),
         };
         let body = Body::Purged {
             purged_at: now,
@@ -310,22 +338,6 @@ impl Store {
             shard.remove_completed(&ik);
         }
         Ok(true)
-    }
-
-    /// The fencing token of the record at `slot`.
-    fn token_at(&self, slot: Slot) -> Result<u64> {
-        let shared = &self.inner.shared;
-        let Some(seg) = shared.segments.get(slot.seg) else {
-            return Ok(0);
-        };
-        let payload = seg.read_payload(slot.off, &shared.dir)?;
-        crate::format::record::decode_head(&payload)
-            .map(|h| h.token)
-            .map_err(|e| Error::Corrupt {
-                path: shared.dir.join(&seg.name),
-                offset: u64::from(slot.off),
-                reason: e.to_string(),
-            })
     }
 
     /// Writes an operator's record of index key `ik` through the writer, to

@@ -126,10 +126,10 @@ impl Store {
                         }
                         Looked::Collision => return Err(Error::DigestCollision),
                         // Judged at the previous pass's clock: re-check now.
-                        Looked::Live(stored) if stored.expires_at <= now => {
+                        Looked::Live(stored, _) if stored.expires_at <= now => {
                             shard.remove_completed(&ik);
                         }
-                        Looked::Live(stored) => {
+                        Looked::Live(stored, _) => {
                             return Ok(if stored.fingerprint == fingerprint {
                                 Begin::Replay(*stored)
                             } else {
@@ -200,13 +200,19 @@ impl Store {
     /// assert!(matches!(store.get(Tenant::new("t"), Key::new("k"))?, Some(KeyState::Completed(s)) if s.response.status == 200));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn get(
+    pub fn get(&self, tenant: impl Into<TenantDigest>, key: Key<'_>) -> Result<Option<KeyState>> {
+        Ok(self.lookup(tenant.into(), key)?.map(|(_, state)| state))
+    }
+
+    /// What [`get`](Self::get) answers, with the fencing token of the
+    /// reservation that wrote it.
+    pub(super) fn lookup(
         &self,
-        tenant: impl Into<TenantDigest>,
+        tenant: TenantDigest,
         key: Key<'_>,
-    ) -> Result<Option<KeyState>> {
+    ) -> Result<Option<(u64, KeyState)>> {
         let key = key.as_bytes();
-        let (tenant, ik) = self.scope(tenant.into(), key)?;
+        let (tenant, ik) = self.scope(tenant, key)?;
         let shared = &self.inner.shared;
         let now = shared.clock().now();
         let slot = {
@@ -216,12 +222,13 @@ impl Store {
                     return Err(Error::DigestCollision);
                 }
                 if !p.can_take_over(now) {
-                    return Ok(Some(KeyState::Pending {
+                    let state = KeyState::Pending {
                         fingerprint: p.fingerprint,
                         started_at: p.started_at,
                         lease_end: p.lease_end,
                         abandoned: p.holder == Holder::Orphan,
-                    }));
+                    };
+                    return Ok(Some((p.token, state)));
                 }
             }
             shard.completed(&ik)
@@ -230,7 +237,7 @@ impl Store {
         match shared.look(slot, &tenant, key, now)? {
             Looked::Gone => Ok(None),
             Looked::Collision => Err(Error::DigestCollision),
-            Looked::Live(s) => Ok(Some(KeyState::Completed(*s))),
+            Looked::Live(s, token) => Ok(Some((token, KeyState::Completed(*s)))),
         }
     }
 
