@@ -1,6 +1,7 @@
 //! `idemctl` on real stores of the `payments` example: killed with
 //! requests in flight (then `in-flight` lists exactly those, and `release`
-//! frees one), a flipped byte (`verify` names it), `purge` (then a retry
+//! frees one, and `stats` shows what the restarted service's open found),
+//! a flipped byte (`verify` names it), `purge` (then a retry
 //! runs again), and `--read-only` beside the running service (which goes on
 //! as if nothing had looked).
 
@@ -162,7 +163,17 @@ async fn after_a_kill_9_in_flight_lists_exactly_the_requests_that_were_running()
         StatusCode::CONFLICT,
         "not released: in flight until its lease ends"
     );
+    let pid = server.child.id();
     server.stop();
+    // What the service's open found stays on record for the next look.
+    let stats = idemctl_json(&["stats", dir], 0);
+    let last = &stats["previous_open"];
+    assert_eq!(last["pid"].as_u64(), Some(u64::from(pid)), "{stats}");
+    assert_eq!(
+        (last["abandoned"].as_u64(), last["pending_live"].as_u64()),
+        (Some(3), Some(3)),
+        "{stats}"
+    );
 }
 
 #[tokio::test]

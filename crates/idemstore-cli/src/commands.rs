@@ -113,6 +113,7 @@ fn stats(r: &Read) -> Result<Outcome, String> {
     }
     let disk: u64 = segments.iter().map(|s| s.bytes).sum();
     let report = store.recovery_report().clone();
+    let previous = store.previous_open().cloned();
     close(&store)?;
     if r.json {
         let when = |o: &Option<(Timestamp, Vec<u8>)>| {
@@ -134,7 +135,13 @@ fn stats(r: &Read) -> Result<Outcome, String> {
             })).collect::<Vec<_>>(),
             "oldest_completion": when(&oldest),
             "newest_completion": when(&newest),
-            "recovery": render::recovery_json(&report),
+            "recovery": render::recovery_json(&report, report.abandoned.len()),
+            "previous_open": previous.as_ref().map(|p| {
+                let mut v = render::recovery_json(&p.report, usize::try_from(p.abandoned).unwrap_or(usize::MAX));
+                v["at"] = render::time(p.at).into();
+                v["pid"] = p.pid.into();
+                v
+            }),
         }));
     } else {
         let mode = if r.read_only {
@@ -171,9 +178,22 @@ fn stats(r: &Read) -> Result<Outcome, String> {
                 );
             }
         }
-        let verb = if r.read_only { "reading" } else { "opening" };
+        if let Some(p) = &previous {
+            println!(
+                "the last open before this one (pid {}, {}) found:",
+                p.pid,
+                render::time(p.at)
+            );
+            let n = usize::try_from(p.abandoned).unwrap_or(usize::MAX);
+            print!("{}", render::recovery_text(&p.report, n));
+        }
+        let verb = if r.read_only {
+            "reading now (read-only)"
+        } else {
+            "this open"
+        };
         println!("{verb} found:");
-        print!("{}", render::recovery_text(&report));
+        print!("{}", render::recovery_text(&report, report.abandoned.len()));
     }
     Ok(Outcome::Yes)
 }

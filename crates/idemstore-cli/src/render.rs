@@ -132,8 +132,9 @@ pub(crate) fn abandoned_json(a: &Abandoned, now: Timestamp) -> Value {
     Value::Object(o)
 }
 
-/// What opening found, as JSON.
-pub(crate) fn recovery_json(r: &RecoveryReport) -> Value {
+/// What opening found, as JSON; `abandoned` reservations (the report's
+/// list, or the count an earlier open left).
+pub(crate) fn recovery_json(r: &RecoveryReport, abandoned: usize) -> Value {
     json!({
         "read_only": r.read_only,
         "segments_read": r.segments_read,
@@ -141,7 +142,7 @@ pub(crate) fn recovery_json(r: &RecoveryReport) -> Value {
         "records_read": r.records_read,
         "completed_live": r.completed_live,
         "pending_live": r.pending_live,
-        "abandoned": r.abandoned.len(),
+        "abandoned": abandoned,
         "torn_tails": r.torn_tails,
         "bytes_truncated": r.bytes_truncated,
         "corrupt_regions": r.corrupt_regions,
@@ -156,8 +157,8 @@ pub(crate) fn recovery_json(r: &RecoveryReport) -> Value {
     })
 }
 
-/// What opening found, as lines of text.
-pub(crate) fn recovery_text(r: &RecoveryReport) -> String {
+/// What opening found, as lines of text (see [`recovery_json`]).
+pub(crate) fn recovery_text(r: &RecoveryReport, abandoned: usize) -> String {
     let (truncated, removed) = if r.read_only {
         ("torn tails (left as they are)", "left in place")
     } else {
@@ -184,8 +185,7 @@ pub(crate) fn recovery_text(r: &RecoveryReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  abandoned reservations: {} ({} with a running lease; see `idemctl in-flight`)",
-        r.abandoned.len(),
+        "  abandoned reservations: {abandoned} ({} with a running lease; see `idemctl in-flight`)",
         r.pending_live
     );
     for (f, why) in &r.unreadable_segments {

@@ -110,7 +110,7 @@ pub use compactor::CompactionReport;
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
 pub use format::codec;
-pub use recovery::{Abandoned, RecoveryReport};
+pub use recovery::{Abandoned, LastOpen, RecoveryReport};
 pub use response::{Response, StoredResponse};
 pub use scope::{Fingerprint, Key, Tenant, TenantDigest};
 pub use verify::{Finding, VerifyReport, verify, verify_storage};

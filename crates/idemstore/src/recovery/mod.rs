@@ -11,11 +11,13 @@
 //! checked frame scanner; damage is truncated (torn tails), skipped and
 //! counted (corruption), or left in place and listed (unreadable headers).
 
+pub(crate) mod last_open;
 mod listing;
 mod read;
 mod report;
 mod shards;
 
+pub use last_open::LastOpen;
 pub use report::{Abandoned, RecoveryReport};
 
 use crate::clock::Timestamp;

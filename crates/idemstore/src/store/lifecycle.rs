@@ -7,7 +7,7 @@ use crate::compactor::{self, CompactionReport};
 use crate::config::Config;
 use crate::error::{Error, Result, advice};
 use crate::pipeline::Msg;
-use crate::recovery::{self, Mode, RecoveryReport};
+use crate::recovery::{self, LastOpen, Mode, RecoveryReport, last_open};
 use crate::shared::{Shared, spawn_guarded};
 use crate::storage::{FsStorage, LockOutcome, Storage};
 use crate::write::writer::Writer;
@@ -78,6 +78,7 @@ pub(super) struct StoreInner {
     threads: Mutex<Option<Threads>>,
     lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
     report: RecoveryReport,
+    previous_open: Option<LastOpen>,
 }
 
 /// An open store. Cheap to clone; every clone is the same store. The store
@@ -151,7 +152,9 @@ impl Store {
             Err(e) => return Err(Error::io("locking", dir, e, advice::OPEN)),
         };
         let now = config.clock.now();
+        let previous_open = last_open::read(storage.as_ref());
         let rec = recovery::recover(storage.as_ref(), &config, now, Mode::Repair)?;
+        last_open::write(storage.as_ref(), &rec.report, now);
         let compaction_interval = config.compaction_interval;
         let shared = Arc::new(Shared::new(
             config,
@@ -194,6 +197,7 @@ impl Store {
                 })),
                 lock: Mutex::new(Some(guard)),
                 report: rec.report,
+                previous_open,
             }),
         })
     }
@@ -240,6 +244,7 @@ impl Store {
     pub fn open_read_only_with_storage(storage: Arc<dyn Storage>, config: Config) -> Result<Store> {
         config.validate()?;
         let now = config.clock.now();
+        let previous_open = last_open::read(storage.as_ref());
         let rec = recovery::recover(storage.as_ref(), &config, now, Mode::ReadOnly)?;
         let dir = storage.location();
         let mut shared = Shared::new(
@@ -262,6 +267,7 @@ impl Store {
                 threads: Mutex::new(None),
                 lock: Mutex::new(None),
                 report: rec.report,
+                previous_open,
             }),
         })
     }
@@ -314,6 +320,17 @@ impl Store {
     /// What `open` found on disk.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
+    }
+
+    /// What the writable open before this one found, as it left it in the
+    /// directory (the `LAST-OPEN` file, FORMAT.md): after a crash, once the
+    /// service has restarted and repaired, what that repair was. For a
+    /// [read-only](Self::open_read_only) store, the last writable open's
+    /// (the running service's, beside which it reads). `None` for a new
+    /// directory, or if the file is missing or unreadable (it is best
+    /// effort: not fsynced).
+    pub fn previous_open(&self) -> Option<&LastOpen> {
+        self.inner.previous_open.as_ref()
     }
 
     /// Runs one compaction pass now (the compactor thread also runs one every
