@@ -28,6 +28,7 @@ use crate::format::hint;
 use crate::index::{self, Index};
 use crate::segment::Segments;
 use crate::storage::{Storage, remove_if_present};
+pub(crate) use read::Mode;
 use read::Gathered;
 use shards::{Candidates, build_shards};
 use std::sync::Arc;
@@ -42,17 +43,6 @@ pub(crate) struct Recovered {
     pub(crate) floor: Floor,
     pub(crate) next_segment_id: u32,
     pub(crate) report: RecoveryReport,
-}
-
-/// Whether recovery may change the files.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Mode {
-    /// Truncate torn tails, remove what is dead, write hints: the store
-    /// holds the lock and will write.
-    Repair,
-    /// Change nothing: the directory may belong to a running store, which
-    /// may append, and delete expired files, while this reads.
-    ReadOnly,
 }
 
 /// Rebuilds the index from the files in `storage`, repairing what a crash

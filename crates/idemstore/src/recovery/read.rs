@@ -2,7 +2,6 @@
 //! else by scanning it (truncating a torn tail, skipping and counting
 //! damage, then writing the hint the next open reads instead).
 
-use super::Mode;
 use super::report::RecoveryReport;
 use super::shards::{Candidates, push};
 use crate::clock::Timestamp;
@@ -19,6 +18,17 @@ use std::sync::Arc;
 /// No segment this format writes is larger (`max_segment_bytes` is at most
 /// 1 GiB, plus one record); anything larger is not read into memory.
 pub(super) const MAX_SEGMENT_FILE: u64 = (1 << 30) + crate::format::frame::MAX_PAYLOAD as u64 * 2;
+
+/// Whether recovery may change the files.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// Truncate torn tails, remove what is dead, write hints: the store
+    /// holds the lock and will write.
+    Repair,
+    /// Change nothing: the directory may belong to a running store, which
+    /// may append, and delete expired files, while this reads.
+    ReadOnly,
+}
 
 /// What reading the segments gathers, one segment after another.
 pub(super) struct Gathered {
