@@ -5,6 +5,7 @@
 //! replay status, ...) is an option here. The one thing without a default is
 //! where the tenant comes from: see [`IdempotencyConfig::new`].
 
+use crate::headers::{Redact, ResponseHeaders, ToStore};
 use crate::hooks::{Hooks, RecordEvent};
 use http::{Extensions, HeaderName, Method};
 use std::fmt;
@@ -202,6 +203,13 @@ pub struct IdempotencyConfig {
     /// first response whose body streams leaves before it is stored and
     /// carries none.
     pub expiry_header: Option<HeaderName>,
+    /// Which response headers are stored and replayed (default: every
+    /// end-to-end header but `Set-Cookie`, `Age` and `X-Request-Id`; see
+    /// [`ResponseHeaders`]).
+    pub response_headers: ResponseHeaders,
+    /// Run on a handler's response before it is stored (default none; see
+    /// [`Redact`]).
+    pub redact: Option<Redact>,
 }
 
 impl IdempotencyConfig {
@@ -232,6 +240,8 @@ impl IdempotencyConfig {
             replayed_header: crate::REPLAYED,
             max_in_flight: None,
             expiry_header: None,
+            response_headers: ResponseHeaders::default(),
+            redact: None,
         }
     }
 }
@@ -258,6 +268,8 @@ impl fmt::Debug for IdempotencyConfig {
             .field("replayed_header", &self.replayed_header)
             .field("max_in_flight", &self.max_in_flight)
             .field("expiry_header", &self.expiry_header)
+            .field("response_headers", &self.response_headers)
+            .field("redact", &self.redact)
             .finish()
     }
 }
@@ -734,6 +746,67 @@ impl IdempotencyConfig {
     /// Calls `f` each time a stored response is replayed.
     pub fn on_replayed(mut self, f: impl Fn(&RecordEvent<'_>) + Send + Sync + 'static) -> Self {
         self.hooks.replayed = Some(Arc::new(f));
+        self
+    }
+    /// Sets which response headers are stored and replayed.
+    ///
+    /// ```
+    /// # use axum::{Router, routing::post, body::Body, http::{header, HeaderName, Method, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// let handler = || async {
+    ///     ([(header::LOCATION, "/v1/payments/7"), (header::SET_COOKIE, "session=first-client"),
+    ///       (HeaderName::from_static("x-internal"), "node-3")], "created")
+    /// };
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     .response_headers(ResponseHeaders::only([header::LOCATION, header::CONTENT_TYPE]));
+    /// let app = Router::new().route("/pay", post(handler)).layer(IdempotencyLayer::new(store, config));
+    /// let send = |app: Router| async move {
+    ///     let req = Request::post("/pay").header("idempotency-key", "k-1").body(Body::empty()).unwrap();
+    ///     app.oneshot(req).await.unwrap()
+    /// };
+    /// let first = send(app.clone()).await;
+    /// assert!(first.headers().contains_key(header::SET_COOKIE), "the first client gets it all");
+    /// let replay = send(app).await;
+    /// assert_eq!(replay.headers()[header::LOCATION], "/v1/payments/7");
+    /// assert!(!replay.headers().contains_key(header::SET_COOKIE));
+    /// assert!(!replay.headers().contains_key("x-internal"));
+    /// # Ok(()) }
+    /// ```
+    pub fn response_headers(mut self, policy: ResponseHeaders) -> Self {
+        self.response_headers = policy;
+        self
+    }
+    /// Runs `f` on each response before it is stored (see [`Redact`]).
+    ///
+    /// ```
+    /// # use axum::{Router, routing::post, body::{Body, Bytes}, http::{Request}};
+    /// # use idemstore_http::*;
+    /// # use http_body_util::BodyExt;
+    /// # use tower::ServiceExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// let handler = || async { r#"{"id":"key_1","secret":"sk_shown_once"}"# };
+    /// let config = IdempotencyConfig::new(TenantSource::Single).redact(|r| {
+    ///     *r.body = Bytes::from_static(br#"{"id":"key_1","secret":"(shown on the first response only)"}"#);
+    /// });
+    /// let app = Router::new().route("/keys", post(handler)).layer(IdempotencyLayer::new(store, config));
+    /// let send = |app: Router| async move {
+    ///     let req = Request::post("/keys").header("idempotency-key", "k-1").body(Body::empty()).unwrap();
+    ///     app.oneshot(req).await.unwrap().into_body().collect().await.unwrap().to_bytes()
+    /// };
+    /// assert!(send(app.clone()).await.ends_with(b"\"sk_shown_once\"}"));
+    /// assert!(!String::from_utf8(send(app).await.to_vec())?.contains("sk_shown_once"));
+    /// # Ok(()) }
+    /// ```
+    pub fn redact(mut self, f: impl Fn(ToStore<'_>) + Send + Sync + 'static) -> Self {
+        self.redact = Some(Redact::new(f));
         self
     }
 }

@@ -120,7 +120,8 @@
 //! - `config.rs`: every option; `key.rs`: reading the key header;
 //!   `fingerprint.rs`: what makes two requests the same;
 //!   `problem.rs`: every rejection and its status, in one place;
-//!   `replay.rs`: stored records to and from HTTP responses; `body.rs`: body
+//!   `replay.rs`: stored records to and from HTTP responses; `headers.rs`:
+//!   which response headers are stored, and the redaction hook; `body.rs`: body
 //!   plumbing; `metrics.rs`: the metrics the layer records; `hooks.rs`: the
 //!   application's hooks on stored and replayed records.
 
@@ -131,6 +132,7 @@ pub mod fingerprint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod headers;
 pub mod hooks;
 mod key;
 pub mod metrics;
@@ -146,6 +148,7 @@ pub use config::{
     FingerprintSpec, IdempotencyConfig, InFlightPolicy, OversizeResponse, ReplayStatus,
     StorePolicy, TenantSource,
 };
+pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};
 pub use problem::Problem;
 pub use replay::{FIRST_REQUEST_ID, REPLAYED};
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};

@@ -1,9 +1,7 @@
 //! Between HTTP responses and stored records.
 //!
-//! Stored: status, end-to-end headers in order, body. Not stored: hop-by-hop
-//! headers (RFC 9110 section 7.6.1; they describe one connection), `Date`
-//! (a replay is a new message and gets its own), and `Content-Length` (the
-//! server computes it from the stored body).
+//! Stored: status, the end-to-end headers the [`ResponseHeaders`] policy
+//! keeps, in order, and the body (see `headers.rs` for what no policy keeps).
 //!
 //! What the layer knows of the first execution travels in the record as a
 //! pseudo-header, a name starting with `:` that no HTTP header can have (so
@@ -12,6 +10,7 @@
 //! it, with no format change; records stored before it simply lack it.
 
 use crate::config::ReplayStatus;
+use crate::headers::ResponseHeaders;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
@@ -20,49 +19,22 @@ use idemstore::StoredResponse;
 /// Marks a response as a replay of the stored one.
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-const NOT_STORED: [HeaderName; 11] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("proxy-connection"),
-    header::DATE,
-    header::CONTENT_LENGTH,
-];
-
-/// Whether a response header is kept in the stored record.
-pub(crate) fn is_stored_header(name: &HeaderName, connection: Option<&HeaderValue>) -> bool {
-    if NOT_STORED.contains(name) {
-        return false;
-    }
-    // Headers the Connection header lists are hop-by-hop too.
-    !connection
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|list| {
-            list.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
-        })
-}
-
 /// The pseudo-header holding the first execution's request id.
 pub const FIRST_REQUEST_ID: &str = ":first-request-id";
 
 /// The record to store for a handler response to the request `request_id`
-/// names, if any.
+/// names, if any, with the headers `policy` keeps.
 pub(crate) fn to_stored(
     status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
     request_id: Option<&str>,
+    policy: &ResponseHeaders,
 ) -> idemstore::Response {
     let connection = headers.get(header::CONNECTION);
     let mut stored: Vec<(String, Vec<u8>)> = headers
         .iter()
-        .filter(|(n, _)| is_stored_header(n, connection))
+        .filter(|(n, _)| policy.stores_in(n, connection))
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
     if let Some(id) = request_id {
@@ -131,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_date_and_length_are_not_stored_and_order_is_kept() {
+    fn hop_by_hop_date_length_and_the_default_exclusions_are_not_stored_and_order_is_kept() {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONTENT_TYPE,
@@ -152,10 +124,18 @@ mod tests {
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         h.append("set-cookie", HeaderValue::from_static("a=1"));
-        h.append("set-cookie", HeaderValue::from_static("b=2"));
-        let s = to_stored(StatusCode::CREATED, &h, Bytes::from_static(b"{}"), None);
+        h.append("link", HeaderValue::from_static("</a>; rel=next"));
+        h.append("link", HeaderValue::from_static("</b>; rel=prev"));
+        h.insert("age", HeaderValue::from_static("30"));
+        let s = to_stored(
+            StatusCode::CREATED,
+            &h,
+            Bytes::from_static(b"{}"),
+            None,
+            &ResponseHeaders::default(),
+        );
         let names: Vec<&str> = s.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["content-type", "set-cookie", "set-cookie"]);
+        assert_eq!(names, ["content-type", "link", "link"]);
 
         let stored = StoredResponse {
             fingerprint: idemstore::Fingerprint::default(),
@@ -167,8 +147,8 @@ mod tests {
         let r = to_replay(&stored, ReplayStatus::Original, &REPLAYED, None);
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(r.headers()[REPLAYED], "true");
-        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"]);
+        let links: Vec<_> = r.headers().get_all("link").iter().collect();
+        assert_eq!(links, ["</a>; rel=next", "</b>; rel=prev"]);
         let r = to_replay(
             &stored,
             ReplayStatus::Fixed(StatusCode::CONFLICT),

@@ -15,6 +15,7 @@
 
 use crate::backend::{Backend, BackendError, Lease, Outcome};
 use crate::config::{IdempotencyConfig, InFlightPolicy, OversizeResponse, TenantSource};
+use crate::headers::ResponseHeaders;
 use crate::hooks::{self, RecordEvent};
 use crate::key::parse_key;
 use crate::metrics;
@@ -458,10 +459,21 @@ impl<B: Backend> Idempotency<B> {
         if !c.store.stores(status) {
             return free(lease).await;
         }
+        let request_id = keyed.request_id.as_deref();
         let mut record = match body {
-            ResponseBody::Whole(bytes) => {
-                to_stored(status, headers, bytes.clone(), keyed.request_id.as_deref())
-            }
+            ResponseBody::Whole(bytes) => match &c.redact {
+                None => to_stored(
+                    status,
+                    headers,
+                    bytes.clone(),
+                    request_id,
+                    &c.response_headers,
+                ),
+                Some(r) => match r.run(status, headers, bytes) {
+                    Some((h, b)) => to_stored(status, &h, b, request_id, &c.response_headers),
+                    None => notice(c.max_response_bytes, request_id),
+                },
+            },
             ResponseBody::TooLarge => match c.oversize {
                 OversizeResponse::Release => return free(lease).await,
                 OversizeResponse::StoreNotice => {
@@ -569,7 +581,9 @@ impl<L: Lease> Drop for Renewing<L> {
 /// The record stored in place of a response too large to store.
 fn notice(limit: usize, request_id: Option<&str>) -> idemstore::Response {
     let p = Problem::ResponseNotReplayable { limit }.to_response();
-    to_stored(p.status(), p.headers(), p.body().clone(), request_id)
+    // The layer's own response: its headers are stored whatever the policy.
+    let all = ResponseHeaders::all_except([]);
+    to_stored(p.status(), p.headers(), p.body().clone(), request_id, &all)
 }
 
 /// The answer for a backend failure before the handler ran.

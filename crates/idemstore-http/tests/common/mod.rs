@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 /// Counts handler executions.
 #[derive(Clone, Default)]
-pub(crate) struct Runs(Arc<AtomicUsize>);
+pub(crate) struct Runs(pub(crate) Arc<AtomicUsize>);
 
 impl Runs {
     pub(crate) fn get(&self) -> usize {
