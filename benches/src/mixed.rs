@@ -53,7 +53,7 @@ pub fn run<B: Backend>(rt: &tokio::runtime::Runtime, backend: B, tasks: usize, s
                                 .await
                             {
                                 Ok(Outcome::Replay(_)) if want_replay => {}
-                                Ok(Outcome::Mismatch) if !want_replay => {}
+                                Ok(Outcome::Mismatch(_)) if !want_replay => {}
                                 Ok(_) => panic!("a completed key did not replay or mismatch"),
                                 Err(e) => panic!("begin: {e}"),
                             }

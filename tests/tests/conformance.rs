@@ -118,7 +118,7 @@ fn describe<L>(o: &Outcome<L>) -> String {
             ..
         } => format!("in flight ({lease_left:?}, same: {same_request})"),
         Outcome::Replay(s) => format!("replay of {}", String::from_utf8_lossy(&s.response.body)),
-        Outcome::Mismatch => "mismatch".into(),
+        Outcome::Mismatch(_) => "mismatch".into(),
     }
 }
 
@@ -159,6 +159,24 @@ async fn reserve_replay_mismatch<B: Backend>(b: B) {
         other => panic!("{}", describe(&other)),
     }
     assert_eq!(state(&b, "t", "k", "b").await, "mismatch");
+}
+
+/// The layer names the body members that differ from the first request's
+/// record, which a mismatch must therefore carry, on every backend.
+async fn a_mismatch_carries_the_first_request_s_record<B: Backend>(b: B) {
+    let l = reserve(&b, "t", "k", "a").await;
+    l.complete(resp("first")).await.unwrap();
+    match b
+        .begin(Tenant::new(b"t"), Key::new(b"k"), fp("b"))
+        .await
+        .unwrap()
+    {
+        Outcome::Mismatch(Some(s)) => {
+            assert_eq!(s.response, resp("first"));
+            assert_eq!(s.fingerprint, fp("a"));
+        }
+        other => panic!("{}", describe(&other)),
+    }
 }
 
 async fn tenants_are_independent<B: Backend>(b: B) {
@@ -391,6 +409,7 @@ macro_rules! suite {
 
 suite!(
     reserve_replay_mismatch,
+    a_mismatch_carries_the_first_request_s_record,
     tenants_are_independent,
     abort_and_drop_free_the_key,
     takeover_fences_the_old_holder,

@@ -70,8 +70,10 @@ pub enum Outcome<L> {
     },
     /// Completed by the same request: send this back.
     Replay(StoredResponse),
-    /// Completed by a different request.
-    Mismatch,
+    /// Completed by a different request; its stored record, when the
+    /// backend has it at hand (the layer reads which body members differ
+    /// from it; it is never sent to the client).
+    Mismatch(Option<Box<StoredResponse>>),
 }
 
 /// A store the layer can use.
@@ -191,7 +193,7 @@ impl Backend for Store {
                 }
             }
             Begin::Replay(s) => Outcome::Replay(s),
-            Begin::Mismatch(_) => Outcome::Mismatch,
+            Begin::Mismatch(m) => Outcome::Mismatch(Some(m.stored)),
         });
         std::future::ready(result.map_err(BackendError::from))
     }

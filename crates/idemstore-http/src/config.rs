@@ -125,6 +125,9 @@ pub struct FingerprintSpec {
     pub body: bool,
     /// These headers' values (in this order; absent and empty differ).
     pub headers: Vec<HeaderName>,
+    /// Fingerprint a JSON body by its canonical form instead of its bytes
+    /// (default `None`: bytes). See [`JsonBody`].
+    pub json: Option<JsonBody>,
 }
 
 impl Default for FingerprintSpec {
@@ -134,8 +137,38 @@ impl Default for FingerprintSpec {
             path_and_query: true,
             body: true,
             headers: Vec::new(),
+            json: None,
         }
     }
+}
+
+impl FingerprintSpec {
+    /// The default spec with the body fingerprinted as JSON: key order,
+    /// whitespace and string escapes do not matter; numbers count as
+    /// written.
+    pub fn json() -> Self {
+        FingerprintSpec {
+            json: Some(JsonBody::default()),
+            ..FingerprintSpec::default()
+        }
+    }
+}
+
+/// How a JSON body is fingerprinted: by its canonical form (RFC 8259 JSON;
+/// members sorted, no whitespace, strings unescaped, numbers as written),
+/// the whole body or only chosen members. A body that is not strict JSON
+/// (or nests deeper than 64, or repeats a member name) is fingerprinted as
+/// bytes, so it still never matches another body.
+///
+/// Each member's digest is stored with the record (names and 64-bit
+/// digests, never values), so that a 422 can name the top-level members
+/// (or the chosen pointers) in which a request differs from the first.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct JsonBody {
+    /// Only these members count, as JSON pointers (RFC 6901: `/amount`,
+    /// `/customer/id`); an absent member counts as absent. Empty (the
+    /// default): the whole body.
+    pub members: Vec<String>,
 }
 
 /// Which requests the layer covers, beyond their method.

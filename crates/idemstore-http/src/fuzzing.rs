@@ -2,14 +2,18 @@
 //! the corpus replay test runs the same checks in CI. Not part of the API.
 
 use crate::config::FingerprintSpec;
-use crate::fingerprint::fingerprint;
+use crate::fingerprint::{digest, fingerprint};
+use crate::json;
 use crate::key::parse_key;
 use http::{HeaderName, HeaderValue, Method, Request};
 
 /// Arbitrary header values, methods, paths and bodies through key parsing and
 /// fingerprinting: no panic; an accepted key is within bounds and printable;
-/// fingerprints are deterministic and see the body.
+/// fingerprints are deterministic and see the body; a body that parses as
+/// JSON has a canonical form that parses to the same value and is its own
+/// canonical form, and its JSON fingerprint is that of its canonical form.
 pub fn http(data: &[u8]) {
+    json_body(data);
     let split = |d: &[u8], at: usize| -> (Vec<u8>, Vec<u8>) {
         let at = at.min(d.len());
         (d[..at].to_vec(), d[at..].to_vec())
@@ -54,4 +58,21 @@ pub fn http(data: &[u8]) {
     let mut other = body.clone();
     other.push(0);
     assert_ne!(a, fingerprint(&spec, &parts, &other));
+}
+
+/// The JSON checks of [`http`] on `body`.
+fn json_body(body: &[u8]) {
+    let Some(doc) = json::parse(body) else {
+        return;
+    };
+    let canon = doc.canonical();
+    let again = json::parse(&canon).expect("a canonical form parses");
+    assert_eq!(again, doc);
+    assert_eq!(again.canonical(), canon);
+    let Ok(req) = Request::builder().uri("/").body(()) else {
+        return;
+    };
+    let (parts, ()) = req.into_parts();
+    let spec = FingerprintSpec::json();
+    assert_eq!(digest(&spec, &parts, body), digest(&spec, &parts, &canon));
 }

@@ -118,7 +118,8 @@
 //!   count of running work;
 //! - `backend.rs`: the async store trait, and the embedded engine behind it;
 //! - `config.rs`: every option; `key.rs`: reading the key header;
-//!   `fingerprint.rs`: what makes two requests the same;
+//!   `fingerprint.rs`: what makes two requests the same; `json.rs`: the
+//!   canonical form of a JSON body;
 //!   `problem.rs`: every rejection and its status, in one place;
 //!   `replay.rs`: stored records to and from HTTP responses; `headers.rs`:
 //!   which response headers are stored, and the redaction hook; `body.rs`: body
@@ -134,6 +135,7 @@ pub mod fingerprint;
 pub mod fuzzing;
 pub mod headers;
 pub mod hooks;
+mod json;
 mod key;
 pub mod metrics;
 pub mod problem;
@@ -145,7 +147,7 @@ mod work;
 pub use backend::{Backend, BackendError, Lease, Outcome};
 pub use body::{BoxBody, BoxError};
 pub use config::{
-    FingerprintSpec, IdempotencyConfig, InFlightPolicy, OversizeResponse, ReplayStatus,
+    FingerprintSpec, IdempotencyConfig, InFlightPolicy, JsonBody, OversizeResponse, ReplayStatus,
     StorePolicy, TenantSource,
 };
 pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};

@@ -43,7 +43,12 @@ pub enum Problem {
         retry_after: Duration,
     },
     /// The key was used for a different request. 422.
-    Mismatch,
+    Mismatch {
+        /// The body members (top-level names, or the configured JSON
+        /// pointers) in which it differs from the first request, when both
+        /// were fingerprinted as JSON; names only, never values.
+        members: Vec<String>,
+    },
     /// The key's index digest collides with another (tenant, key). 422.
     KeyCollision,
     /// The idempotency store cannot be used; the handler did not run. 503.
@@ -124,7 +129,16 @@ impl Problem {
                     retry_after_secs(*retry_after)
                 ),
             ),
-            Problem::Mismatch => (
+            Problem::Mismatch { members } if !members.is_empty() => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "request-mismatch",
+                "Idempotency key reused with a different request",
+                format!(
+                    "This key was already used for a request with different parameters (the body differs in: {}); use a new key for a new request.",
+                    members.join(", ")
+                ),
+            ),
+            Problem::Mismatch { .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "request-mismatch",
                 "Idempotency key reused with a different request",
@@ -188,16 +202,23 @@ impl Problem {
         self.parts().1
     }
 
-    /// The JSON document: `type`, `code`, `title`, `status`, `detail`.
+    /// The JSON document: `type`, `code`, `title`, `status`, `detail`; a
+    /// mismatch that knows which body members differ also lists them in
+    /// `members`.
     pub fn body(&self) -> Bytes {
         let (status, slug, title, detail) = self.parts();
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "type": format!("{TYPE_PREFIX}{slug}"),
             "code": slug,
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
         });
+        if let Problem::Mismatch { members } = self
+            && !members.is_empty()
+        {
+            doc["members"] = members.clone().into();
+        }
         Bytes::from(doc.to_string())
     }
 

@@ -6,8 +6,9 @@
 //! What the layer knows of the first execution travels in the record as a
 //! pseudo-header, a name starting with `:` that no HTTP header can have (so
 //! it never collides and is never replayed): [`FIRST_REQUEST_ID`], the
-//! first request's `X-Request-Id` or W3C `traceparent`. Both backends keep
-//! it, with no format change; records stored before it simply lack it.
+//! first request's `X-Request-Id` or W3C `traceparent`; and
+//! `:body-members`, the digests of a JSON body's members. Both backends keep
+//! them, with no format change; records stored before them simply lack them.
 
 use crate::config::ReplayStatus;
 use crate::headers::ResponseHeaders;
@@ -21,6 +22,11 @@ pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The pseudo-header holding the first execution's request id.
 pub const FIRST_REQUEST_ID: &str = ":first-request-id";
+
+/// The pseudo-header holding the digests of the first request's JSON body
+/// members (see [`crate::fingerprint::Members`]), when its body was
+/// fingerprinted as JSON.
+pub(crate) const BODY_MEMBERS: &str = ":body-members";
 
 /// The record to store for a handler response to the request `request_id`
 /// names, if any, with the headers `policy` keeps.

@@ -5,7 +5,7 @@
 use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, boxed, full};
 use crate::config::IdempotencyConfig;
-use crate::fingerprint::fingerprint;
+use crate::fingerprint::digest;
 use crate::problem::Problem;
 use crate::steps::{Idempotency, Keyed, Prepared, Started};
 use crate::work;
@@ -235,7 +235,10 @@ where
             return Ok(problem_response(&Problem::RequestBodyFailed));
         }
     };
-    let fp = fingerprint(&core.config().fingerprint, &parts, &bytes);
+    let d = digest(&core.config().fingerprint, &parts, &bytes);
+    let fp = d.fingerprint;
+    let mut keyed = keyed;
+    keyed.members = d.members;
     // Counted from here, before the key is reserved: past the cap nothing
     // is reserved and nothing runs; a shutdown that waits for the work
     // cannot miss a task not yet polled.

@@ -15,16 +15,17 @@
 
 use crate::backend::{Backend, BackendError, Lease, Outcome};
 use crate::config::{IdempotencyConfig, InFlightPolicy, OversizeResponse, TenantSource};
+use crate::fingerprint::Members;
 use crate::headers::ResponseHeaders;
 use crate::hooks::{self, RecordEvent};
 use crate::key::parse_key;
 use crate::metrics;
 use crate::problem::Problem;
-use crate::replay::{first_request_id, to_replay, to_stored};
+use crate::replay::{BODY_MEMBERS, first_request_id, to_replay, to_stored};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
-use idemstore::{Fingerprint, Key, Tenant};
+use idemstore::{Fingerprint, Key, StoredResponse, Tenant};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
@@ -195,6 +196,10 @@ pub struct Keyed {
     /// The request's id, kept with its stored response: its `X-Request-Id`,
     /// else its W3C `traceparent` (visible ASCII, at most 256 bytes).
     pub request_id: Option<String>,
+    /// The digests of its JSON body's members, once fingerprinted (see
+    /// [`crate::fingerprint::digest`]): stored with its record, and compared
+    /// with the first request's on a mismatch.
+    pub members: Option<Members>,
 }
 
 /// Longest request id kept with a record.
@@ -334,6 +339,7 @@ impl<B: Backend> Idempotency<B> {
             key,
             path: parts.uri.path().to_owned(),
             request_id: request_id(&parts.headers),
+            members: None,
         })
     }
 
@@ -388,11 +394,15 @@ impl<B: Backend> Idempotency<B> {
                         self.config.expiry_header.as_ref(),
                     ));
                 }
-                Ok(Outcome::Mismatch)
-                | Ok(Outcome::InFlight {
+                Ok(Outcome::Mismatch(stored)) => Problem::Mismatch {
+                    members: differing_members(stored.as_deref(), keyed.members.as_ref()),
+                },
+                Ok(Outcome::InFlight {
                     same_request: false,
                     ..
-                }) => Problem::Mismatch,
+                }) => Problem::Mismatch {
+                    members: Vec::new(),
+                },
                 Ok(Outcome::InFlight {
                     lease_left,
                     running_for,
@@ -417,7 +427,7 @@ impl<B: Backend> Idempotency<B> {
                 Err(e) => backend_problem(&e),
             };
             metrics::request(match problem {
-                Problem::Mismatch => metrics::Outcome::Mismatch,
+                Problem::Mismatch { .. } => metrics::Outcome::Mismatch,
                 Problem::InFlight { .. } => metrics::Outcome::Conflict,
                 Problem::StoreUnavailable { .. } => metrics::Outcome::Unavailable,
                 _ => metrics::Outcome::Rejected,
@@ -481,9 +491,20 @@ impl<B: Backend> Idempotency<B> {
                 }
             },
         };
+        let with_members = |mut r: idemstore::Response| {
+            if let Some(m) = &keyed.members {
+                r.headers
+                    .push((BODY_MEMBERS.to_owned(), m.encode().into_bytes()));
+            }
+            r
+        };
+        record = with_members(record);
         if let Err(e) = lease.fits(&record) {
             tracing::warn!(error = %e, "response cannot be stored; storing the not-replayable notice");
-            record = notice(c.max_response_bytes, keyed.request_id.as_deref());
+            record = with_members(notice(c.max_response_bytes, request_id));
+            if lease.fits(&record).is_err() {
+                record = notice(c.max_response_bytes, request_id);
+            }
         }
         match lease.complete(record).await {
             Ok(()) => Finished::Stored,
@@ -575,6 +596,23 @@ impl<L: Lease> Drop for Renewing<L> {
         if let Some(lease) = self.lease.take() {
             lease.abandon();
         }
+    }
+}
+
+/// The body members in which this request differs from the first, whose
+/// record is `stored`: empty unless both bodies were fingerprinted as JSON
+/// objects and the record kept its members' digests.
+fn differing_members(stored: Option<&StoredResponse>, mine: Option<&Members>) -> Vec<String> {
+    let theirs = stored.and_then(|s| {
+        s.response
+            .headers
+            .iter()
+            .find(|(n, _)| n == BODY_MEMBERS)
+            .and_then(|(_, v)| Members::decode(v))
+    });
+    match (theirs, mine) {
+        (Some(t), Some(m)) => t.differing(m),
+        _ => Vec::new(),
     }
 }
 

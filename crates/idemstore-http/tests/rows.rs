@@ -132,6 +132,7 @@ async fn the_fingerprint_covers_exactly_the_configured_parts() {
         path_and_query: false,
         body: true,
         headers: vec![HeaderName::from_static("x-account")],
+        json: None,
     };
     let a = app(IdempotencyConfig::new(TenantSource::Single).fingerprint(spec));
     send(&a, "POST", "/201?page=1", &[KEY, ("x-account", "7")], "b").await;

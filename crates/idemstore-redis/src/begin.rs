@@ -129,7 +129,17 @@ impl Backend for RedisBackend {
                     }
                     Ok(Outcome::Replay(stored))
                 }
-                Some(b"mismatch") => Ok(Outcome::Mismatch),
+                Some(b"mismatch") => {
+                    // The first request's record, for naming what differs;
+                    // one that does not decode or is another scope's is
+                    // simply not used.
+                    let stored = parts
+                        .get(1)
+                        .and_then(|b| idemstore::codec::decode(b).ok())
+                        .filter(|(rtd, rk, _)| *rtd == td && *rk == key)
+                        .map(|(_, _, s)| Box::new(s));
+                    Ok(Outcome::Mismatch(stored))
+                }
                 Some(b"collision") => Err(BackendError::Collision),
                 _ => Err(unavailable("unexpected reply from the begin script")),
             }

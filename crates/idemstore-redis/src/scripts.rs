@@ -109,7 +109,7 @@ if s == 'c' then
     if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 's', 'c') end
     return {'replay', h[7], h[10] or '', h[11] or ''}
   end
-  return {'mismatch'}
+  return {'mismatch', h[7]}
 end
 if s == 'p' and now < tonumber(h[4]) then
   if h[9] == ARGV[6] then

@@ -39,12 +39,16 @@ pub struct InFlight {
 }
 
 /// The key was completed by a different request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
     /// Fingerprint of the request that completed the key.
     pub stored_fingerprint: Fingerprint,
     /// When it completed.
     pub completed_at: Timestamp,
+    /// The first request's stored record (its response is not this
+    /// request's to see; what a caller may use of it is its own business,
+    /// e.g. the HTTP layer names the body members that differ).
+    pub stored: Box<StoredResponse>,
 }
 
 /// What [`Store::get`] sees for a key.
@@ -136,6 +140,7 @@ impl Store {
                                 Begin::Mismatch(Mismatch {
                                     stored_fingerprint: stored.fingerprint,
                                     completed_at: stored.completed_at,
+                                    stored,
                                 })
                             });
                         }
