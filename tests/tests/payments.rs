@@ -76,6 +76,16 @@ async fn the_readme_session_replay_422_409_401() {
     assert_eq!(again.status, StatusCode::CREATED);
     assert!(again.replayed());
     assert_eq!(again.body, created.body);
+    // The same JSON document, serialized another way: the same request.
+    let reserialized = call(
+        s.addr,
+        "POST",
+        &[ALICE, key],
+        "{\n  \"currency\": \"EUR\",\n  \"amount\": 100\n}",
+    )
+    .await;
+    assert!(reserialized.replayed(), "{}", reserialized.problem());
+    assert_eq!(reserialized.body, created.body);
 
     let other = call(
         s.addr,
@@ -86,6 +96,11 @@ async fn the_readme_session_replay_422_409_401() {
     .await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(other.headers["content-type"], "application/problem+json");
+    assert_eq!(other.json()["members"], serde_json::json!(["amount"]));
+    assert!(
+        !String::from_utf8_lossy(&other.body).contains("200"),
+        "names, never values"
+    );
 
     let slow_body = r#"{"amount":5,"currency":"EUR","delay_ms":800}"#;
     let addr = s.addr;

@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
-use idemstore_http::{Backend, IdempotencyConfig, IdempotencyLayer, InFlightWork, TenantSource};
+use idemstore_http::{
+    Backend, FingerprintSpec, IdempotencyConfig, IdempotencyLayer, InFlightWork, TenantSource,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -213,10 +215,13 @@ pub fn app_with_work<B: Backend>(backend: B) -> (Router, InFlightWork) {
 }
 
 /// The idempotency layer's configuration: the tenant is the `X-Api-Key`
-/// header (so two API keys never share an idempotency key); everything else
-/// is the layer's default (the IETF draft's and Stripe's behaviour).
+/// header (so two API keys never share an idempotency key); the body, a
+/// JSON document, is fingerprinted by its canonical form (a client that
+/// re-serializes its retry with another key order is still sending the
+/// same request, and a 422 names the members that differ); everything
+/// else is the layer's default (the IETF draft's and Stripe's behaviour).
 pub fn idempotency_config() -> IdempotencyConfig {
-    IdempotencyConfig::new(TenantSource::Header(API_KEY))
+    IdempotencyConfig::new(TenantSource::Header(API_KEY)).fingerprint(FingerprintSpec::json())
 }
 
 /// `route` with the idempotency layer around its handlers, if there is a
