@@ -80,7 +80,7 @@
 //! | first request | handler runs; its response is stored, then sent |
 //! | same key, same request, completed | the stored status, headers, body, plus `Idempotent-Replayed: true` |
 //! | same key, same request, still running | 409 `request-in-flight` with `Retry-After` (or: wait, then replay) |
-//! | same key, different request | 422 `request-mismatch` (also while the first still runs) |
+//! | same key, different request | 422 `request-mismatch` (also while the first still runs; with JSON fingerprints it names the body members that differ) |
 //! | same key, other tenant | independent |
 //! | store unavailable | 503 `store-unavailable` + `Retry-After`; the handler does not run |
 //! | request body over the limit | 413 `request-too-large` |
