@@ -161,6 +161,58 @@ async fn reserve_replay_mismatch<B: Backend>(b: B) {
     assert_eq!(state(&b, "t", "k", "b").await, "mismatch");
 }
 
+/// A message consumer's "once": the work runs once per id, a redelivery
+/// gets its result, another payload under the id is refused, a failed run
+/// frees the id, a redelivery while it runs is told so.
+async fn execute_or_replay_runs_the_work_once_per_id<B: Backend>(b: B) {
+    use idemstore_http::{Executed, OnceError, execute_or_replay};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let runs = AtomicUsize::new(0);
+    let work = |out: &'static str| {
+        let runs = &runs;
+        move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>(out.as_bytes().to_vec())
+        }
+    };
+    let ran = execute_or_replay(&b, b"queue", "m-1", b"payload", work("done")).await;
+    assert_eq!(ran.unwrap(), Executed::Ran(b"done".to_vec()));
+    let again = execute_or_replay(&b, b"queue", "m-1", b"payload", work("twice")).await;
+    assert_eq!(again.unwrap(), Executed::Replayed(b"done".to_vec()));
+    let other = execute_or_replay(&b, b"queue", "m-1", b"other", work("x")).await;
+    assert!(matches!(other, Err(OnceError::Mismatch)), "{other:?}");
+    // Another scope's id is its own.
+    let mine = execute_or_replay(&b, b"other-queue", "m-1", b"payload", work("own")).await;
+    assert_eq!(mine.unwrap(), Executed::Ran(b"own".to_vec()));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    let failed = execute_or_replay(&b, b"queue", "m-2", b"p", || async {
+        Err::<Vec<u8>, _>("downstream refused".to_owned())
+    })
+    .await;
+    assert!(matches!(failed, Err(OnceError::Failed(_))), "{failed:?}");
+    let retried = execute_or_replay(&b, b"queue", "m-2", b"p", work("ok")).await;
+    assert_eq!(retried.unwrap(), Executed::Ran(b"ok".to_vec()));
+
+    // A redelivery while the first run is still working.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let slow = execute_or_replay(&b, b"queue", "m-3", b"p", move || async move {
+        let _ = started_tx.send(());
+        let _ = finish_rx.await;
+        Ok::<_, String>(b"slow".to_vec())
+    });
+    let probe = async {
+        started_rx.await.unwrap();
+        let busy = execute_or_replay(&b, b"queue", "m-3", b"p", work("dup")).await;
+        assert!(matches!(busy, Err(OnceError::InFlight { .. })), "{busy:?}");
+        finish_tx.send(()).unwrap();
+    };
+    let (slow, ()) = tokio::join!(slow, probe);
+    assert_eq!(slow.unwrap(), Executed::Ran(b"slow".to_vec()));
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "the duplicate never ran");
+}
+
 /// The layer names the body members that differ from the first request's
 /// record, which a mismatch must therefore carry, on every backend.
 async fn a_mismatch_carries_the_first_request_s_record<B: Backend>(b: B) {
@@ -410,6 +462,7 @@ macro_rules! suite {
 suite!(
     reserve_replay_mismatch,
     a_mismatch_carries_the_first_request_s_record,
+    execute_or_replay_runs_the_work_once_per_id,
     tenants_are_independent,
     abort_and_drop_free_the_key,
     takeover_fences_the_old_holder,

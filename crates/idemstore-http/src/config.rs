@@ -279,6 +279,43 @@ impl IdempotencyConfig {
     }
 }
 
+impl IdempotencyConfig {
+    /// A webhook receiver's profile, after the Standard Webhooks
+    /// specification: the sender's `webhook-id` is the key (required: a
+    /// delivery without one is 400); a redelivery (same id, same body; its
+    /// `webhook-timestamp` and `webhook-signature` differ, and are not
+    /// compared) replays the first response instead of processing the
+    /// event again; only a 2xx is stored, so a delivery the receiver failed
+    /// (its signature check included) is processed again when the sender
+    /// retries; a redelivery while the first is still processed gets 409,
+    /// which the sender retries later; the same id with another body is
+    /// 422, and so is the id sent to another path (ids are per tenant: give
+    /// each webhook endpoint a tenant of its own if one sender's events
+    /// reach several). Verify signatures in a layer outside this one, or in
+    /// the handler (a failed check answers 4xx, which is not stored).
+    ///
+    /// ```
+    /// # use idemstore_http::*;
+    /// let config = IdempotencyConfig::standard_webhooks(TenantSource::Single);
+    /// assert_eq!(config.header, "webhook-id");
+    /// assert!(config.key_required && config.store == StorePolicy::SuccessOnly);
+    /// ```
+    pub fn standard_webhooks(tenant: TenantSource) -> Self {
+        IdempotencyConfig::new(tenant)
+            .header(HeaderName::from_static("webhook-id"))
+            .methods([Method::POST])
+            .key_required(true)
+            .store(StorePolicy::SuccessOnly)
+            .fingerprint(FingerprintSpec {
+                method: false,
+                path_and_query: true,
+                body: true,
+                headers: Vec::new(),
+                json: None,
+            })
+    }
+}
+
 impl fmt::Debug for IdempotencyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyConfig")

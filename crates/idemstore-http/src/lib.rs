@@ -124,7 +124,8 @@
 //!   `replay.rs`: stored records to and from HTTP responses; `headers.rs`:
 //!   which response headers are stored, and the redaction hook; `body.rs`: body
 //!   plumbing; `metrics.rs`: the metrics the layer records; `hooks.rs`: the
-//!   application's hooks on stored and replayed records.
+//!   application's hooks on stored and replayed records; `message.rs`: the
+//!   same "once" for message consumers ([`execute_or_replay`]).
 
 pub mod backend;
 mod body;
@@ -137,6 +138,7 @@ pub mod headers;
 pub mod hooks;
 mod json;
 mod key;
+pub mod message;
 pub mod metrics;
 pub mod problem;
 mod replay;
@@ -151,6 +153,7 @@ pub use config::{
     StorePolicy, TenantSource,
 };
 pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};
+pub use message::{Executed, OnceError, execute_or_replay};
 pub use problem::Problem;
 pub use replay::{FIRST_REQUEST_ID, REPLAYED};
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};

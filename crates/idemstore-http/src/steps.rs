@@ -442,12 +442,7 @@ impl<B: Backend> Idempotency<B> {
             Some(lease) => self.config.renew_every.min(lease / 3),
             None => self.config.renew_every,
         };
-        Renewing {
-            lease: Some(lease),
-            every,
-            next: Instant::now() + every,
-            fenced: false,
-        }
+        Renewing::new(lease, every)
     }
 
     /// Step 4b: stores the handler's response or frees the key, per policy.
@@ -546,6 +541,16 @@ pub struct Renewing<L: Lease> {
 }
 
 impl<L: Lease> Renewing<L> {
+    /// `lease`, renewed every `every` while [`run`](Self::run) awaits.
+    pub(crate) fn new(lease: L, every: Duration) -> Self {
+        Renewing {
+            lease: Some(lease),
+            every,
+            next: Instant::now() + every,
+            fenced: false,
+        }
+    }
+
     /// Awaits `fut`, renewing the lease when due. A failed renewal is not
     /// fatal: the work goes on, and its completion is refused if the key was
     /// taken over (after which renewals stop).
@@ -586,7 +591,8 @@ impl<L: Lease> Renewing<L> {
         self.fenced
     }
 
-    fn take(mut self) -> Option<L> {
+    /// The lease (a taken-over one too: its `complete` says so).
+    pub(crate) fn take(mut self) -> Option<L> {
         self.lease.take()
     }
 }

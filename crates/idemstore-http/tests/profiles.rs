@@ -207,3 +207,37 @@ async fn only_the_covered_paths_and_a_second_resource_after_the_24_hour_retentio
     assert_ne!(later.body, first.body, "a second resource is created");
     assert_eq!(a.runs.get(), 4);
 }
+
+#[tokio::test]
+async fn a_standard_webhooks_receiver_processes_each_webhook_id_once() {
+    // Each delivery of one event carries the same webhook-id and body, and
+    // its own timestamp and signature.
+    let a = app(IdempotencyConfig::standard_webhooks(TenantSource::Single));
+    let delivery = |ts: &'static str, sig: &'static str| {
+        [
+            ("webhook-id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+        ]
+    };
+    let event = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
+    let first = send(&a, "POST", "/204", &delivery("1796000000", "v1,aaa"), event).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    let retry = send(&a, "POST", "/204", &delivery("1796000030", "v1,bbb"), event).await;
+    assert!(retry.replayed(), "timestamp and signature are not compared");
+    assert_eq!(a.runs.get(), 1);
+    // Another event under the same id is refused, and so is a delivery
+    // without an id.
+    let other = send(&a, "POST", "/204", &delivery("1796000060", "v1,ccc"), "{}").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let anonymous = send(&a, "POST", "/204", &[], event).await;
+    assert_eq!(anonymous.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.runs.get(), 1);
+
+    // A delivery the receiver failed is processed again on the retry.
+    let failing = [("webhook-id", "msg_failing"), ("webhook-timestamp", "1")];
+    assert_eq!(send(&a, "POST", "/503", &failing, event).await.status, 503);
+    let again = send(&a, "POST", "/503", &failing, event).await;
+    assert!(!again.replayed());
+    assert_eq!(a.runs.get(), 3);
+}
