@@ -243,6 +243,22 @@ pub struct IdempotencyConfig {
     /// Run on a handler's response before it is stored (default none; see
     /// [`Redact`]).
     pub redact: Option<Redact>,
+    /// The OASIS Repeatable Requests checks and answer header (default
+    /// none; see [`IdempotencyConfig::oasis_repeatable_requests`]).
+    pub repeatability: Option<Repeatability>,
+}
+
+/// The OASIS Repeatable Requests rules on top of the layer's: a request
+/// with a repeatability id must say when it was first sent
+/// (`Repeatability-First-Sent`, an HTTP-date), a request first sent longer
+/// ago than `window` is refused with 412 (the server no longer vouches for
+/// what it did then), and every keyed answer says `Repeatability-Result:
+/// accepted` or `rejected`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repeatability {
+    /// How long after its first sending a request may be repeated; at most
+    /// the backend's retention (checked when the layer is built).
+    pub window: Duration,
 }
 
 impl IdempotencyConfig {
@@ -275,6 +291,7 @@ impl IdempotencyConfig {
             expiry_header: None,
             response_headers: ResponseHeaders::default(),
             redact: None,
+            repeatability: None,
         }
     }
 }
@@ -316,6 +333,36 @@ impl IdempotencyConfig {
     }
 }
 
+impl IdempotencyConfig {
+    /// The OASIS Repeatable Requests profile (as Azure services use it):
+    /// the key is `Repeatability-Request-ID`, covering POST, PUT, PATCH and
+    /// DELETE; a request with one must carry `Repeatability-First-Sent`
+    /// (IMF-fixdate), else 400; one first sent more than `window` ago is
+    /// 412, never executed; an executed or replayed request, and one told
+    /// the first is still running (409), answer `Repeatability-Result:
+    /// accepted`; a malformed id or date, a passed window and a reused id
+    /// with another request (422) answer `Repeatability-Result: rejected`.
+    /// A request without a repeatability id is processed as usual, with no
+    /// such header. `window` must not exceed the backend's retention: a
+    /// repeat inside the window then always finds the first request's
+    /// record (the layer refuses to start otherwise).
+    ///
+    /// ```
+    /// # use idemstore_http::*;
+    /// # use std::time::Duration;
+    /// let config = IdempotencyConfig::oasis_repeatable_requests(TenantSource::Single, Duration::from_secs(300));
+    /// assert_eq!(config.header, "repeatability-request-id");
+    /// assert_eq!(config.repeatability.map(|r| r.window), Some(Duration::from_secs(300)));
+    /// ```
+    pub fn oasis_repeatable_requests(tenant: TenantSource, window: Duration) -> Self {
+        let mut c = IdempotencyConfig::new(tenant)
+            .header(HeaderName::from_static("repeatability-request-id"))
+            .methods([Method::POST, Method::PUT, Method::PATCH, Method::DELETE]);
+        c.repeatability = Some(Repeatability { window });
+        c
+    }
+}
+
 impl fmt::Debug for IdempotencyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyConfig")
@@ -340,6 +387,7 @@ impl fmt::Debug for IdempotencyConfig {
             .field("expiry_header", &self.expiry_header)
             .field("response_headers", &self.response_headers)
             .field("redact", &self.redact)
+            .field("repeatability", &self.repeatability)
             .finish()
     }
 }

@@ -149,8 +149,8 @@ mod work;
 pub use backend::{Backend, BackendError, Lease, Outcome};
 pub use body::{BoxBody, BoxError};
 pub use config::{
-    FingerprintSpec, IdempotencyConfig, InFlightPolicy, JsonBody, OversizeResponse, ReplayStatus,
-    StorePolicy, TenantSource,
+    FingerprintSpec, IdempotencyConfig, InFlightPolicy, JsonBody, OversizeResponse, Repeatability,
+    ReplayStatus, StorePolicy, TenantSource,
 };
 pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};
 pub use message::{Executed, OnceError, execute_or_replay};

@@ -42,6 +42,14 @@ pub enum Problem {
         /// Until its lease ends.
         retry_after: Duration,
     },
+    /// `Repeatability-First-Sent` is missing or not an HTTP-date. 400.
+    FirstSentInvalid,
+    /// The request was first sent longer ago than the repeatability window.
+    /// 412.
+    RepeatabilityWindowPassed {
+        /// The window.
+        window: Duration,
+    },
     /// The key was used for a different request. 422.
     Mismatch {
         /// The body members (top-level names, or the configured JSON
@@ -144,6 +152,21 @@ impl Problem {
                 "Idempotency key reused with a different request",
                 "This key was already used for a request with different parameters; use a new key for a new request.".into(),
             ),
+            Problem::FirstSentInvalid => (
+                StatusCode::BAD_REQUEST,
+                "first-sent-invalid",
+                "Repeatability-First-Sent missing or malformed",
+                "A request with a Repeatability-Request-ID must say when it was first sent, in Repeatability-First-Sent as an HTTP-date (e.g. Sun, 06 Nov 1994 08:49:37 GMT).".into(),
+            ),
+            Problem::RepeatabilityWindowPassed { window } => (
+                StatusCode::PRECONDITION_FAILED,
+                "repeatability-window-passed",
+                "Request first sent too long ago to repeat",
+                format!(
+                    "Requests are tracked for {} s after they are first sent; this one was first sent earlier, so it is not known whether it ran. Check its outcome before sending it as a new request.",
+                    window.as_secs()
+                ),
+            ),
             Problem::KeyCollision => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "key-collision",
@@ -230,6 +253,7 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        r.extensions_mut().insert(ProblemCode(self.code()));
         // A problem describes this attempt, never a resource: no cache may
         // keep it for another request.
         r.headers_mut()
@@ -250,6 +274,10 @@ impl Problem {
         r
     }
 }
+
+/// The `code` of the layer's problem a response is, in its extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProblemCode(pub &'static str);
 
 /// Whole seconds, rounded up, at least 1.
 fn retry_after_secs(d: Duration) -> u64 {

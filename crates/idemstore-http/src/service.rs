@@ -6,7 +6,7 @@ use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, boxed, full};
 use crate::config::IdempotencyConfig;
 use crate::fingerprint::digest;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemCode};
 use crate::steps::{Idempotency, Keyed, Prepared, Started};
 use crate::work;
 use bytes::Bytes;
@@ -73,6 +73,16 @@ impl<B: Backend> IdempotencyLayer<B> {
                  bodies up to {max} (its record limit less room for the key and headers); \
                  lower max_response_bytes or raise the store's idemstore::Config::max_record_bytes",
                 config.max_response_bytes
+            )));
+        }
+        if let (Some(r), Some(retention)) = (&config.repeatability, backend.retention())
+            && r.window > retention
+        {
+            return Err(ConfigError(format!(
+                "the repeatability window ({:?}) is longer than the backend keeps records ({retention:?}): \
+                 a repeat inside the window could find no record and run again; shorten the window \
+                 or raise the retention",
+                r.window
             )));
         }
         if config.capture_timeout.is_zero() {
@@ -142,6 +152,33 @@ fn problem_response(p: &Problem) -> Response<BoxBody> {
     p.to_response().map(full)
 }
 
+/// The layer's problems that reject a repeatable request (OASIS): its
+/// repeatability headers, or its reuse of an id. Anything else, the
+/// handler's answer, a replay or a 409 for a request still running, is
+/// `accepted`.
+const REPEATABILITY_REJECTIONS: [&str; 5] = [
+    "key-missing",
+    "key-malformed",
+    "first-sent-invalid",
+    "repeatability-window-passed",
+    "request-mismatch",
+];
+
+/// Adds `Repeatability-Result` to the answer to a keyed request under the
+/// OASIS profile (`repeatable`).
+fn repeatability_result(repeatable: bool, r: &mut Response<BoxBody>) {
+    if !repeatable {
+        return;
+    }
+    let rejected = r
+        .extensions()
+        .get::<ProblemCode>()
+        .is_some_and(|c| REPEATABILITY_REJECTIONS.contains(&c.0));
+    let v = if rejected { "rejected" } else { "accepted" };
+    r.headers_mut()
+        .insert("repeatability-result", http::HeaderValue::from_static(v));
+}
+
 impl<S, B, ReqB, ResB> Service<Request<ReqB>> for IdempotencyService<S, B>
 where
     S: Service<Request<BoxBody>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -173,13 +210,20 @@ where
                     let resp = inner.call(Request::from_parts(parts, boxed(body))).await?;
                     return Ok(resp.map(boxed));
                 }
-                Prepared::Reject(p) => return Ok(problem_response(&p)),
+                Prepared::Reject(p) => {
+                    let mut r = problem_response(&p);
+                    repeatability_result(core.config().repeatability.is_some(), &mut r);
+                    return Ok(r);
+                }
                 Prepared::Keyed(k) => k,
             };
             let span = request_span(&keyed);
-            keyed_request(core, inner, parts, body, keyed)
+            let repeatable = core.config().repeatability.is_some();
+            let mut r = keyed_request(core, inner, parts, body, keyed)
                 .instrument(span)
-                .await
+                .await?;
+            repeatability_result(repeatable, &mut r);
+            Ok(r)
         })
     }
 }

@@ -318,6 +318,22 @@ impl<B: Backend> Idempotency<B> {
             Ok(k) => k,
             Err(e) => return Prepared::Reject(Problem::KeyMalformed { reason: e.0 }),
         };
+        if let Some(r) = &c.repeatability {
+            let first_sent = parts
+                .headers
+                .get("repeatability-first-sent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+            match first_sent {
+                None => return Prepared::Reject(Problem::FirstSentInvalid),
+                Some(t) if t + r.window < std::time::SystemTime::now() => {
+                    return Prepared::Reject(Problem::RepeatabilityWindowPassed {
+                        window: r.window,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         let tenant = match &c.tenant {
             TenantSource::Single => Vec::new(),
             TenantSource::Header(h) => match parts.headers.get(h) {

@@ -241,3 +241,78 @@ async fn a_standard_webhooks_receiver_processes_each_webhook_id_once() {
     assert!(!again.replayed());
     assert_eq!(a.runs.get(), 3);
 }
+
+/// An IMF-fixdate `secs` seconds before now.
+fn sent_ago(secs: u64) -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(secs))
+}
+
+#[tokio::test]
+async fn oasis_repeatable_requests_accept_repeats_inside_the_window_and_412_outside() {
+    let window = Duration::from_secs(300);
+    let a = app(IdempotencyConfig::oasis_repeatable_requests(
+        TenantSource::Single,
+        window,
+    ));
+    let id = (
+        "repeatability-request-id",
+        "5e9e8c1c-6bf1-4a50-9e63-4ed3e0c1a7d2",
+    );
+    let recent = sent_ago(10);
+    let headers = [id, ("repeatability-first-sent", recent.as_str())];
+    let first = send(&a, "PUT", "/201", &headers, "{}").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.headers["repeatability-result"], "accepted");
+    let repeat = send(&a, "PUT", "/201", &headers, "{}").await;
+    assert!(repeat.replayed());
+    assert_eq!(repeat.headers["repeatability-result"], "accepted");
+    assert_eq!(a.runs.get(), 1);
+
+    // First sent before the window: refused, never run.
+    let old = sent_ago(301);
+    let late = [
+        ("repeatability-request-id", "late-1"),
+        ("repeatability-first-sent", old.as_str()),
+    ];
+    let r = send(&a, "POST", "/201", &late, "{}").await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.problem_type(), "repeatability-window-passed");
+    assert_eq!(r.headers["repeatability-result"], "rejected");
+    // No or a malformed first-sent date: 400.
+    for bad in [
+        &[("repeatability-request-id", "no-date")][..],
+        &[
+            ("repeatability-request-id", "bad-date"),
+            ("repeatability-first-sent", "yesterday"),
+        ],
+    ] {
+        let r = send(&a, "POST", "/201", bad, "{}").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.problem_type(), "first-sent-invalid");
+        assert_eq!(r.headers["repeatability-result"], "rejected");
+    }
+    // The id reused with another request is rejected too.
+    let other = send(&a, "PUT", "/201", &headers, "{\"x\":1}").await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.headers["repeatability-result"], "rejected");
+    assert_eq!(a.runs.get(), 1);
+
+    // Without a repeatability id: processed as usual, no result header.
+    let plain = send(&a, "POST", "/201", &[], "{}").await;
+    assert_eq!(plain.status, StatusCode::CREATED);
+    assert!(!plain.headers.contains_key("repeatability-result"));
+    assert_eq!(a.runs.get(), 2);
+}
+
+#[tokio::test]
+async fn a_repeatability_window_longer_than_the_retention_is_refused_at_startup() {
+    let (store, _dir) = common::open_store(idemstore::Config::default());
+    let config = IdempotencyConfig::oasis_repeatable_requests(
+        TenantSource::Single,
+        Duration::from_secs(25 * 3600),
+    );
+    let e = idemstore_http::IdempotencyLayer::try_new(store, config)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("repeatability window"), "{e}");
+}
