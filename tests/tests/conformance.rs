@@ -213,6 +213,42 @@ async fn execute_or_replay_runs_the_work_once_per_id<B: Backend>(b: B) {
     assert_eq!(runs.load(Ordering::SeqCst), 3, "the duplicate never ran");
 }
 
+/// A record kept for a retention of its own (a route's): the replay says
+/// so, and it is kept past the backend's default.
+async fn a_record_is_kept_for_the_retention_it_was_begun_with<B: Backend>(b: B) {
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let lease = match b
+        .begin_with(Tenant::new(b"t"), Key::new(b"long"), fp("a"), Some(week))
+        .await
+        .unwrap()
+    {
+        Outcome::Reserved(l) => l,
+        other => panic!("{}", describe(&other)),
+    };
+    lease.complete(resp("kept")).await.unwrap();
+    match b
+        .begin(Tenant::new(b"t"), Key::new(b"long"), fp("a"))
+        .await
+        .unwrap()
+    {
+        Outcome::Replay(s) => {
+            let kept = s.expires_at.0 - s.completed_at.0;
+            assert_eq!(kept, u64::try_from(week.as_millis()).unwrap());
+        }
+        other => panic!("{}", describe(&other)),
+    }
+    // A retention not longer than the lease is refused.
+    let short = b
+        .begin_with(
+            Tenant::new(b"t"),
+            Key::new(b"short"),
+            fp("a"),
+            Some(Duration::from_millis(1)),
+        )
+        .await;
+    assert!(short.is_err());
+}
+
 /// The layer names the body members that differ from the first request's
 /// record, which a mismatch must therefore carry, on every backend.
 async fn a_mismatch_carries_the_first_request_s_record<B: Backend>(b: B) {
@@ -463,6 +499,7 @@ suite!(
     reserve_replay_mismatch,
     a_mismatch_carries_the_first_request_s_record,
     execute_or_replay_runs_the_work_once_per_id,
+    a_record_is_kept_for_the_retention_it_was_begun_with,
     tenants_are_independent,
     abort_and_drop_free_the_key,
     takeover_fences_the_old_holder,

@@ -94,8 +94,9 @@ pub(crate) struct Write {
     /// The store directory (the service's --data). It must not be open
     /// elsewhere: stop the service first.
     pub(crate) dir: PathBuf,
-    /// The retention the service keeps records for: a release's record is
-    /// kept as long as the reservation it frees would be.
+    /// The retention the service keeps records for (with routes of their
+    /// own retention, the longest): a release's record is then kept as long
+    /// as the reservation it frees.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
     pub(crate) retention: Duration,
     /// Refused: this command changes the store (accepted only to say so).

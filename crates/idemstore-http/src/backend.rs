@@ -112,6 +112,21 @@ pub trait Backend: Send + Sync + 'static {
         tenant: Tenant<'_>,
         key: Key<'_>,
         fingerprint: Fingerprint,
+    ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send {
+        self.begin_with(tenant, key, fingerprint, None)
+    }
+
+    /// Starts a request whose record is kept for `retention` once
+    /// completed (`None`: the backend's own), its reservation too; see
+    /// [`idemstore::Store::begin_with`]. A retention not longer than the
+    /// lease is refused ([`BackendError::InvalidKey`] is not it: the layer
+    /// checks every route's retention when it is built).
+    fn begin_with(
+        &self,
+        tenant: Tenant<'_>,
+        key: Key<'_>,
+        fingerprint: Fingerprint,
+        retention: Option<Duration>,
     ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send;
 }
 
@@ -176,25 +191,28 @@ impl Backend for Store {
         )
     }
 
-    fn begin(
+    fn begin_with(
         &self,
         tenant: Tenant<'_>,
         key: Key<'_>,
         fingerprint: Fingerprint,
+        retention: Option<Duration>,
     ) -> impl Future<Output = Result<Outcome<Self::Lease>, BackendError>> + Send {
-        let result = Store::begin(self, tenant, key, fingerprint).map(|b| match b {
-            Begin::Reserved(r) => Outcome::Reserved(r),
-            Begin::InFlight(i) => {
-                let now = self.now();
-                Outcome::InFlight {
-                    lease_left: now.until(i.lease_end),
-                    running_for: Some(i.started_at.until(now)),
-                    same_request: i.same_request,
+        let retention = retention.unwrap_or(self.config().retention);
+        let result =
+            Store::begin_with(self, tenant, key, fingerprint, retention).map(|b| match b {
+                Begin::Reserved(r) => Outcome::Reserved(r),
+                Begin::InFlight(i) => {
+                    let now = self.now();
+                    Outcome::InFlight {
+                        lease_left: now.until(i.lease_end),
+                        running_for: Some(i.started_at.until(now)),
+                        same_request: i.same_request,
+                    }
                 }
-            }
-            Begin::Replay(s) => Outcome::Replay(s),
-            Begin::Mismatch(m) => Outcome::Mismatch(Some(m.stored)),
-        });
+                Begin::Replay(s) => Outcome::Replay(s),
+                Begin::Mismatch(m) => Outcome::Mismatch(Some(m.stored)),
+            });
         std::future::ready(result.map_err(BackendError::from))
     }
 }

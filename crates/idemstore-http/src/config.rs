@@ -7,6 +7,7 @@
 
 use crate::headers::{Redact, ResponseHeaders, ToStore};
 use crate::hooks::{Hooks, RecordEvent};
+use crate::routes::RoutePolicy;
 use http::{Extensions, HeaderName, Method};
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -246,6 +247,9 @@ pub struct IdempotencyConfig {
     /// The OASIS Repeatable Requests checks and answer header (default
     /// none; see [`IdempotencyConfig::oasis_repeatable_requests`]).
     pub repeatability: Option<Repeatability>,
+    /// Routes with a policy of their own: `(path pattern, changes)`, the
+    /// first match winning (default none; see [`IdempotencyConfig::route`]).
+    pub routes: Vec<(String, RoutePolicy)>,
 }
 
 /// The OASIS Repeatable Requests rules on top of the layer's: a request
@@ -292,6 +296,7 @@ impl IdempotencyConfig {
             response_headers: ResponseHeaders::default(),
             redact: None,
             repeatability: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -388,6 +393,7 @@ impl fmt::Debug for IdempotencyConfig {
             .field("response_headers", &self.response_headers)
             .field("redact", &self.redact)
             .field("repeatability", &self.repeatability)
+            .field("routes", &self.routes)
             .finish()
     }
 }
@@ -897,6 +903,53 @@ impl IdempotencyConfig {
     /// ```
     pub fn response_headers(mut self, policy: ResponseHeaders) -> Self {
         self.response_headers = policy;
+        self
+    }
+    /// Gives the requests whose path matches `pattern` a policy of their
+    /// own: `policy`'s settings over the layer's. Patterns: `/v1/payouts`
+    /// (that path), `/v1/accounts/{id}/payouts` (`{id}` or `*`: any one
+    /// segment), `/v1/payouts/**` (that path and all below it); the first
+    /// route added that matches wins, and other paths get the layer's
+    /// settings. A route's retention keeps its records (reservations and
+    /// stored responses) that long on the backend; it must exceed the
+    /// backend's lease (checked when the layer is built, with the key
+    /// bounds and the patterns).
+    ///
+    /// ```
+    /// # use axum::{Router, routing::post, body::Body, http::{HeaderName, Request, StatusCode}};
+    /// # use idemstore_http::*;
+    /// # use tower::ServiceExt;
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = idemstore::Store::open(dir.path(), idemstore::Config::default())?;
+    /// let week = Duration::from_secs(7 * 24 * 3600);
+    /// let config = IdempotencyConfig::new(TenantSource::Single)
+    ///     // Payouts: kept a week, only successes stored, keys required.
+    ///     .route("/v1/payouts/**", RoutePolicy::default()
+    ///         .retention(week).store(StorePolicy::SuccessOnly).key_required(true))
+    ///     // A partner's route, with its own header.
+    ///     .route("/partner/orders", RoutePolicy::default()
+    ///         .header(HeaderName::from_static("x-partner-request-id")));
+    /// let app = Router::new()
+    ///     .route("/v1/payouts", post(|| async { (StatusCode::CREATED, "payout") }))
+    ///     .route("/partner/orders", post(|| async { (StatusCode::CREATED, "order") }))
+    ///     .layer(IdempotencyLayer::new(store, config));
+    /// let send = |path: &'static str, header: &'static str| {
+    ///     let app = app.clone();
+    ///     async move {
+    ///         let req = Request::post(path).header(header, "k-1").body(Body::empty()).unwrap();
+    ///         app.oneshot(req).await.unwrap()
+    ///     }
+    /// };
+    /// assert_eq!(send("/v1/payouts", "x-other").await.status(), StatusCode::BAD_REQUEST, "key required");
+    /// send("/partner/orders", "x-partner-request-id").await;
+    /// assert!(send("/partner/orders", "x-partner-request-id").await.headers().contains_key(REPLAYED));
+    /// # Ok(()) }
+    /// ```
+    pub fn route(mut self, pattern: &str, policy: RoutePolicy) -> Self {
+        self.routes.push((pattern.to_owned(), policy));
         self
     }
     /// Runs `f` on each response before it is stored (see [`Redact`]).

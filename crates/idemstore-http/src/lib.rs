@@ -124,7 +124,8 @@
 //!   `replay.rs`: stored records to and from HTTP responses; `headers.rs`:
 //!   which response headers are stored, and the redaction hook; `body.rs`: body
 //!   plumbing; `metrics.rs`: the metrics the layer records; `hooks.rs`: the
-//!   application's hooks on stored and replayed records; `message.rs`: the
+//!   application's hooks on stored and replayed records; `routes.rs`: a
+//!   policy per route (path patterns); `message.rs`: the
 //!   same "once" for message consumers ([`execute_or_replay`]).
 
 pub mod backend;
@@ -142,6 +143,7 @@ pub mod message;
 pub mod metrics;
 pub mod problem;
 mod replay;
+pub mod routes;
 mod service;
 pub mod steps;
 mod work;
@@ -156,5 +158,6 @@ pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};
 pub use message::{Executed, OnceError, execute_or_replay};
 pub use problem::Problem;
 pub use replay::{FIRST_REQUEST_ID, REPLAYED};
+pub use routes::RoutePolicy;
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};
 pub use steps::InFlightWork;

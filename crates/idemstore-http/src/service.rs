@@ -7,6 +7,7 @@ use crate::body::{BoxBody, BoxError, boxed, full};
 use crate::config::IdempotencyConfig;
 use crate::fingerprint::digest;
 use crate::problem::{Problem, ProblemCode};
+use crate::routes::{Policies, Policy};
 use crate::steps::{Idempotency, Keyed, Prepared, Started};
 use crate::work;
 use bytes::Bytes;
@@ -50,20 +51,9 @@ impl<B: Backend> IdempotencyLayer<B> {
 
     /// A layer over `backend` with `config`, or why they do not fit together.
     pub fn try_new(backend: B, config: IdempotencyConfig) -> Result<Self, ConfigError> {
-        if let Some(max) = backend.max_key_len()
-            && *config.key_len.end() > max
-        {
-            return Err(ConfigError(format!(
-                "the layer accepts keys up to {} bytes but the store only up to {max}; \
-                 raise the store's key length (idemstore::Config::key_len) or lower the layer's",
-                config.key_len.end()
-            )));
-        }
-        if config.key_len.start() > config.key_len.end() || *config.key_len.start() == 0 {
-            return Err(ConfigError(format!(
-                "key_len {:?} must be a non-empty range starting at 1 or more",
-                config.key_len
-            )));
+        let policies = Policies::new(&config).map_err(ConfigError)?;
+        for p in policies.all() {
+            check_policy(&backend, &config, p)?;
         }
         if let Some(max) = backend.max_response_body()
             && config.max_response_bytes > max
@@ -73,16 +63,6 @@ impl<B: Backend> IdempotencyLayer<B> {
                  bodies up to {max} (its record limit less room for the key and headers); \
                  lower max_response_bytes or raise the store's idemstore::Config::max_record_bytes",
                 config.max_response_bytes
-            )));
-        }
-        if let (Some(r), Some(retention)) = (&config.repeatability, backend.retention())
-            && r.window > retention
-        {
-            return Err(ConfigError(format!(
-                "the repeatability window ({:?}) is longer than the backend keeps records ({retention:?}): \
-                 a repeat inside the window could find no record and run again; shorten the window \
-                 or raise the retention",
-                r.window
             )));
         }
         if config.capture_timeout.is_zero() {
@@ -150,6 +130,48 @@ pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<BoxBody
 
 fn problem_response(p: &Problem) -> Response<BoxBody> {
     p.to_response().map(full)
+}
+
+/// Whether the settings of one route (or the layer's own) work with
+/// `backend`.
+fn check_policy<B: Backend>(
+    backend: &B,
+    config: &IdempotencyConfig,
+    p: &Policy,
+) -> Result<(), ConfigError> {
+    if let Some(max) = backend.max_key_len()
+        && *p.key_len.end() > max
+    {
+        return Err(ConfigError(format!(
+            "the layer accepts keys up to {} bytes but the store only up to {max}; \
+             raise the store's key length (idemstore::Config::key_len) or lower the layer's",
+            p.key_len.end()
+        )));
+    }
+    if p.key_len.start() > p.key_len.end() || *p.key_len.start() == 0 {
+        return Err(ConfigError(format!(
+            "key_len {:?} must be a non-empty range starting at 1 or more",
+            p.key_len
+        )));
+    }
+    if let (Some(r), Some(lease)) = (p.retention, backend.lease())
+        && r <= lease
+    {
+        return Err(ConfigError(format!(
+            "a route's retention ({r:?}) must be longer than the backend's lease ({lease:?})"
+        )));
+    }
+    if let (Some(r), Some(retention)) = (&config.repeatability, p.retention.or(backend.retention()))
+        && r.window > retention
+    {
+        return Err(ConfigError(format!(
+            "the repeatability window ({:?}) is longer than the backend keeps records ({retention:?}): \
+             a repeat inside the window could find no record and run again; shorten the window \
+             or raise the retention",
+            r.window
+        )));
+    }
+    Ok(())
 }
 
 /// The layer's problems that reject a repeatable request (OASIS): its
@@ -279,7 +301,7 @@ where
             return Ok(problem_response(&Problem::RequestBodyFailed));
         }
     };
-    let d = digest(&core.config().fingerprint, &parts, &bytes);
+    let d = digest(&keyed.policy.fingerprint, &parts, &bytes);
     let fp = d.fingerprint;
     let mut keyed = keyed;
     keyed.members = d.members;

@@ -22,6 +22,7 @@ use crate::key::parse_key;
 use crate::metrics;
 use crate::problem::Problem;
 use crate::replay::{BODY_MEMBERS, first_request_id, to_replay, to_stored};
+use crate::routes::{Policies, Policy};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
@@ -39,6 +40,7 @@ use tokio::time::Instant;
 pub struct Idempotency<B> {
     backend: Arc<B>,
     config: Arc<IdempotencyConfig>,
+    policies: Arc<Policies>,
     durations: Arc<Durations>,
     work: InFlightWork,
 }
@@ -48,6 +50,7 @@ impl<B> Clone for Idempotency<B> {
         Idempotency {
             backend: self.backend.clone(),
             config: self.config.clone(),
+            policies: self.policies.clone(),
             durations: self.durations.clone(),
             work: self.work.clone(),
         }
@@ -200,6 +203,8 @@ pub struct Keyed {
     /// [`crate::fingerprint::digest`]): stored with its record, and compared
     /// with the first request's on a mismatch.
     pub members: Option<Members>,
+    /// The settings it is handled with (its route's).
+    pub(crate) policy: Arc<Policy>,
 }
 
 /// Longest request id kept with a record.
@@ -248,10 +253,17 @@ pub enum Finished {
 
 impl<B: Backend> Idempotency<B> {
     /// The layer's core over `backend` with `config`.
+    ///
+    /// # Panics
+    ///
+    /// If a route pattern does not parse (a startup-time programming
+    /// error; `IdempotencyLayer::try_new` says so as an error instead).
     pub fn new(backend: B, config: IdempotencyConfig) -> Self {
+        let policies = Policies::new(&config).unwrap_or_else(|e| panic!("{e}"));
         Idempotency {
             backend: Arc::new(backend),
             config: Arc::new(config),
+            policies: Arc::new(policies),
             durations: Arc::default(),
             work: InFlightWork::default(),
         }
@@ -267,11 +279,16 @@ impl<B: Backend> Idempotency<B> {
         self.durations.record(path, took);
     }
 
-    /// The expiry header for a response stored now, if one is configured
-    /// and the backend says its retention.
-    pub fn expiry_now(&self) -> Option<(http::HeaderName, http::HeaderValue)> {
+    /// The expiry header for a response to `keyed` stored now, if one is
+    /// configured and its retention is known (its route's, or the
+    /// backend's).
+    pub fn expiry_now(&self, keyed: &Keyed) -> Option<(http::HeaderName, http::HeaderValue)> {
         let name = self.config.expiry_header.clone()?;
-        let at = std::time::SystemTime::now() + self.backend.retention()?;
+        let retention = keyed
+            .policy
+            .retention
+            .or_else(|| self.backend.retention())?;
+        let at = std::time::SystemTime::now() + retention;
         Some((name, crate::replay::http_date(at)))
     }
 
@@ -297,24 +314,25 @@ impl<B: Backend> Idempotency<B> {
         {
             return Prepared::PassThrough;
         }
-        let Some(value) = parts.headers.get(&c.header) else {
-            return if c.key_required {
+        let policy = self.policies.for_path(parts.uri.path());
+        let Some(value) = parts.headers.get(&policy.header) else {
+            return if policy.key_required {
                 Prepared::Reject(Problem::KeyMissing {
-                    header: c.header.to_string(),
+                    header: policy.header.to_string(),
                 })
             } else {
                 Prepared::PassThrough
             };
         };
-        if parts.headers.get_all(&c.header).iter().count() > 1 {
+        if parts.headers.get_all(&policy.header).iter().count() > 1 {
             return Prepared::Reject(Problem::KeyMalformed {
                 reason: format!(
                     "the {} header was sent more than once; send exactly one key",
-                    c.header
+                    policy.header
                 ),
             });
         }
-        let key = match parse_key(value, &c.key_len) {
+        let key = match parse_key(value, &policy.key_len) {
             Ok(k) => k,
             Err(e) => return Prepared::Reject(Problem::KeyMalformed { reason: e.0 }),
         };
@@ -356,6 +374,7 @@ impl<B: Backend> Idempotency<B> {
             path: parts.uri.path().to_owned(),
             request_id: request_id(&parts.headers),
             members: None,
+            policy: policy.clone(),
         })
     }
 
@@ -370,10 +389,11 @@ impl<B: Backend> Idempotency<B> {
         loop {
             let outcome = self
                 .backend
-                .begin(
+                .begin_with(
                     Tenant::new(&keyed.tenant),
                     Key::new(&keyed.key),
                     fingerprint,
+                    keyed.policy.retention,
                 )
                 .await;
             let problem = match outcome {
@@ -405,7 +425,7 @@ impl<B: Backend> Idempotency<B> {
                     );
                     return Started::Respond(to_replay(
                         &stored,
-                        self.config.replay_status,
+                        keyed.policy.replay_status,
                         &self.config.replayed_header,
                         self.config.expiry_header.as_ref(),
                     ));
@@ -477,7 +497,7 @@ impl<B: Backend> Idempotency<B> {
         let Some(lease) = lease.take() else {
             return Finished::Fenced;
         };
-        if !c.store.stores(status) {
+        if !keyed.policy.store.stores(status) {
             return free(lease).await;
         }
         let request_id = keyed.request_id.as_deref();

@@ -100,6 +100,7 @@ pub(crate) async fn run<B, F, ResB, E>(
                         let rest = boxed(Prefixed::new(buf.freeze(), body));
                         let _ = reply.send(Ok(answer(
                             &work.core,
+                            &work.keyed,
                             fin,
                             Response::from_parts(parts, rest),
                         )));
@@ -119,6 +120,7 @@ pub(crate) async fn run<B, F, ResB, E>(
                     .await;
                 let _ = reply.send(Ok(answer(
                     &work.core,
+                    &work.keyed,
                     fin,
                     Response::from_parts(parts, full(whole)),
                 )));
@@ -207,7 +209,7 @@ impl<B: Backend> Work<B> {
                 ResponseBody::Whole(p.body()),
             )
             .await;
-        answer(&self.core, fin, p.map(full))
+        answer(&self.core, &self.keyed, fin, p.map(full))
     }
 
     /// [`failed`](Self::failed), answered to the first client.
@@ -330,12 +332,13 @@ impl<B: Backend> Work<B> {
 /// after this one's lease ended, and its result is the key's.
 fn answer<B: Backend>(
     core: &Idempotency<B>,
+    keyed: &Keyed,
     fin: Finished,
     mut response: Response<BoxBody>,
 ) -> Response<BoxBody> {
     match fin {
         Finished::Stored => {
-            if let Some((name, value)) = core.expiry_now() {
+            if let Some((name, value)) = core.expiry_now(keyed) {
                 response.headers_mut().insert(name, value);
             }
             response

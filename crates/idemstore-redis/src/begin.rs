@@ -40,12 +40,14 @@ impl Backend for RedisBackend {
         Some(self.0.config.retention)
     }
 
-    fn begin(
+    fn begin_with(
         &self,
         tenant: Tenant<'_>,
         key: Key<'_>,
         fingerprint: Fingerprint,
+        retention: Option<Duration>,
     ) -> impl Future<Output = Result<Outcome<RedisLease>, BackendError>> + Send {
+        let retention = retention.unwrap_or(self.0.config.retention);
         let td = TenantDigest::of(tenant.as_bytes());
         let key = key.as_bytes();
         let rkey = self.key_of(&td, key);
@@ -53,6 +55,12 @@ impl Backend for RedisBackend {
         let this = self.clone();
         async move {
             let c = &this.0.config;
+            if retention <= c.lease {
+                return Err(unavailable(format!(
+                    "a record's retention ({retention:?}) must be longer than the lease ({:?})",
+                    c.lease
+                )));
+            }
             if key.len() > c.max_key_len || key.is_empty() {
                 return Err(BackendError::InvalidKey(format!(
                     "the key is {} bytes; send 1..={}",
@@ -70,7 +78,7 @@ impl Backend for RedisBackend {
                     .arg(&key[..])
                     .arg(&fingerprint.0[..])
                     .arg(ms(c.lease))
-                    .arg(ms(c.retention))
+                    .arg(ms(retention))
                     .arg(nonce)
                     .arg(confirm);
             };
@@ -90,6 +98,7 @@ impl Backend for RedisBackend {
                         num(parts.get(1)),
                         nonce,
                         Timestamp(num(parts.get(2))),
+                        retention,
                     );
                     if reply.confirmed {
                         return Ok(Outcome::Reserved(lease));

@@ -21,6 +21,8 @@ pub struct RedisLease {
     token: u64,
     nonce: u64,
     started_at: Timestamp,
+    /// How long the completion is kept (and the hash meanwhile).
+    retention: Duration,
     done: bool,
 }
 
@@ -39,6 +41,7 @@ struct Holder {
     rkey: String,
     token: u64,
     nonce: u64,
+    retention: Duration,
 }
 
 impl Holder {
@@ -51,7 +54,7 @@ impl Holder {
             cmd.arg(self.token)
                 .arg(self.nonce)
                 .arg(ms(c.lease))
-                .arg(ms(c.retention));
+                .arg(ms(self.retention));
         };
         let reply = b
             .script(&b.0.scripts.renew, &self.rkey, &args, true)
@@ -118,6 +121,7 @@ impl RedisLease {
         token: u64,
         nonce: u64,
         started_at: Timestamp,
+        retention: Duration,
     ) -> RedisLease {
         RedisLease {
             backend,
@@ -128,6 +132,7 @@ impl RedisLease {
             token,
             nonce,
             started_at,
+            retention,
             done: false,
         }
     }
@@ -143,6 +148,7 @@ impl RedisLease {
             rkey: self.rkey.clone(),
             token: self.token,
             nonce: self.nonce,
+            retention: self.retention,
         }
     }
 
@@ -238,7 +244,7 @@ impl Lease for RedisLease {
         response: Response,
     ) -> impl Future<Output = Result<(), BackendError>> + Send {
         self.done = true;
-        let retention = self.backend.0.config.retention;
+        let retention = self.retention;
         // The record's own two times are placeholders from the server's
         // start time: the script keeps the server's completion and expiry
         // times beside it, and a replay reads those.

@@ -101,6 +101,41 @@ impl Store {
         key: Key<'_>,
         fingerprint: Fingerprint,
     ) -> Result<Begin> {
+        self.begin_with(tenant, key, fingerprint, self.inner.shared.config.retention)
+    }
+
+    /// Like [`begin`](Self::begin), for a key whose record is kept for
+    /// `retention` instead of [`Config::retention`](crate::Config::retention)
+    /// (its reservation's records too): different kinds of request can keep
+    /// their keys for different times in one store. `retention` must be
+    /// longer than the lease. An existing record keeps the retention it was
+    /// stored with.
+    ///
+    /// ```
+    /// # use idemstore::*;
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Config::default())?;
+    /// let week = Duration::from_secs(7 * 24 * 3600);
+    /// let Begin::Reserved(r) = store.begin_with(Tenant::new("t"), Key::new("payout-1"), Fingerprint::of(b"x"), week)? else { unreachable!() };
+    /// r.complete(Response::new(201, "sent"))?;
+    /// let Some(KeyState::Completed(s)) = store.get(Tenant::new("t"), Key::new("payout-1"))? else { unreachable!() };
+    /// assert_eq!(s.expires_at.0 - s.completed_at.0, week.as_millis() as u64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn begin_with(
+        &self,
+        tenant: Tenant<'_>,
+        key: Key<'_>,
+        fingerprint: Fingerprint,
+        retention: std::time::Duration,
+    ) -> Result<Begin> {
+        if retention <= self.inner.shared.config.lease {
+            return Err(Error::InvalidConfig(format!(
+                "a record's retention ({retention:?}) must be longer than the lease ({:?})",
+                self.inner.shared.config.lease
+            )));
+        }
         let key = key.as_bytes();
         let (tenant, ik) = self.scope(tenant.into(), key)?;
         let shared = &self.inner.shared;
@@ -179,6 +214,7 @@ impl Store {
                 token,
                 started_at: now,
                 lease_end,
+                retention,
                 persisted: Commit::ready(Ok(())),
                 finished: false,
             };

@@ -28,6 +28,8 @@ pub struct Reservation {
     pub(super) token: u64,
     pub(super) started_at: Timestamp,
     pub(super) lease_end: Timestamp,
+    /// How long its completion is kept (and its records' bucket).
+    pub(super) retention: std::time::Duration,
     pub(super) persisted: Commit,
     pub(super) finished: bool,
 }
@@ -162,7 +164,7 @@ impl Reservation {
         let append = Append {
             bucket: shared.bucket(
                 self.started_at
-                    .saturating_add(shared.config.retention)
+                    .saturating_add(self.retention)
                     .max(self.lease_end),
             ),
             frame: self.frame(seq, body),
@@ -278,7 +280,7 @@ impl Reservation {
         }
         self.finished = true;
         let now = shared.clock().now();
-        let expires_at = now.saturating_add(shared.config.retention);
+        let expires_at = now.saturating_add(self.retention);
         let seq = shared.next_seq();
         let body = Body::Completed(StoredResponse {
             fingerprint: self.fingerprint,
