@@ -5,6 +5,9 @@
 //! fingerprint, reserve, run, store, respond).
 //! One caller, and 64 concurrent tasks on a 2-worker tokio runtime.
 //!
+//! Beside it, the fingerprint alone: bytes against the canonical JSON form,
+//! on the example's body and on a 2 KiB document.
+//!
 //! `cargo bench -p idemstore-benches --bench layer`
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
@@ -56,6 +59,32 @@ fn run(rt: &tokio::runtime::Runtime, app: &Router, callers: u64, iters: u64) -> 
     })
 }
 
+fn fingerprint(c: &mut Criterion) {
+    use idemstore_http::FingerprintSpec;
+    use idemstore_http::fingerprint::digest;
+    let (parts, ()) = Request::post("/v1/payments")
+        .body(())
+        .expect("request")
+        .into_parts();
+    let small = br#"{"amount":100,"currency":"EUR"}"#.to_vec();
+    let items: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"sku":"item-{i}","qty":{i},"price":"{i}.99"}}"#))
+        .collect();
+    let large = format!(r#"{{"order":"o-1","lines":[{}],"note":"x"}}"#, items.join(","));
+    let mut g = c.benchmark_group("fingerprint");
+    for (body_name, body) in [("payments_body", &small), ("json_2k", &large.into_bytes())] {
+        for (spec_name, spec) in [
+            ("bytes", FingerprintSpec::default()),
+            ("json", FingerprintSpec::json()),
+        ] {
+            g.bench_function(BenchmarkId::new(spec_name, body_name), |b| {
+                b.iter(|| digest(&spec, &parts, body));
+            });
+        }
+    }
+    g.finish();
+}
+
 fn layer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -89,5 +118,5 @@ fn layer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, layer);
+criterion_group!(benches, layer, fingerprint);
 criterion_main!(benches);

@@ -73,10 +73,14 @@ impl Members {
 
 /// 64 bits of blake3, as hex: enough to tell members apart, small to store.
 fn short_digest(bytes: &[u8]) -> String {
-    Fingerprint::of(bytes).0[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = Fingerprint::of(bytes).0;
+    let mut s = String::with_capacity(16);
+    for b in &d[..8] {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
 }
 
 /// The body's part of the fingerprint, and its members, as JSON per `j`:
@@ -84,15 +88,26 @@ fn short_digest(bytes: &[u8]) -> String {
 fn json_part(j: &JsonBody, body: &[u8]) -> Option<(Vec<u8>, Option<Members>)> {
     let doc = json::parse(body)?;
     if j.members.is_empty() {
-        let members = match &doc {
-            Json::Object(m) => Some(Members(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), short_digest(&v.canonical())))
-                    .collect(),
-            )),
-            _ => None,
+        let Json::Object(m) = &doc else {
+            return Some((doc.canonical(), None));
         };
-        return Some((doc.canonical(), members));
+        // The canonical object, each member's digest taken from its value's
+        // bytes as they are written (one pass).
+        let mut out = Vec::with_capacity(body.len());
+        let mut members = Vec::with_capacity(m.len());
+        out.push(b'{');
+        for (i, (k, v)) in m.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::write_string(k, &mut out);
+            out.push(b':');
+            let start = out.len();
+            v.write(&mut out);
+            members.push((k.clone(), short_digest(&out[start..])));
+        }
+        out.push(b'}');
+        return Some((out, Some(Members(members))));
     }
     // Only the chosen members: each pointer, then its value or "absent".
     let mut part = Vec::new();

@@ -276,21 +276,26 @@ impl Json<'_> {
     }
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+/// Writes `s` as a JSON string. Works on bytes: every byte of a multi-byte
+/// UTF-8 character is 0x80 or above, so only ASCII is ever escaped, and
+/// runs of bytes that need no escape are copied whole.
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            c if u32::from(c) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes());
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
+    let b = s.as_bytes();
+    let mut run = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let escaped: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]],
+            _ => continue,
+        };
+        out.extend_from_slice(&b[run..i]);
+        out.extend_from_slice(escaped);
+        run = i + 1;
     }
+    out.extend_from_slice(&b[run..]);
     out.push(b'"');
 }
 
