@@ -70,7 +70,10 @@ fn fingerprint(c: &mut Criterion) {
     let items: Vec<String> = (0..40)
         .map(|i| format!(r#"{{"sku":"item-{i}","qty":{i},"price":"{i}.99"}}"#))
         .collect();
-    let large = format!(r#"{{"order":"o-1","lines":[{}],"note":"x"}}"#, items.join(","));
+    let large = format!(
+        r#"{{"order":"o-1","lines":[{}],"note":"x"}}"#,
+        items.join(",")
+    );
     let mut g = c.benchmark_group("fingerprint");
     for (body_name, body) in [("payments_body", &small), ("json_2k", &large.into_bytes())] {
         for (spec_name, spec) in [

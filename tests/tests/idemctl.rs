@@ -345,3 +345,30 @@ async fn read_only_reads_beside_the_running_service_which_goes_on_unchanged() {
         "nothing live compacted"
     );
 }
+
+#[test]
+fn a_directory_without_a_store_is_refused_and_left_as_it_was() {
+    let empty = tempfile::tempdir().unwrap();
+    for args in [
+        &["stats"][..],
+        &["get", "--tenant", "t", "--key", "k"],
+        &["purge", "--tenant", "t", "--key", "k"],
+        &["verify"],
+        &["in-flight", "--read-only"],
+    ] {
+        let mut all = vec![args[0], dir_str(empty.path())];
+        all.extend_from_slice(&args[1..]);
+        let o = idemctl(&all);
+        assert_eq!(o.status.code(), Some(2), "{all:?}: {}", stdout(&o));
+        assert!(
+            stderr(&o).contains("holds no idemstore files"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}

@@ -2,7 +2,6 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// An operator's tool for an idemstore directory.
 #[derive(Parser, Debug)]
@@ -94,11 +93,6 @@ pub(crate) struct Write {
     /// The store directory (the service's --data). It must not be open
     /// elsewhere: stop the service first.
     pub(crate) dir: PathBuf,
-    /// The retention the service keeps records for (with routes of their
-    /// own retention, the longest): a release's record is then kept as long
-    /// as the reservation it frees.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
-    pub(crate) retention: Duration,
     /// Refused: this command changes the store (accepted only to say so).
     #[arg(long, hide = true)]
     pub(crate) read_only: bool,

@@ -3,14 +3,13 @@
 //! wrong is an `Err` with the message to print.
 
 use crate::cli::{Cli, Command, KeyArgs, KeyRead, KeyWrite, Read, Write};
-use crate::open::{config, explain, open};
+use crate::open::{check_store_dir, config, explain, open};
 use crate::progress;
 use crate::render;
 use idemstore::{Key, KeyState, LiveRecord, Store, TenantDigest, Timestamp};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::time::Duration;
 
 /// A command's answer, for the exit status.
 pub(crate) enum Outcome {
@@ -19,9 +18,6 @@ pub(crate) enum Outcome {
     /// The answer is no (damage found, no such key, nothing to do); exit 1.
     No,
 }
-
-/// The retention of a store opened only to read (it writes nothing).
-const READ_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs the command `cli` names.
 pub(crate) fn run(cli: Cli) -> Result<Outcome, String> {
@@ -38,7 +34,7 @@ pub(crate) fn run(cli: Cli) -> Result<Outcome, String> {
 }
 
 fn open_read(r: &Read) -> Result<Store, String> {
-    open(&r.dir, r.read_only, READ_RETENTION)
+    open(&r.dir, r.read_only)
 }
 
 fn open_write(w: &Write, what: &str) -> Result<Store, String> {
@@ -49,7 +45,7 @@ fn open_write(w: &Write, what: &str) -> Result<Store, String> {
             w.dir.display()
         ));
     }
-    open(&w.dir, false, w.retention)
+    open(&w.dir, false)
 }
 
 /// Closes a store a command opened, so that what it wrote is durable and
@@ -195,15 +191,17 @@ fn stats(r: &Read) -> Result<Outcome, String> {
         println!("{verb} found:");
         print!("{}", render::recovery_text(&report, report.abandoned.len()));
     }
-    Ok(Outcome::Yes)
+    Ok(if unreadable == 0 {
+        Outcome::Yes
+    } else {
+        Outcome::No
+    })
 }
 
 fn verify(r: &Read) -> Result<Outcome, String> {
-    if !r.dir.is_dir() {
-        return Err(format!("{} is not a directory", r.dir.display()));
-    }
+    check_store_dir(&r.dir)?;
     let bar = progress::bytes("verifying");
-    let report = idemstore::verify(&r.dir, &config(READ_RETENTION), &mut |done, total| {
+    let report = idemstore::verify(&r.dir, &config(), &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
@@ -266,10 +264,19 @@ fn in_flight(r: &Read) -> Result<Outcome, String> {
                 render::text(&a.key)
             );
         }
-        eprintln!(
-            "{} reservations no holder finished: their handlers may have run with no response stored",
-            listed.len()
-        );
+        if r.read_only {
+            eprintln!(
+                "{} reservations not finished when the files were read: those with a running lease \
+                 may be running in the service now; the others' handlers may have run with no \
+                 response stored",
+                listed.len()
+            );
+        } else {
+            eprintln!(
+                "{} reservations no holder finished: their handlers may have run with no response stored",
+                listed.len()
+            );
+        }
     }
     Ok(Outcome::Yes)
 }
@@ -364,10 +371,11 @@ fn export(r: &Read) -> Result<Outcome, String> {
     for d in &damaged {
         eprintln!("not exported: {d}");
     }
-    Err(format!(
+    eprintln!(
         "{} records could not be read: run `idemctl verify`",
         damaged.len()
-    ))
+    );
+    Ok(Outcome::No)
 }
 
 fn compact(w: &Write) -> Result<Outcome, String> {

@@ -13,9 +13,10 @@
 //!
 //! Every read command takes `--json`, and `--read-only` to read a store a
 //! running process has open (without its lock; nothing is changed). Exit
-//! status: 0 done; 1 the answer is "no" (damage found, no such key, nothing
-//! to release or purge); 2 the command could not run (the message says why
-//! and what to do).
+//! status: 0 done; 1 the answer is "no" (damage found, a record that could
+//! not be read, no such key, nothing to release or purge); 2 the command
+//! could not run (the message says why and what to do). A directory that
+//! holds no store files is refused, never opened as a new, empty store.
 //!
 //! Modules: `cli` (the arguments), `open` (opening the directory, and what
 //! to say when that fails), `commands` (one function per command), `render`

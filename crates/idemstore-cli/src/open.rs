@@ -3,27 +3,50 @@
 
 use idemstore::{Config, Error, Store};
 use std::path::Path;
-use std::time::Duration;
 
 /// The configuration idemctl opens stores with: any key the service could
-/// have accepted, and the service's retention for the records it writes.
-/// Bucket widths need not match the service's: each segment names its own.
-pub(crate) fn config(retention: Duration) -> Config {
-    Config::default()
-        .key_len(1..=usize::from(u16::MAX))
-        .retention(retention)
+/// have accepted. Nothing else of the service's matters: each segment names
+/// its own bucket, a release goes where the reservation's records are and a
+/// purge where the completion is.
+pub(crate) fn config() -> Config {
+    Config::default().key_len(1..=usize::from(u16::MAX))
 }
 
-/// Opens `dir`: with its lock (the store then repairs what a crash left),
-/// or `read_only`, beside whatever has it open.
-pub(crate) fn open(dir: &Path, read_only: bool, retention: Duration) -> Result<Store, String> {
-    if !dir.is_dir() {
-        return Err(format!(
-            "{} is not a directory; pass the store directory (the service's --data)",
+/// Files only a store directory holds.
+fn is_store_file(name: &str) -> bool {
+    ["LOCK", "SEQFLOOR", "LAST-OPEN"].contains(&name)
+        || name.ends_with(".seg")
+        || name.ends_with(".hint")
+}
+
+/// `Ok` if `dir` is a store directory; what to do if not (a mistyped path
+/// must not read as an empty store, nor become one).
+pub(crate) fn check_store_dir(dir: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "{}: {e}; pass the store directory (the service's --data)",
             dir.display()
-        ));
+        )
+    })?;
+    let any = entries
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_str().is_some_and(is_store_file));
+    if any {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} holds no idemstore files (no LOCK, SEQFLOOR or *.seg); pass the store \
+             directory (the service's --data)",
+            dir.display()
+        ))
     }
-    let config = config(retention);
+}
+
+/// Opens the store directory `dir`: with its lock (the store then repairs
+/// what a crash left), or `read_only`, beside whatever has it open.
+pub(crate) fn open(dir: &Path, read_only: bool) -> Result<Store, String> {
+    check_store_dir(dir)?;
+    let config = config();
     let opened = if read_only {
         Store::open_read_only(dir, config)
     } else {

@@ -11,8 +11,15 @@ use serde_json::{Map, Value, json};
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// `t` as RFC 3339, UTC, milliseconds.
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
+/// `t` as RFC 3339, UTC, milliseconds; past the year 9999 (only a damaged
+/// or hand-made record says so), as milliseconds since the epoch.
 pub(crate) fn time(t: Timestamp) -> String {
+    if t.0 > LAST_RFC3339_MS {
+        return format!("{} ms after the epoch", t.0);
+    }
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0)).to_string()
 }
 
@@ -225,6 +232,11 @@ mod tests {
         assert_eq!(
             time(Timestamp(1_800_000_000_123)),
             "2027-01-15T08:00:00.123Z"
+        );
+        assert_eq!(time(Timestamp(LAST_RFC3339_MS)), "9999-12-31T23:59:59.999Z");
+        assert_eq!(
+            time(Timestamp(u64::MAX)),
+            format!("{} ms after the epoch", u64::MAX)
         );
     }
 }

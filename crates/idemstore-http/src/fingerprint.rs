@@ -57,17 +57,23 @@ impl Members {
     /// The names whose digests differ between `self` and `other`, or that
     /// only one of them has, in order.
     pub fn differing(&self, other: &Members) -> Vec<String> {
-        let get = |m: &Members, n: &str| m.0.iter().find(|(k, _)| k == n).map(|(_, d)| d.clone());
-        let mut names: Vec<String> = self
+        let mine: std::collections::BTreeMap<&str, &str> = self
             .0
             .iter()
-            .chain(&other.0)
-            .map(|(n, _)| n.clone())
-            .filter(|n| get(self, n) != get(other, n))
+            .map(|(n, d)| (n.as_str(), d.as_str()))
             .collect();
-        names.sort();
-        names.dedup();
+        let theirs: std::collections::BTreeMap<&str, &str> = other
+            .0
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_str()))
+            .collect();
+        let names: std::collections::BTreeSet<&str> =
+            mine.keys().chain(theirs.keys()).copied().collect();
         names
+            .into_iter()
+            .filter(|n| mine.get(n) != theirs.get(n))
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -288,7 +288,14 @@ pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
         let escaped: &[u8] = match c {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
-            0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]],
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ],
             _ => continue,
         };
         out.extend_from_slice(&b[run..i]);

@@ -154,6 +154,16 @@ fn check_policy<B: Backend>(
             p.key_len
         )));
     }
+    if let Some(j) = &p.fingerprint.json
+        && let Some(bad) = j
+            .members
+            .iter()
+            .find(|m| !m.is_empty() && !m.starts_with('/'))
+    {
+        return Err(ConfigError(format!(
+            "JSON pointer {bad:?} must be empty or start with '/' (RFC 6901), e.g. \"/amount\""
+        )));
+    }
     if let (Some(r), Some(lease)) = (p.retention, backend.lease())
         && r <= lease
     {
@@ -174,16 +184,17 @@ fn check_policy<B: Backend>(
     Ok(())
 }
 
-/// The layer's problems that reject a repeatable request (OASIS): its
-/// repeatability headers, or its reuse of an id. Anything else, the
-/// handler's answer, a replay or a 409 for a request still running, is
+/// The layer's answers to a repeatable request that are `accepted`
+/// although they are problems (OASIS): the first request is still running
+/// (409), or the request ran (its response could not be replayed or stored
+/// yet, or the handler failed). Every other problem refused the request
+/// before anything ran: `rejected`. The handler's answers and replays are
 /// `accepted`.
-const REPEATABILITY_REJECTIONS: [&str; 5] = [
-    "key-missing",
-    "key-malformed",
-    "first-sent-invalid",
-    "repeatability-window-passed",
-    "request-mismatch",
+const REPEATABILITY_ACCEPTED_PROBLEMS: [&str; 4] = [
+    "request-in-flight",
+    "response-not-replayable",
+    "response-not-stored",
+    "handler-failed",
 ];
 
 /// Adds `Repeatability-Result` to the answer to a keyed request under the
@@ -195,7 +206,7 @@ fn repeatability_result(repeatable: bool, r: &mut Response<BoxBody>) {
     let rejected = r
         .extensions()
         .get::<ProblemCode>()
-        .is_some_and(|c| REPEATABILITY_REJECTIONS.contains(&c.0));
+        .is_some_and(|c| !REPEATABILITY_ACCEPTED_PROBLEMS.contains(&c.0));
     let v = if rejected { "rejected" } else { "accepted" };
     r.headers_mut()
         .insert("repeatability-result", http::HeaderValue::from_static(v));

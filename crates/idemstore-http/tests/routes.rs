@@ -126,3 +126,21 @@ async fn routes_that_cannot_work_are_refused_at_startup() {
     let e = refused(base().route("/a", RoutePolicy::default().key_len(1..=4096)));
     assert!(e.contains("the store only up to"), "{e}");
 }
+
+#[test]
+fn a_json_pointer_without_its_leading_slash_is_refused_at_startup() {
+    let (store, _dir) = common::open_store(idemstore::Config::default());
+    let spec = FingerprintSpec {
+        json: Some(idemstore_http::JsonBody {
+            members: vec!["amount".into()],
+        }),
+        ..FingerprintSpec::default()
+    };
+    let config = IdempotencyConfig::new(TenantSource::Single)
+        .route("/a", RoutePolicy::default().fingerprint(spec));
+    let e = IdempotencyLayer::try_new(store, config).err().unwrap();
+    assert!(
+        e.to_string().contains("must be empty or start with '/'"),
+        "{e}"
+    );
+}

@@ -57,6 +57,9 @@ pub(crate) struct PendingEntry {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) started_at: Timestamp,
     pub(crate) lease_end: Timestamp,
+    /// The instant whose bucket holds its records (with `lease_end`, if
+    /// later): where a record superseding them must go too.
+    pub(crate) kept_until: Timestamp,
     pub(crate) holder: Holder,
 }
 
@@ -293,6 +296,7 @@ mod tests {
             fingerprint: Fingerprint::default(),
             started_at: Timestamp(0),
             lease_end: Timestamp(100),
+            kept_until: Timestamp(1000),
             holder: Holder::Held,
         };
         assert!(!e.can_take_over(Timestamp(99)));

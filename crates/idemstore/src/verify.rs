@@ -12,7 +12,8 @@ use crate::format::record::{self, Body, Record};
 use crate::format::segment_header::{self, SegmentHeader};
 use crate::format::{floor, hint};
 use crate::hints;
-use crate::storage::{FsStorage, Storage, read_all};
+use crate::recovery::MAX_SEGMENT_FILE;
+use crate::storage::{FsStorage, Storage, read_all, read_all_shrinking};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -123,7 +124,8 @@ pub fn verify_storage(
         config,
         now: config.clock.now(),
         report: VerifyReport::default(),
-        seqs: HashMap::new(),
+        seqs: Vec::new(),
+        names: HashMap::new(),
     };
     v.check_floor();
     for n in &names {
@@ -143,9 +145,11 @@ pub fn verify_storage(
         .collect();
     let total: u64 = sizes.iter().sum();
     for (id, name_end, name) in &segments {
+        v.names.insert(*id, name.clone());
         v.segment(*id, *name_end, name)?;
         progress(v.report.bytes, total.max(v.report.bytes));
     }
+    v.duplicate_seqs();
     Ok(v.report)
 }
 
@@ -154,8 +158,11 @@ struct Verifier<'a> {
     config: &'a Config,
     now: Timestamp,
     report: VerifyReport,
-    /// Where each sequence number was seen first: `(file, offset)`.
-    seqs: HashMap<u64, (String, u64)>,
+    /// Every record's sequence number, with its segment id and offset:
+    /// sorted once all are read, to find any used twice (16 bytes a record).
+    seqs: Vec<(u64, u32, u64)>,
+    /// Segment names by id, for naming a duplicate's other place.
+    names: HashMap<u32, String>,
 }
 
 impl Verifier<'_> {
@@ -225,7 +232,16 @@ impl Verifier<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(self.read_err(name)(e)),
         };
-        let bytes = read_all(file.as_ref()).map_err(self.read_err(name))?;
+        let len = file.len().map_err(self.read_err(name))?;
+        if len > MAX_SEGMENT_FILE {
+            self.problem(
+                name,
+                None,
+                format!("{len} bytes: larger than any segment this format writes (not read)"),
+            );
+            return Ok(());
+        }
+        let bytes = read_all_shrinking(file.as_ref()).map_err(self.read_err(name))?;
         self.report.segments += 1;
         self.report.bytes += bytes.len() as u64;
         if bytes.len() < segment_header::LEN || bytes.iter().all(|&b| b == 0) {
@@ -355,18 +371,31 @@ impl Verifier<'_> {
                 ),
             );
         }
-        if let Some((f, o)) = self.seqs.get(&rec.seq).cloned() {
-            self.problem(
-                name,
-                Some(at),
-                format!(
-                    "sequence number {} also numbers the record in {f} at offset {o}",
-                    rec.seq
-                ),
-            );
-        } else {
-            self.seqs.insert(rec.seq, (name.to_owned(), at));
+        self.seqs.push((rec.seq, header.id, at));
+    }
+
+    /// Every sequence number used by two records is a problem.
+    fn duplicate_seqs(&mut self) {
+        let mut seqs = std::mem::take(&mut self.seqs);
+        seqs.sort_unstable();
+        for w in seqs.windows(2) {
+            let ((s, id_a, at_a), (t, id_b, at_b)) = (w[0], w[1]);
+            if s == t {
+                let (a, b) = (self.name(id_a), self.name(id_b));
+                self.problem(
+                    &b,
+                    Some(at_b),
+                    format!("sequence number {s} also numbers the record in {a} at offset {at_a}"),
+                );
+            }
         }
+    }
+
+    fn name(&self, id: u32) -> String {
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("segment {id}"))
     }
 
     /// The segment's hint file, if it has one that matches the segment

@@ -29,7 +29,7 @@ use crate::index::{self, Index};
 use crate::segment::Segments;
 use crate::storage::{Storage, remove_if_present};
 use read::Gathered;
-pub(crate) use read::Mode;
+pub(crate) use read::{MAX_SEGMENT_FILE, Mode};
 use shards::{Candidates, build_shards};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -11,13 +11,13 @@ use crate::format::record;
 use crate::format::segment_header::{self, SegmentHeader};
 use crate::hints;
 use crate::segment::{Segment, Segments};
-use crate::storage::{Storage, read_all, remove_if_present};
+use crate::storage::{Storage, read_all_shrinking, remove_if_present};
 use std::path::Path;
 use std::sync::Arc;
 
 /// No segment this format writes is larger (`max_segment_bytes` is at most
 /// 1 GiB, plus one record); anything larger is not read into memory.
-pub(super) const MAX_SEGMENT_FILE: u64 = (1 << 30) + crate::format::frame::MAX_PAYLOAD as u64 * 2;
+pub(crate) const MAX_SEGMENT_FILE: u64 = (1 << 30) + crate::format::frame::MAX_PAYLOAD as u64 * 2;
 
 /// Whether recovery may change the files.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -114,7 +114,7 @@ pub(super) fn read_segment(
             });
         }
         Err(e) => {
-            let bytes = read_all(file.as_ref()).map_err(read_err)?;
+            let bytes = read_all_shrinking(file.as_ref()).map_err(read_err)?;
             if bytes.len() < segment_header::LEN || bytes.iter().all(|&b| b == 0) {
                 // Read-only: perhaps one a running store is creating now.
                 if g.mode == Mode::Repair {
@@ -141,7 +141,7 @@ pub(super) fn read_segment(
         let seg_max = match hints::max_seq_from_hint(storage, &name, &header, len) {
             Some(m) => m,
             None => {
-                let bytes = read_all(file.as_ref()).map_err(read_err)?;
+                let bytes = read_all_shrinking(file.as_ref()).map_err(read_err)?;
                 let base = segment_header::LEN as u64;
                 hints::scan(&bytes[segment_header::LEN..], id, base, config.index_hash).max_seq
             }
@@ -180,7 +180,7 @@ pub(super) fn read_segment(
             c.retain(|(_, c)| c.slot.seg != id);
         }
     }
-    let bytes = read_all(file.as_ref()).map_err(read_err)?;
+    let bytes = read_all_shrinking(file.as_ref()).map_err(read_err)?;
     let base = segment_header::LEN as u64;
     let s = hints::scan(&bytes[segment_header::LEN..], id, base, config.index_hash);
     if let Some((_, found)) = s.newer_record {

@@ -24,6 +24,9 @@ pub struct Abandoned {
     pub started_at: Timestamp,
     /// When its lease ends or ended (its newest renewal's).
     pub lease_end: Timestamp,
+    /// Until when its record is kept on disk (the end of its bucket): a
+    /// release is kept as long.
+    pub kept_until: Timestamp,
 }
 
 /// What `open` found on disk.

@@ -168,6 +168,7 @@ pub(super) fn build_shard(
                             fingerprint: entry.fingerprint,
                             started_at: entry.started_at,
                             lease_end: entry.lease_end,
+                            kept_until: entry.kept_until,
                         });
                         if live(&c) {
                             b.shard.pending.insert(k, entry);
@@ -188,7 +189,8 @@ pub(super) fn build_shard(
 }
 
 fn read_pending(segments: &Segments, slot: Slot, dir: &std::path::Path) -> Option<PendingEntry> {
-    let payload = segments.get(slot.seg)?.read_payload(slot.off, dir).ok()?;
+    let seg = segments.get(slot.seg)?;
+    let payload = seg.read_payload(slot.off, dir).ok()?;
     let rec = Record::decode(&payload).ok()?;
     let Body::Pending(p) = rec.body else {
         return None;
@@ -200,6 +202,8 @@ fn read_pending(segments: &Segments, slot: Slot, dir: &std::path::Path) -> Optio
         fingerprint: p.fingerprint,
         started_at: p.started_at,
         lease_end: p.lease_end,
+        // The last instant of its segment's bucket.
+        kept_until: Timestamp(seg.header.bucket_end.0.saturating_sub(1)),
         holder: Holder::Orphan,
     })
 }

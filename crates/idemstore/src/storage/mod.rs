@@ -28,4 +28,4 @@ pub use map::Mapping;
 #[cfg(any(test, feature = "testing"))]
 pub use mem::MemStorage;
 pub use traits::{LockOutcome, Storage, StorageFile};
-pub(crate) use traits::{read_all, remove_if_present};
+pub(crate) use traits::{read_all, read_all_shrinking, remove_if_present};

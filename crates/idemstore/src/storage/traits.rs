@@ -142,6 +142,20 @@ pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads a whole file that another process may shorten meanwhile (a
+/// running store trims the zeros it wrote ahead when it seals a segment):
+/// a read cut short by the file's end reads the file again at its new
+/// length, up to three times.
+pub(crate) fn read_all_shrinking(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
+    let mut tries = 0;
+    loop {
+        match read_all(file) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// Removes file `name`; one that is not there counts as removed.
 pub(crate) fn remove_if_present(storage: &dyn Storage, name: &str) -> io::Result<()> {
     match storage.remove(name) {

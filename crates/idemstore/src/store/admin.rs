@@ -270,6 +270,7 @@ impl Store {
                         fingerprint: a.fingerprint,
                         started_at: a.started_at,
                         lease_end: a.lease_end,
+                        kept_until: a.kept_until,
                         holder: Holder::Orphan,
                     };
                     (Some(entry), shared.next_seq())
@@ -280,10 +281,9 @@ impl Store {
         let body = Body::Aborted {
             lease_end: p.lease_end,
         };
-        let expiry = p
-            .started_at
-            .saturating_add(shared.config.retention)
-            .max(p.lease_end);
+        // Into the bucket of the records it supersedes, whatever retention
+        // they were written with: it lives as long as they do.
+        let expiry = p.kept_until.max(p.lease_end);
         self.write_durably(ik, expiry, seq, &tenant, key, p.token, &body)?;
         Ok(true)
     }
@@ -298,7 +298,9 @@ impl Store {
     /// [`Durability`](crate::Durability) mode, and kept as long as the
     /// record it removes would have been. A store with a purge in it can
     /// no longer be opened by a build older than purges, which says so
-    /// instead of serving the purged record again.
+    /// instead of serving the purged record again. If the write fails with
+    /// [`Error::Deferred`] (a full disk), the purge holds in this process
+    /// at once and the store writes it when it can.
     ///
     /// ```
     /// # use idemstore::*;
@@ -318,26 +320,41 @@ impl Store {
         let (tenant, ik) = self.scope(tenant.into(), key)?;
         self.check_not_read_only()?;
         let shared = &self.inner.shared;
-        let now = shared.clock().now();
         let Some(slot) = shared.index.lock(&ik).completed(&ik) else {
             return Ok(false);
         };
-        let (stored, token) = match shared.look(slot, &tenant, key, now)? {
+        let (stored, token) = match shared.look(slot, &tenant, key, shared.clock().now())? {
             Looked::Gone => return Ok(false),
             Looked::Collision => return Err(Error::DigestCollision),
             Looked::Live(stored, token) => (stored, token),
+        };
+        // Numbered under the lock, while the slot still holds this record
+        // and it is live: a later completion of the key (possible only once
+        // this one has expired, or was purged) is numbered after the purge,
+        // and outranks it at every open.
+        let (seq, now) = {
+            let shard = shared.index.lock(&ik);
+            let now = shared.clock().now();
+            if shard.completed(&ik) != Some(slot) || stored.expires_at <= now {
+                return Ok(false);
+            }
+            (shared.next_seq(), now)
         };
         let body = Body::Purged {
             purged_at: now,
             until: stored.expires_at,
         };
-        let seq = shared.next_seq();
-        self.write_durably(ik, stored.expires_at, seq, &tenant, key, token, &body)?;
-        let mut shard = shared.index.lock(&ik);
-        if shard.completed(&ik) == Some(slot) {
-            shard.remove_completed(&ik);
+        let written = self.write_durably(ik, stored.expires_at, seq, &tenant, key, token, &body);
+        // Deferred: the store writes the purge later by itself; it holds from
+        // now on in this process (a crash before it is written brings the
+        // record back, which replays it: nothing runs twice).
+        if written.is_ok() || matches!(written, Err(Error::Deferred { .. })) {
+            let mut shard = shared.index.lock(&ik);
+            if shard.completed(&ik) == Some(slot) {
+                shard.remove_completed(&ik);
+            }
         }
-        Ok(true)
+        written.map(|()| true)
     }
 
     /// Writes an operator's record of index key `ik` through the writer, to

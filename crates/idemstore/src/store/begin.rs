@@ -194,6 +194,7 @@ impl Store {
             }
             let token = shared.next_seq();
             let lease_end = now.saturating_add(shared.config.lease);
+            let kept_until = now.saturating_add(retention);
             let entry = PendingEntry {
                 token,
                 tenant,
@@ -201,6 +202,7 @@ impl Store {
                 fingerprint,
                 started_at: now,
                 lease_end,
+                kept_until,
                 holder: Holder::Held,
             };
             shard.pending.insert(SlotKey::from(&ik), entry);
