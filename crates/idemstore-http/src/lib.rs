@@ -143,7 +143,7 @@ pub mod message;
 pub mod metrics;
 pub mod problem;
 mod replay;
-pub mod routes;
+mod routes;
 mod service;
 pub mod steps;
 mod work;
@@ -152,12 +152,11 @@ pub use backend::{Backend, BackendError, Lease, Outcome};
 pub use body::{BoxBody, BoxError};
 pub use config::{
     FingerprintSpec, IdempotencyConfig, InFlightPolicy, JsonBody, OversizeResponse, Repeatability,
-    ReplayStatus, StorePolicy, TenantSource,
+    ReplayStatus, RoutePolicy, StorePolicy, TenantSource,
 };
 pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};
 pub use message::{Executed, OnceError, execute_or_replay};
 pub use problem::Problem;
 pub use replay::{FIRST_REQUEST_ID, REPLAYED};
-pub use routes::RoutePolicy;
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};
 pub use steps::InFlightWork;

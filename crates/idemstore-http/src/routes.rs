@@ -1,73 +1,14 @@
 //! Per-route policy: one layer, and for chosen routes (by path pattern)
 //! another key header, key bounds, store policy, replay status, fingerprint
-//! or retention ([`RoutePolicy`]); everything else is the layer's.
+//! or retention (the [`RoutePolicy`](crate::RoutePolicy) option, in
+//! `config.rs`); everything else is the layer's. Here: the patterns, and
+//! each request's resolved settings.
 
-use crate::config::{FingerprintSpec, IdempotencyConfig, ReplayStatus, StorePolicy};
+use crate::config::{FingerprintSpec, IdempotencyConfig, ReplayStatus, RoutePolicy, StorePolicy};
 use http::HeaderName;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What a route changes of the layer's configuration; `None` keeps the
-/// layer's. Build it with the methods, e.g.
-/// `RoutePolicy::default().retention(week).store(StorePolicy::SuccessOnly)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RoutePolicy {
-    /// The key header.
-    pub header: Option<HeaderName>,
-    /// Whether a covered request without a key is refused.
-    pub key_required: Option<bool>,
-    /// Accepted key lengths.
-    pub key_len: Option<RangeInclusive<usize>>,
-    /// Which responses are stored.
-    pub store: Option<StorePolicy>,
-    /// The replay status.
-    pub replay_status: Option<ReplayStatus>,
-    /// What the fingerprint covers.
-    pub fingerprint: Option<FingerprintSpec>,
-    /// How long the route's records are kept (default: the backend's).
-    pub retention: Option<Duration>,
-}
-
-impl RoutePolicy {
-    /// Another key header.
-    pub fn header(mut self, h: HeaderName) -> Self {
-        self.header = Some(h);
-        self
-    }
-    /// Keys required, or not.
-    pub fn key_required(mut self, yes: bool) -> Self {
-        self.key_required = Some(yes);
-        self
-    }
-    /// Other key bounds.
-    pub fn key_len(mut self, r: RangeInclusive<usize>) -> Self {
-        self.key_len = Some(r);
-        self
-    }
-    /// Another store policy.
-    pub fn store(mut self, s: StorePolicy) -> Self {
-        self.store = Some(s);
-        self
-    }
-    /// Another replay status.
-    pub fn replay_status(mut self, s: ReplayStatus) -> Self {
-        self.replay_status = Some(s);
-        self
-    }
-    /// Another fingerprint.
-    pub fn fingerprint(mut self, f: FingerprintSpec) -> Self {
-        self.fingerprint = Some(f);
-        self
-    }
-    /// Another retention: the route's records (reservations and stored
-    /// responses) are kept this long. Longer than the backend's lease.
-    pub fn retention(mut self, d: Duration) -> Self {
-        self.retention = Some(d);
-        self
-    }
-}
 
 /// The settings one request is handled with: the layer's, with its
 /// route's changes applied.
