@@ -305,44 +305,50 @@ fn get(k: &KeyRead) -> Result<Outcome, String> {
 }
 
 fn release(k: &KeyWrite) -> Result<Outcome, String> {
-    let tenant = digest(&k.key)?;
-    let store = open_write(&k.write, "release")?;
-    let released = store
-        .release(tenant, Key::new(&k.key.key))
-        .map_err(|e| e.to_string())?;
-    close(&store)?;
-    say_done(
-        k.write.json,
-        "released",
-        released,
-        "released: a retry with this key runs the request again",
+    change_key(
+        k,
+        "release",
+        Store::release,
+        (
+            "released",
+            "released: a retry with this key runs the request again",
+        ),
         "nothing to release: the key has no reservation (free, or completed: see `idemctl get`)",
     )
 }
 
 fn purge(k: &KeyWrite) -> Result<Outcome, String> {
-    let tenant = digest(&k.key)?;
-    let store = open_write(&k.write, "purge")?;
-    let purged = store
-        .purge(tenant, Key::new(&k.key.key))
-        .map_err(|e| e.to_string())?;
-    close(&store)?;
-    say_done(
-        k.write.json,
-        "purged",
-        purged,
-        "purged: the next request with this key runs again",
+    change_key(
+        k,
+        "purge",
+        Store::purge,
+        (
+            "purged",
+            "purged: the next request with this key runs again",
+        ),
         "nothing to purge: the key has no completed record (see `idemctl get`)",
     )
 }
 
-fn say_done(json: bool, field: &str, done: bool, yes: &str, no: &str) -> Result<Outcome, String> {
-    if json {
-        print_json(&json!({ field: done }));
+/// Runs `op` (release or purge, named `what`) on the key `k` names, then
+/// says `done` (its JSON field and text) or `none`.
+fn change_key(
+    k: &KeyWrite,
+    what: &str,
+    op: fn(&Store, TenantDigest, Key<'_>) -> idemstore::Result<bool>,
+    done: (&str, &str),
+    none: &str,
+) -> Result<Outcome, String> {
+    let tenant = digest(&k.key)?;
+    let store = open_write(&k.write, what)?;
+    let changed = op(&store, tenant, Key::new(&k.key.key)).map_err(|e| e.to_string())?;
+    close(&store)?;
+    if k.write.json {
+        print_json(&json!({ done.0: changed }));
     } else {
-        println!("{}", if done { yes } else { no });
+        println!("{}", if changed { done.1 } else { none });
     }
-    Ok(if done { Outcome::Yes } else { Outcome::No })
+    Ok(if changed { Outcome::Yes } else { Outcome::No })
 }
 
 fn export(r: &Read) -> Result<Outcome, String> {

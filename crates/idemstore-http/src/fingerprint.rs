@@ -79,14 +79,9 @@ impl Members {
 
 /// 64 bits of blake3, as hex: enough to tell members apart, small to store.
 fn short_digest(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = Fingerprint::of(bytes).0;
-    let mut s = String::with_capacity(16);
-    for b in &d[..8] {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    s
+    let mut hex = Fingerprint::of(bytes).to_hex();
+    hex.truncate(16);
+    hex
 }
 
 /// The body's part of the fingerprint, and its members, as JSON per `j`:

@@ -137,20 +137,18 @@ impl Problem {
                     retry_after_secs(*retry_after)
                 ),
             ),
-            Problem::Mismatch { members } if !members.is_empty() => (
+            Problem::Mismatch { members } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "request-mismatch",
                 "Idempotency key reused with a different request",
                 format!(
-                    "This key was already used for a request with different parameters (the body differs in: {}); use a new key for a new request.",
-                    members.join(", ")
+                    "This key was already used for a request with different parameters{}; use a new key for a new request.",
+                    if members.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (the body differs in: {})", members.join(", "))
+                    }
                 ),
-            ),
-            Problem::Mismatch { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "request-mismatch",
-                "Idempotency key reused with a different request",
-                "This key was already used for a request with different parameters; use a new key for a new request.".into(),
             ),
             Problem::FirstSentInvalid => (
                 StatusCode::BAD_REQUEST,

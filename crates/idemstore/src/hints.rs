@@ -213,15 +213,26 @@ pub(crate) fn load<'a>(
     buf.resize(usize::try_from(len).ok()?, 0);
     file.read_exact_at(buf, 0).ok()?;
     let (header, _) = hint::decode(buf).ok()?;
-    let matches = header.segment_id == seg_header.id
-        && header.segment_crc == segment_crc(seg_header)
-        && header.covered >= segment_header::LEN as u64
-        && header.covered == seg_len
-        && header.probe == probe(hash);
-    if !matches {
+    if !matches(&header, seg_header, seg_len, hash) {
         return None;
     }
     Some(Loaded { header, bytes: buf })
+}
+
+/// Whether a hint with `header` describes the segment with `seg_header`,
+/// `seg_len` bytes on disk, indexed with `hash`: open may use it instead
+/// of reading the segment.
+pub(crate) fn matches(
+    header: &Header,
+    seg_header: &segment_header::SegmentHeader,
+    seg_len: u64,
+    hash: IndexHashFn,
+) -> bool {
+    header.segment_id == seg_header.id
+        && header.segment_crc == segment_crc(seg_header)
+        && header.covered >= segment_header::LEN as u64
+        && header.covered == seg_len
+        && header.probe == probe(hash)
 }
 
 /// Writes the hint file of a segment the writer sealed, unless the segment

@@ -425,11 +425,7 @@ impl Verifier<'_> {
                 return None;
             }
         };
-        if h.segment_id != header.id
-            || h.segment_crc != hints::segment_crc(header)
-            || h.covered != len
-            || h.probe != hints::probe(self.config.index_hash)
-        {
+        if !hints::matches(&h, header, len, self.config.index_hash) {
             self.note(
                 &name,
                 None,
