@@ -211,6 +211,23 @@ async fn execute_or_replay_runs_the_work_once_per_id<B: Backend>(b: B) {
     let (slow, ()) = tokio::join!(slow, probe);
     assert_eq!(slow.unwrap(), Executed::Ran(b"slow".to_vec()));
     assert_eq!(runs.load(Ordering::SeqCst), 3, "the duplicate never ran");
+
+    // A consumer that stops mid-work (its future dropped) leaves the id
+    // reserved: the redelivery is told so instead of running the work again.
+    let cut = tokio::time::timeout(
+        Duration::from_millis(50),
+        execute_or_replay(&b, b"queue", "m-4", b"p", || async {
+            std::future::pending::<Result<Vec<u8>, String>>().await
+        }),
+    )
+    .await;
+    assert!(cut.is_err(), "cut short");
+    let redelivered = execute_or_replay(&b, b"queue", "m-4", b"p", work("again")).await;
+    assert!(
+        matches!(redelivered, Err(OnceError::InFlight { .. })),
+        "{redelivered:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
 }
 
 /// A record kept for a retention of its own (a route's): the replay says
