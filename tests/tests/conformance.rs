@@ -119,6 +119,7 @@ fn describe<L>(o: &Outcome<L>) -> String {
         } => format!("in flight ({lease_left:?}, same: {same_request})"),
         Outcome::Replay(s) => format!("replay of {}", String::from_utf8_lossy(&s.response.body)),
         Outcome::Mismatch(_) => "mismatch".into(),
+        Outcome::Expired { .. } => "expired".into(),
     }
 }
 
@@ -354,6 +355,42 @@ async fn completed_keys_expire_after_the_retention<B: Backend>(b: B) {
     );
 }
 
+/// The grace of the backends that refuse expired keys.
+const GRACE: Duration = Duration::from_millis(2500);
+
+/// On a backend that refuses expired keys for `GRACE`: a key is refused
+/// (whatever the request) from its expiry until the grace ends, then runs.
+/// The engine's compactor (every 200 ms here) meanwhile writes the key's
+/// tombstone and deletes its 1 s bucket, so the refusal is checked on both
+/// sides of that.
+async fn an_expired_key_is_refused_for_the_grace_then_runs<B: Backend>(b: B) {
+    reserve(&b, "t", "k", "a")
+        .await
+        .complete(resp("v"))
+        .await
+        .unwrap();
+    let completed = std::time::Instant::now();
+    assert_eq!(state(&b, "t", "k", "a").await, "replay of v");
+    tokio::time::sleep(RETENTION + Duration::from_millis(200)).await;
+    assert_eq!(state(&b, "t", "k", "a").await, "expired");
+    assert_eq!(state(&b, "t", "k", "b").await, "expired", "any request");
+    assert_eq!(
+        state(&b, "u", "k", "a").await,
+        "reserved",
+        "another tenant's key"
+    );
+    // Past the end of the record's bucket and a compaction pass or two.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(state(&b, "t", "k", "a").await, "expired");
+    let free_at = completed + RETENTION + GRACE + Duration::from_millis(300);
+    tokio::time::sleep_until(free_at.into()).await;
+    assert_eq!(
+        state(&b, "t", "k", "a").await,
+        "reserved",
+        "the grace ended"
+    );
+}
+
 fn wall_ms() -> u64 {
     u64::try_from(
         std::time::SystemTime::now()
@@ -510,6 +547,46 @@ macro_rules! suite {
             )*
         }
     };
+}
+
+/// The refusal of expired keys, on each backend configured for it.
+mod refusing_expired_keys {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::default()
+            .lease(LEASE)
+            .retention(RETENTION)
+            .bucket_width(Duration::from_secs(1))
+            .compaction_interval(Duration::from_millis(200))
+            .refuse_expired_keys_for(GRACE);
+        let store = Store::open(dir.path(), cfg).unwrap();
+        an_expired_key_is_refused_for_the_grace_then_runs(store.clone()).await;
+        assert!(store.stats().tombstones_written >= 1, "{:?}", store.stats());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_backend() {
+        let config = redis_config().refuse_expired_keys_for(GRACE);
+        let b = RedisBackend::connect(&redis_url(), config).await.unwrap();
+        an_expired_key_is_refused_for_the_grace_then_runs(b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_backend() {
+        let config = redis_config().refuse_expired_keys_for(GRACE);
+        an_expired_key_is_refused_for_the_grace_then_runs(redis_cluster(config).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_waiting_for_a_replica() {
+        let config = redis_config()
+            .refuse_expired_keys_for(GRACE)
+            .wait_replicas(1, Duration::from_secs(1));
+        an_expired_key_is_refused_for_the_grace_then_runs(redis_cluster(config).await).await;
+    }
 }
 
 suite!(

@@ -55,7 +55,9 @@ async fn two_replicas_racing_on_the_same_keys_execute_each_once() {
                                 break;
                             }
                             Outcome::InFlight { .. } => tokio::task::yield_now().await,
-                            Outcome::Mismatch(_) => panic!("same request"),
+                            Outcome::Mismatch(_) | Outcome::Expired { .. } => {
+                                panic!("same request, within the retention")
+                            }
                         }
                     }
                 }

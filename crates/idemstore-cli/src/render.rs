@@ -79,6 +79,11 @@ pub(crate) fn record_json(r: &LiveRecord) -> Value {
             o.insert("headers".into(), headers.into());
             put_bytes(&mut o, "body", &s.response.body);
         }
+        KeyState::Expired(e) => {
+            o.insert("state".into(), "expired".into());
+            o.insert("expired_at".into(), time(e.expired_at).into());
+            o.insert("refused_until".into(), time(e.refused_until).into());
+        }
     }
     Value::Object(o)
 }
@@ -121,6 +126,15 @@ pub(crate) fn record_text(r: &LiveRecord) -> String {
                     let _ = writeln!(out, "body (base64)  {}", STANDARD.encode(&s.response.body));
                 }
             }
+        }
+        KeyState::Expired(e) => {
+            let _ = writeln!(
+                out,
+                "state          expired, refused (purge frees it), token {}",
+                r.token
+            );
+            let _ = writeln!(out, "expired        {}", time(e.expired_at));
+            let _ = writeln!(out, "refused until  {}", time(e.refused_until));
         }
     }
     out

@@ -74,6 +74,14 @@ pub enum Outcome<L> {
     /// backend has it at hand (the layer reads which body members differ
     /// from it; it is never sent to the client).
     Mismatch(Option<Box<StoredResponse>>),
+    /// The key's record expired at `expired_at`, and the backend refuses
+    /// the key for a grace period after that (its
+    /// `refuse_expired_keys_for` option): do not run; the client must use
+    /// a new key.
+    Expired {
+        /// When the key's completed record expired.
+        expired_at: idemstore::Timestamp,
+    },
 }
 
 /// A store the layer can use.
@@ -212,6 +220,9 @@ impl Backend for Store {
                 }
                 Begin::Replay(s) => Outcome::Replay(s),
                 Begin::Mismatch(m) => Outcome::Mismatch(Some(m.stored)),
+                Begin::Expired(e) => Outcome::Expired {
+                    expired_at: e.expired_at,
+                },
             });
         std::future::ready(result.map_err(BackendError::from))
     }

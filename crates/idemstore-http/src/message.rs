@@ -35,6 +35,11 @@ pub enum OnceError<E> {
     /// or an id reused too soon. Not run.
     #[error("this id was used for a message with another payload; not run")]
     Mismatch,
+    /// The id's record expired, and the backend refuses the id for a
+    /// while after that (`refuse_expired_keys_for`): whether the work ran
+    /// is no longer known here. Not run.
+    #[error("this id's record expired and the id is refused for now; not run")]
+    Expired,
     /// The work ran before, and its result was too large to store (that
     /// run's caller got it), or the record is not one this function wrote:
     /// it is not run again.
@@ -116,6 +121,7 @@ where
         }
         Outcome::Replay(_) => return Err(OnceError::NotReplayable),
         Outcome::Mismatch(_) => return Err(OnceError::Mismatch),
+        Outcome::Expired { .. } => return Err(OnceError::Expired),
         Outcome::InFlight { lease_left, .. } => {
             return Err(OnceError::InFlight {
                 retry_after: lease_left.max(Duration::from_millis(100)),

@@ -29,6 +29,8 @@ pub enum Outcome {
     Conflict,
     /// The key was used for a different request: 422.
     Mismatch,
+    /// The key's record expired and the store still refuses it: 422.
+    Expired,
     /// Refused before the store was asked, or by its rules: a missing,
     /// malformed or colliding key, a missing tenant, a body too large (4xx).
     Rejected,
@@ -46,6 +48,7 @@ impl Outcome {
             Outcome::Replayed => "replayed",
             Outcome::Conflict => "conflict",
             Outcome::Mismatch => "mismatch",
+            Outcome::Expired => "expired",
             Outcome::Rejected => "rejected",
             Outcome::Unavailable => "unavailable",
             Outcome::Overloaded => "overloaded",

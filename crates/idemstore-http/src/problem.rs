@@ -59,6 +59,12 @@ pub enum Problem {
     },
     /// The key's index digest collides with another (tenant, key). 422.
     KeyCollision,
+    /// The key's record expired, and the store refuses the key for a grace
+    /// period after that instead of running the request again. 422.
+    KeyExpired {
+        /// When the key's record expired.
+        expired_at: std::time::SystemTime,
+    },
     /// The idempotency store cannot be used; the handler did not run. 503.
     StoreUnavailable {
         /// What failed (no secrets: store error messages only).
@@ -170,6 +176,15 @@ impl Problem {
                 "key-collision",
                 "Idempotency key cannot be used",
                 "This key cannot be stored safely; use a different key.".into(),
+            ),
+            Problem::KeyExpired { expired_at } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "key-expired",
+                "Idempotency key expired",
+                format!(
+                    "The record of this idempotency key expired at {}, so whether its first request ran can no longer be answered here, and it is not run again. Check the outcome of the first request; to send a new request, use a new key.",
+                    httpdate::fmt_http_date(*expired_at)
+                ),
             ),
             Problem::Overloaded { limit } => (
                 StatusCode::SERVICE_UNAVAILABLE,

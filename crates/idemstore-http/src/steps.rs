@@ -430,6 +430,9 @@ impl<B: Backend> Idempotency<B> {
                         self.config.expiry_header.as_ref(),
                     ));
                 }
+                Ok(Outcome::Expired { expired_at }) => Problem::KeyExpired {
+                    expired_at: std::time::UNIX_EPOCH + Duration::from_millis(expired_at.0),
+                },
                 Ok(Outcome::Mismatch(stored)) => Problem::Mismatch {
                     members: differing_members(stored.as_deref(), keyed.members.as_ref()),
                 },
@@ -464,6 +467,7 @@ impl<B: Backend> Idempotency<B> {
             };
             metrics::request(match problem {
                 Problem::Mismatch { .. } => metrics::Outcome::Mismatch,
+                Problem::KeyExpired { .. } => metrics::Outcome::Expired,
                 Problem::InFlight { .. } => metrics::Outcome::Conflict,
                 Problem::StoreUnavailable { .. } => metrics::Outcome::Unavailable,
                 _ => metrics::Outcome::Rejected,

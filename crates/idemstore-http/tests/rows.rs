@@ -491,3 +491,44 @@ async fn the_expiry_header_says_when_the_key_expires_on_the_first_response_and_r
     let r = send(&plain, "POST", "/201", &h, "x").await;
     assert!(!r.headers.contains_key(&name));
 }
+
+#[tokio::test]
+async fn a_key_refused_after_expiry_is_422_key_expired_and_never_runs() {
+    let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    let day = Duration::from_secs(24 * 3600);
+    let (store, dir) = open_store(
+        Config::default()
+            .clock(std::sync::Arc::new(clock.clone()))
+            .refuse_expired_keys_for(7 * day),
+    );
+    let a = app_on(
+        store,
+        clock,
+        dir,
+        IdempotencyConfig::new(TenantSource::Single),
+    );
+    let h = [("idempotency-key", "late")];
+    assert_eq!(
+        send(&a, "POST", "/201", &h, "x").await.status,
+        StatusCode::CREATED
+    );
+    a.clock.advance(day);
+    for body in ["x", "another request"] {
+        let r = send(&a, "POST", "/201", &h, body).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+        assert_eq!(r.problem_type(), "key-expired");
+        assert_eq!(r.headers["cache-control"], "no-store");
+        // It names when the key expired and what to do.
+        assert!(r.text().contains("Sat, 16 Jan 2027"), "{}", r.text());
+        assert!(r.text().contains("new key"), "{}", r.text());
+    }
+    assert_eq!(a.runs.get(), 1, "the late retries did not run");
+    // A new key runs; once the grace is over, so does the old one.
+    let fresh = send(&a, "POST", "/201", &[("idempotency-key", "new")], "x").await;
+    assert_eq!(fresh.status, StatusCode::CREATED);
+    a.clock.advance(7 * day);
+    let r = send(&a, "POST", "/201", &h, "x").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(!r.replayed());
+    assert_eq!(a.runs.get(), 3);
+}

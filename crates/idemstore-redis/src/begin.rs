@@ -80,7 +80,8 @@ impl Backend for RedisBackend {
                     .arg(ms(c.lease))
                     .arg(ms(retention))
                     .arg(nonce)
-                    .arg(confirm);
+                    .arg(confirm)
+                    .arg(c.grace_ms());
             };
             let reply = this
                 .script(&this.0.scripts.begin, &rkey, &args, true)
@@ -149,6 +150,9 @@ impl Backend for RedisBackend {
                         .map(|(_, _, s)| Box::new(s));
                     Ok(Outcome::Mismatch(stored))
                 }
+                Some(b"expired") => Ok(Outcome::Expired {
+                    expired_at: Timestamp(num(parts.get(1))),
+                }),
                 Some(b"collision") => Err(BackendError::Collision),
                 _ => Err(unavailable("unexpected reply from the begin script")),
             }

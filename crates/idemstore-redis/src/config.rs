@@ -28,6 +28,13 @@ pub struct RedisConfig {
     /// round-robin (default 4). Each is multiplexed; more than one keeps a
     /// call that waits for replicas from holding up the others.
     pub connections: usize,
+    /// For this long after a completed record expires, a request with its
+    /// key is refused (`Outcome::Expired`) instead of running again
+    /// (default `None`: an expired key is free). Each completion then also
+    /// writes a small tombstone key beside its hash (same hash slot, in the
+    /// same script), which Redis expires at the grace's end; the hash
+    /// itself still expires with the retention.
+    pub refuse_expired_keys_for: Option<Duration>,
 }
 
 /// Replicas that must acknowledge a write, and how long to wait for them.
@@ -49,11 +56,23 @@ impl Default for RedisConfig {
             max_key_len: 255,
             wait: None,
             connections: 4,
+            refuse_expired_keys_for: None,
         }
     }
 }
 
 impl RedisConfig {
+    /// Sets [`RedisConfig::refuse_expired_keys_for`].
+    pub fn refuse_expired_keys_for(mut self, grace: Duration) -> Self {
+        self.refuse_expired_keys_for = Some(grace);
+        self
+    }
+
+    /// The grace in ms, 0 when off (what the scripts take).
+    pub(crate) fn grace_ms(&self) -> u64 {
+        self.refuse_expired_keys_for.map_or(0, crate::ms)
+    }
+
     /// Sets the key prefix.
     pub fn prefix(mut self, p: impl Into<String>) -> Self {
         self.prefix = p.into();
@@ -108,6 +127,14 @@ impl RedisConfig {
                  prefix without braces",
                 self.prefix
             ));
+        }
+        if self
+            .refuse_expired_keys_for
+            .is_some_and(|g| g < Duration::from_millis(1))
+        {
+            return bad(
+                "refuse_expired_keys_for is under 1 ms; leave it unset to free expired keys".into(),
+            );
         }
         if self.connections == 0 {
             return bad("connections is 0; use at least 1".into());

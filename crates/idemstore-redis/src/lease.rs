@@ -79,7 +79,8 @@ impl Holder {
             cmd.arg(self.token)
                 .arg(self.nonce)
                 .arg(record)
-                .arg(ms(retention));
+                .arg(ms(retention))
+                .arg(b.0.config.grace_ms());
         };
         let reply = b
             .script(&b.0.scripts.complete, &self.rkey, &args, true)

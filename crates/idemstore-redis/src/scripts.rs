@@ -45,7 +45,14 @@ impl Scripts {
     }
 }
 
-/// Runs `lua` on `key` with the arguments `args` adds. With `wait`, a
+/// The tombstone key beside hash `key`: in the same cluster slot (the hash
+/// tag is `key`'s own).
+fn tombstone_of(key: &str) -> String {
+    format!("{key}:expired")
+}
+
+/// Runs `lua` on `key` (KEYS[1]; KEYS[2] is its tombstone key) with the
+/// arguments `args` adds. With `wait`, a
 /// `WAIT` follows in the same pipeline, so it counts the replicas that hold
 /// this script's writes; its answer is returned beside the script's.
 pub(crate) async fn run(
@@ -57,7 +64,7 @@ pub(crate) async fn run(
 ) -> RedisResult<(Value, Option<u32>)> {
     let pipeline = |verb: &str, body: &str| {
         let mut cmd = redis::cmd(verb);
-        cmd.arg(body).arg(1).arg(key);
+        cmd.arg(body).arg(2).arg(key).arg(tombstone_of(key));
         args(&mut cmd);
         let mut p = redis::pipe();
         p.add_command(cmd);
@@ -83,10 +90,15 @@ pub(crate) async fn run(
     Ok((value, acked))
 }
 
-/// Reserves, replays or refuses. KEYS[1] the hash; ARGV: tenant digest,
-/// key, fingerprint, lease ms, retention ms, nonce, and `1` when a replay
-/// must be confirmed on replicas (it then re-writes the state, so the
-/// `WAIT` after it covers the record it returns).
+/// Reserves, replays or refuses. KEYS[1] the hash, KEYS[2] its tombstone;
+/// ARGV: tenant digest, key, fingerprint, lease ms, retention ms, nonce,
+/// `1` when a replay must be confirmed on replicas (it then re-writes the
+/// state, so the `WAIT` after it covers the record it returns), and the
+/// grace of `refuse_expired_keys_for` in ms (0: off).
+///
+/// With a grace, a key that is neither reserved nor completed is refused
+/// while its tombstone lives (the completion wrote it, holding the expiry;
+/// Redis expires it at the grace's end).
 ///
 /// A begin whose reply was lost and is sent again finds its own nonce and
 /// gets its reservation back instead of a 409 against itself.
@@ -122,6 +134,10 @@ if s == 'p' and now < tonumber(h[4]) then
   if h[3] == ARGV[3] then same = '1' end
   return {'inflight', tostring(tonumber(h[4]) - now), same, tostring(now - tonumber(h[8] or now))}
 end
+if tonumber(ARGV[8]) > 0 then
+  local ex = redis.call('GET', KEYS[2])
+  if ex and now < tonumber(ex) + tonumber(ARGV[8]) then return {'expired', ex} end
+end
 local g = redis.call('HINCRBY', KEYS[1], 'g', 1)
 local le = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 's', 'p', 'n', ARGV[6], 'fp', ARGV[3], 'le', le, 'st', now, 'td', ARGV[1], 'k', ARGV[2])
@@ -130,7 +146,8 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) + tonumber(ARGV[4]))
 return {'reserved', tostring(g), tostring(now), tostring(le)}
 ";
 
-/// Stores the record. ARGV: generation, nonce, record, retention ms.
+/// Stores the record. ARGV: generation, nonce, record, retention ms, grace
+/// ms (0: no tombstone).
 ///
 /// The holder proves itself with the generation *and* the random nonce
 /// chosen at begin: if the hash ever disappears (expiry of a long-stalled
@@ -153,6 +170,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ex = now + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 's', 'c', 'r', ARGV[3], 'ca', now, 'ex', ex)
 redis.call('PEXPIREAT', KEYS[1], ex)
+if tonumber(ARGV[5]) > 0 then
+  redis.call('SET', KEYS[2], ex, 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
+end
 return 1
 ";
 

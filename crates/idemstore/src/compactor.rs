@@ -3,7 +3,9 @@
 //!
 //! A bucket `[start, end)` holds only records expiring before `end`, so once
 //! `end <= now` every record in it has expired and its segment files are
-//! deleted whole. No record is ever rewritten: write amplification is 1.
+//! deleted whole. No record is ever rewritten: write amplification is 1
+//! (with `Config::refuse_expired_keys_for`, a small tombstone per key is
+//! written first; see `tombstones`).
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result, advice};
@@ -13,6 +15,7 @@ use crate::index::Holder;
 use crate::pipeline::{Msg, Sealed};
 use crate::shared::Shared;
 use crate::storage::remove_if_present;
+use crate::tombstones;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -52,6 +55,9 @@ pub struct CompactionReport {
     pub index_entries_dropped: u64,
     /// Abandoned reservations (recovered from disk, lease over) forgotten.
     pub orphans_dropped: u64,
+    /// Tombstones written for the completions of the deleted segments
+    /// (`Config::refuse_expired_keys_for`).
+    pub tombstones_written: u64,
 }
 
 /// One pass: forget abandoned reservations, drop ended buckets. Runs on the
@@ -81,6 +87,9 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
         },
     )?;
     rx.recv().map_err(|_| Error::Closed)?;
+    // Keys still refused after their bucket ended keep a tombstone: durable
+    // before the files go (else a retry would run again).
+    report.tombstones_written = tombstones::write(shared, writer, &ids, now)?;
     // These segments may hold the highest sequence numbers used so far: the
     // floor must be above them before they go (else a restart could hand
     // out fencing tokens already used).

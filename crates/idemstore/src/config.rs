@@ -76,6 +76,16 @@ pub struct Config {
     pub max_batch: usize,
     /// How often the compactor looks for expired buckets (default 30 s).
     pub compaction_interval: Duration,
+    /// For this long after a completed record expires, a request with its
+    /// key is refused ([`Begin::Expired`](crate::Begin::Expired): "this key
+    /// expired; use a new one") instead of running again (default `None`:
+    /// an expired key is free, as the public APIs this store serves
+    /// document). When the compactor deletes an ended bucket it first writes
+    /// a compact tombstone (tenant digest, key, expiry: no response) for
+    /// each completion in it, fsynced before the file goes; the tombstone
+    /// lives in the bucket of its own end. The index keeps one slot per
+    /// such key until then.
+    pub refuse_expired_keys_for: Option<Duration>,
     /// The clock every expiry and lease decision reads.
     pub clock: Arc<dyn Clock>,
     /// Derives index keys. Only tests replace it (to force collisions).
@@ -99,6 +109,7 @@ impl Default for Config {
             write_retry_interval: Duration::from_secs(1),
             max_batch: 4096,
             compaction_interval: Duration::from_secs(30),
+            refuse_expired_keys_for: None,
             clock: Arc::new(SystemClock),
             index_hash: default_index_hash,
         }
@@ -131,6 +142,15 @@ impl Config {
         self.min_key_len = *bounds.start();
         self.max_key_len = *bounds.end();
         self
+    }
+    /// Sets [`Config::refuse_expired_keys_for`].
+    pub fn refuse_expired_keys_for(mut self, grace: Duration) -> Self {
+        self.refuse_expired_keys_for = Some(grace);
+        self
+    }
+    /// The grace of [`Config::refuse_expired_keys_for`], zero when off.
+    pub(crate) fn grace(&self) -> Duration {
+        self.refuse_expired_keys_for.unwrap_or(Duration::ZERO)
     }
     /// Sets [`Config::max_record_bytes`].
     pub fn max_record_bytes(mut self, n: usize) -> Self {
@@ -217,6 +237,15 @@ impl Config {
         }
         if self.compaction_interval.is_zero() {
             return bad("compaction_interval must be longer than zero".into());
+        }
+        if self
+            .refuse_expired_keys_for
+            .is_some_and(|g| g < Duration::from_secs(1))
+        {
+            return bad(
+                "refuse_expired_keys_for must be at least 1 s (leave it unset to free expired keys)"
+                    .into(),
+            );
         }
         Ok(())
     }

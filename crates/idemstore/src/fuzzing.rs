@@ -79,7 +79,7 @@ pub fn codec(data: &[u8]) {
     let key = inp.bytes(300);
     let mut tenant = [0u8; 32];
     tenant[..8].copy_from_slice(&inp.u64().to_le_bytes());
-    let body = match inp.u8() % 4 {
+    let body = match inp.u8() % 5 {
         0 => Body::Pending(Pending {
             fingerprint: Fingerprint([inp.u8(); 32]),
             started_at: Timestamp(inp.u64()),
@@ -90,6 +90,10 @@ pub fn codec(data: &[u8]) {
         },
         2 => Body::Purged {
             purged_at: Timestamp(inp.u64()),
+            until: Timestamp(inp.u64()),
+        },
+        3 => Body::Expired {
+            expired_at: Timestamp(inp.u64()),
             until: Timestamp(inp.u64()),
         },
         _ => {
@@ -177,10 +181,11 @@ fn fuzz_hint(
                 seq: inp.u64(),
                 live_until: Timestamp(T0.0 + u64::from(inp.u16()) * 1000),
                 offset: u32::from(inp.u16()),
-                kind: match inp.u8() % 4 {
+                kind: match inp.u8() % 5 {
                     0 => record::Kind::Pending,
                     1 => record::Kind::Completed,
                     2 => record::Kind::Purged,
+                    3 => record::Kind::Expired,
                     _ => record::Kind::Aborted,
                 },
             }

@@ -171,6 +171,15 @@ impl Shard {
         self.completed.values().copied().collect()
     }
 
+    /// The completed slots `want` says yes to, in no order.
+    pub(crate) fn completed_slots_where(&self, mut want: impl FnMut(&Slot) -> bool) -> Vec<Slot> {
+        self.completed
+            .values()
+            .filter(|s| want(s))
+            .copied()
+            .collect()
+    }
+
     /// Drops the completed slots `drop` says yes to; returns how many.
     pub(crate) fn drop_completed(&mut self, mut drop: impl FnMut(&Slot) -> bool) -> usize {
         let before = self.completed.len();

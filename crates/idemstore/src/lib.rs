@@ -15,6 +15,7 @@
 //!     Begin::Replay(stored) => { /* send stored.response back */ }
 //!     Begin::InFlight(_) => { /* 409: the first request is still running */ }
 //!     Begin::Mismatch(_) => { /* 422: same key, different request */ }
+//!     Begin::Expired(_) => { /* 422: the key expired (only with refuse_expired_keys_for) */ }
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -57,8 +58,9 @@
 //! - `segment`: segment files at run time (bucket math, reading one record);
 //!   `doorbell`: how the writer waits for work; `commit`: [`Commit`], a
 //!   waitable and awaitable write result.
-//! - `compactor`: bucket expiry; `hints`: hint files, written for each segment
-//!   the writer seals.
+//! - `compactor`: bucket expiry; `tombstones`: what it writes first for the
+//!   keys still refused after their bucket ended; `hints`: hint files,
+//!   written for each segment the writer seals.
 //! - `recovery/`: rebuilding the index on open (`listing` of the files,
 //!   `read` of one segment, building the `shards`); `floor`: the durable lower
 //!   bound that keeps fencing tokens increasing across restarts.
@@ -101,6 +103,7 @@ mod segment;
 mod shared;
 pub mod storage;
 mod store;
+mod tombstones;
 mod verify;
 mod write;
 
@@ -124,6 +127,6 @@ pub mod internals {
     pub use crate::scope::{IndexHashFn, IndexKey, default_index_hash};
 }
 pub use store::{
-    Begin, InFlight, KeyState, LiveRecord, Mismatch, Records, Reservation, SegmentInfo, Stats,
-    Store,
+    Begin, Expired, InFlight, KeyState, LiveRecord, Mismatch, Records, Reservation, SegmentInfo,
+    Stats, Store,
 };

@@ -1,11 +1,14 @@
 //! The messages between threads: what callers hand the writer (over its
 //! channel, or through the side queue), and what the writer hands the
-//! compactor (sealed segments, for their hint files).
+//! compactor (sealed segments, for their hint files); and how a record is
+//! framed for the writer.
 
 use crate::clock::Timestamp;
 use crate::commit::Completer;
-use crate::format::hint;
-use crate::scope::IndexKey;
+use crate::format::record::{self, Body};
+use crate::format::{frame, hint};
+use crate::index::Slot;
+use crate::scope::{IndexKey, TenantDigest};
 use crate::segment::Segment;
 use crossbeam_channel::Sender;
 use std::sync::Arc;
@@ -54,10 +57,24 @@ pub(crate) struct Queued {
     pub(crate) append: Append,
 }
 
-/// Publish a completed record for `key`, replacing reservation `token`.
-pub(crate) struct Install {
-    pub(crate) key: IndexKey,
-    pub(crate) token: u64,
+/// What a durable record changes in the index.
+pub(crate) enum Install {
+    /// A completion of `key`: it replaces reservation `token`.
+    Completion { key: IndexKey, token: u64 },
+    /// A tombstone of `key`: it replaces the completion at `replaces`, if
+    /// the key's slot still points there.
+    Tombstone { key: IndexKey, replaces: Slot },
+}
+
+impl Append {
+    /// The reservation this record completes, if it is a completion (a
+    /// caller waits for it; group commit counts these).
+    pub(crate) fn completes(&self) -> Option<u64> {
+        match self.install {
+            Some(Install::Completion { token, .. }) => Some(token),
+            _ => None,
+        }
+    }
 }
 /// What the hint file of a segment lists: every record in `[40, len)`.
 #[derive(Default)]
@@ -70,4 +87,33 @@ pub(crate) struct SegmentEntries {
 pub(crate) struct Sealed {
     pub(crate) segment: Arc<Segment>,
     pub(crate) entries: SegmentEntries,
+}
+
+/// The index entry of record `body` of index key `key` (the writer fills in
+/// its offset).
+pub(crate) fn entry_of(key: IndexKey, seq: u64, body: &Body) -> hint::Entry {
+    let (kind, live_until) = body.kind_and_live_until();
+    hint::Entry {
+        key,
+        seq,
+        live_until,
+        offset: 0,
+        kind,
+    }
+}
+
+/// Frames record `body` of (`tenant`, `key`) with sequence number `seq` and
+/// fencing token `token` (the writer seals it where it places it).
+pub(crate) fn frame_record(
+    seq: u64,
+    tenant: &TenantDigest,
+    key: &[u8],
+    token: u64,
+    body: &Body,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + key.len());
+    let start = frame::begin(&mut out);
+    record::encode_parts(&mut out, seq, tenant, key, token, body);
+    frame::finish(&mut out, start);
+    out
 }

@@ -36,6 +36,8 @@ pub(crate) struct Counters {
     pub(crate) records_elided: AtomicU64,
     pub(crate) hints_written: AtomicU64,
     pub(crate) hint_errors: AtomicU64,
+    pub(crate) refused_expired: AtomicU64,
+    pub(crate) tombstones_written: AtomicU64,
 }
 
 /// State shared by callers, the writer and the compactor.
@@ -145,24 +147,37 @@ impl Shared {
         self.poison.check()
     }
 
-    /// Called by the writer once a completion is durable: the key now replays.
-    /// `slot` is `None` when the record expired before it could be written.
-    pub(crate) fn publish_completion(&self, inst: &Install, slot: Option<Slot>) {
-        let mut shard = self.index.lock(&inst.key);
-        if shard
-            .pending
-            .get(&SlotKey::from(&inst.key))
-            .is_some_and(|p| p.token == inst.token)
-        {
-            shard.pending.remove(&SlotKey::from(&inst.key));
-            if let Some(slot) = slot {
-                shard.set_completed(&inst.key, slot);
+    /// Called once a completion or tombstone is durable: the key now replays
+    /// (or is refused). `slot` is `None` when the record expired before it
+    /// could be written.
+    pub(crate) fn publish(&self, inst: &Install, slot: Option<Slot>) {
+        match *inst {
+            Install::Completion { key, token } => {
+                let mut shard = self.index.lock(&key);
+                if shard
+                    .pending
+                    .get(&SlotKey::from(&key))
+                    .is_some_and(|p| p.token == token)
+                {
+                    shard.pending.remove(&SlotKey::from(&key));
+                    if let Some(slot) = slot {
+                        shard.set_completed(&key, slot);
+                    }
+                }
+            }
+            Install::Tombstone { key, replaces } => {
+                let mut shard = self.index.lock(&key);
+                if let Some(slot) = slot
+                    && shard.completed(&key) == Some(replaces)
+                {
+                    shard.set_completed(&key, slot);
+                }
             }
         }
     }
 
-    /// Reads the completed record a slot points at and judges it for
-    /// (`tenant`, `key`) at `now`.
+    /// Reads the completed record (or tombstone) a slot points at and
+    /// judges it for (`tenant`, `key`) at `now`.
     pub(crate) fn look(
         &self,
         slot: Slot,
@@ -170,11 +185,26 @@ impl Shared {
         key: &[u8],
         now: Timestamp,
     ) -> Result<Looked> {
-        let Some(seg) = self.segments.get(slot.seg) else {
+        let Some(rec) = self.read_slot(slot, now)? else {
             return Ok(Looked::Gone);
         };
-        if seg.header.bucket_end <= now {
-            return Ok(Looked::Gone);
+        if rec.tenant != *tenant || rec.key != key {
+            return Ok(Looked::Collision);
+        }
+        Ok(self.judge(rec, now))
+    }
+
+    /// The record a completed slot points at, unless its segment is gone or
+    /// its bucket ended (longer than the grace ago: with a grace, a bucket
+    /// that ended may still hold completions whose keys are refused, which
+    /// the compactor tombstones before it deletes the files). A record that
+    /// is not a completion or tombstone is corruption.
+    pub(crate) fn read_slot(&self, slot: Slot, now: Timestamp) -> Result<Option<Record>> {
+        let Some(seg) = self.segments.get(slot.seg) else {
+            return Ok(None);
+        };
+        if seg.header.bucket_end.saturating_add(self.config.grace()) <= now {
+            return Ok(None);
         }
         let payload = seg.read_payload(slot.off, &self.dir)?;
         let corrupt = |reason: String| Error::Corrupt {
@@ -183,15 +213,36 @@ impl Shared {
             reason,
         };
         let rec = Record::decode(&payload).map_err(|e| corrupt(e.to_string()))?;
-        if rec.tenant != *tenant || rec.key != key {
-            return Ok(Looked::Collision);
-        }
         match rec.body {
-            Body::Completed(c) if c.expires_at <= now => Ok(Looked::Gone),
-            Body::Completed(c) => Ok(Looked::Live(Box::new(c), rec.token)),
+            Body::Completed(_) | Body::Expired { .. } => Ok(Some(rec)),
             _ => Err(corrupt(
                 "index points at a record that is not a completion".into(),
             )),
+        }
+    }
+
+    /// What a completion or tombstone (`read_slot`'s) means at `now`. A key
+    /// is refused while within the grace as configured now (a tombstone
+    /// written under a longer one ends sooner).
+    pub(crate) fn judge(&self, rec: Record, now: Timestamp) -> Looked {
+        let grace = self.config.grace();
+        let refused = |expired_at: Timestamp, until: Timestamp| {
+            let until = until.min(expired_at.saturating_add(grace));
+            if grace.is_zero() || until <= now {
+                Looked::Gone
+            } else {
+                Looked::Refused {
+                    expired_at,
+                    until,
+                    token: rec.token,
+                }
+            }
+        };
+        match rec.body {
+            Body::Completed(c) if c.expires_at > now => Looked::Live(Box::new(c), rec.token),
+            Body::Completed(c) => refused(c.expires_at, c.expires_at.saturating_add(grace)),
+            Body::Expired { expired_at, until } => refused(expired_at, until),
+            Body::Pending(_) | Body::Aborted { .. } | Body::Purged { .. } => Looked::Gone,
         }
     }
 
@@ -371,4 +422,23 @@ pub(crate) enum Looked {
     Collision,
     /// The record, and the fencing token of the reservation that wrote it.
     Live(Box<StoredResponse>, u64),
+    /// Its completion expired at `expired_at`, and requests with the key are
+    /// refused until `until` (`Config::refuse_expired_keys_for`).
+    Refused {
+        expired_at: Timestamp,
+        until: Timestamp,
+        token: u64,
+    },
+}
+
+impl Looked {
+    /// Whether this judgement no longer holds at `now` (it was made
+    /// earlier, and the record has since expired or its grace ended).
+    pub(crate) fn stale_at(&self, now: Timestamp) -> bool {
+        match self {
+            Looked::Live(s, _) => s.expires_at <= now,
+            Looked::Refused { until, .. } => *until <= now,
+            Looked::Gone | Looked::Collision => false,
+        }
+    }
 }

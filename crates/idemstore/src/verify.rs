@@ -371,6 +371,18 @@ impl Verifier<'_> {
                 ),
             );
         }
+        if let Body::Expired { expired_at, until } = rec.body
+            && (until < header.bucket_start || expired_at > until)
+        {
+            self.problem(
+                name,
+                Some(at),
+                format!(
+                    "a tombstone of a record expired at {} and refused until {} does not belong in the bucket [{}, {})",
+                    expired_at.0, until.0, header.bucket_start.0, header.bucket_end.0
+                ),
+            );
+        }
         self.seqs.push((rec.seq, header.id, at));
     }
 

@@ -309,6 +309,7 @@ fn racing_begins_get_exactly_one_reservation_per_key() {
                         }
                         Begin::InFlight(_) | Begin::Replay(_) => {}
                         Begin::Mismatch(_) => panic!("same fingerprint cannot mismatch"),
+                        Begin::Expired(_) => panic!("tombstones are off"),
                     }
                 }
                 won

@@ -19,6 +19,12 @@
 //! fenced); both are durable when they return. After every clean restart,
 //! the recovery report's abandoned reservations are exactly the model's
 //! reservations whose holder did not finish them.
+//!
+//! The second property runs the same operations on a store that refuses
+//! expired keys for a grace period (`Config::refuse_expired_keys_for`): a
+//! completion that expired is *refused* until the grace ends, across
+//! compactions (which write its tombstone and delete its segment), restarts
+//! and crashes, as an acknowledged completion is kept.
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
@@ -36,6 +42,9 @@ use std::time::Duration;
 const LEASE: Duration = Duration::from_secs(60);
 const RETENTION: Duration = Duration::from_secs(2 * 3600);
 const WIDTH: Duration = Duration::from_secs(600);
+/// The grace of the second property: longer than a bucket, so that keys
+/// are refused both from their expired completion and from its tombstone.
+const GRACE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -101,6 +110,11 @@ enum State {
     /// After a crash: free, or abandoned-pending with one of these
     /// (fingerprint, lease end) pairs.
     Uncertain(Vec<(u8, Timestamp)>),
+    /// Its completion expired at `expired_at`; refused until `until`.
+    Refused {
+        expired_at: Timestamp,
+        until: Timestamp,
+    },
 }
 
 struct Model {
@@ -109,14 +123,28 @@ struct Model {
     /// per key, since the last clean restart.
     volatile: HashMap<Key, Vec<(u8, Timestamp)>>,
     next_holder: u64,
+    /// How long an expired key is refused (zero: not at all).
+    grace: Duration,
 }
 
 impl Model {
     /// The state at `now`, with expiry applied.
     fn state(&mut self, k: Key, now: Timestamp) -> State {
+        let grace = self.grace;
         let s = self.keys.entry(k).or_insert(State::Absent);
         match s {
-            State::Completed { expires_at, .. } if *expires_at <= now => *s = State::Absent,
+            State::Completed { expires_at, .. } if *expires_at <= now => {
+                let until = expires_at.saturating_add(grace);
+                *s = if until > now {
+                    State::Refused {
+                        expired_at: *expires_at,
+                        until,
+                    }
+                } else {
+                    State::Absent
+                };
+            }
+            State::Refused { until, .. } if *until <= now => *s = State::Absent,
             State::Uncertain(c) => {
                 c.retain(|(_, end)| *end > now);
                 if c.is_empty() {
@@ -142,6 +170,10 @@ struct Harness {
     /// The faults of the `FaultyStorage` the store runs on (over `storage`).
     faults: Arc<Faults>,
     full: bool,
+    /// A compaction failed since the store was opened: the segments it
+    /// retired have no hint (they were to be deleted) and may be read at
+    /// the next open (with a grace, when their keys are still refused).
+    compaction_failed: bool,
     store: Store,
     held: Vec<Held>,
     model: Model,
@@ -157,9 +189,10 @@ fn fingerprint(f: u8) -> Fingerprint {
     Fingerprint::of(&[f])
 }
 
-fn config(clock: &ManualClock) -> Config {
-    Config::default()
-        .clock(Arc::new(clock.clone()))
+fn config(clock: &ManualClock, grace: Duration) -> Config {
+    let mut c = Config::default();
+    c.refuse_expired_keys_for = (!grace.is_zero()).then_some(grace);
+    c.clock(Arc::new(clock.clone()))
         .lease(LEASE)
         .retention(RETENTION)
         .bucket_width(WIDTH)
@@ -176,22 +209,24 @@ fn faulty(mem: &MemStorage) -> (Arc<dyn Storage>, Arc<Faults>) {
 }
 
 impl Harness {
-    fn new() -> Self {
+    fn new(grace: Duration) -> Self {
         let clock = ManualClock::new(Timestamp(1_800_000_000_000));
         let storage = MemStorage::new();
         let (disk, faults) = faulty(&storage);
-        let store = Store::open_with_storage(disk, config(&clock)).unwrap();
+        let store = Store::open_with_storage(disk, config(&clock, grace)).unwrap();
         Harness {
             clock,
             storage,
             faults,
             full: false,
+            compaction_failed: false,
             store,
             held: Vec::new(),
             model: Model {
                 keys: HashMap::new(),
                 volatile: HashMap::new(),
                 next_holder: 1,
+                grace,
             },
         }
     }
@@ -244,6 +279,9 @@ impl Harness {
                     (State::Completed { fp: f0, .. }, Begin::Mismatch(_)) => {
                         prop_assert_ne!(f0, fp)
                     }
+                    (State::Refused { expired_at, until }, Begin::Expired(e)) => {
+                        prop_assert_eq!((e.expired_at, e.refused_until), (expired_at, until));
+                    }
                     (
                         State::Pending {
                             fp: f0, lease_end, ..
@@ -292,6 +330,9 @@ impl Harness {
                     (State::Pending { lease_end, .. }, None) => prop_assert!(now >= lease_end),
                     (State::Completed { body, .. }, Some(KeyState::Completed(s))) => {
                         prop_assert_eq!(s.response.body, body)
+                    }
+                    (State::Refused { expired_at, until }, Some(KeyState::Expired(e))) => {
+                        prop_assert_eq!((e.expired_at, e.refused_until), (expired_at, until));
                     }
                     (
                         State::Pending {
@@ -400,7 +441,7 @@ impl Harness {
                     .store
                     .purge(Tenant::new(&tenant(t)), IdemKey::new(&key(k)))
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let completed = matches!(expected, State::Completed { .. });
+                let completed = matches!(expected, State::Completed { .. } | State::Refused { .. });
                 prop_assert_eq!(got, completed, "purge {:?}: model {:?}", kk, expected);
                 if completed {
                     self.model.keys.insert(kk, State::Absent);
@@ -419,7 +460,7 @@ impl Harness {
                     State::Pending { lease_end, .. } if lease_end > now => {
                         prop_assert!(got, "release {:?} of a reservation", kk)
                     }
-                    State::Completed { .. } | State::Kept { .. } => {
+                    State::Completed { .. } | State::Kept { .. } | State::Refused { .. } => {
                         prop_assert!(!got, "release {:?} freed {:?}", kk, expected)
                     }
                     // Free, or a reservation whose lease ended, kept in
@@ -427,15 +468,24 @@ impl Harness {
                     // good), or whose record expired.
                     State::Absent | State::Uncertain(_) | State::Pending { .. } => {}
                 }
-                if !matches!(expected, State::Completed { .. } | State::Kept { .. }) {
+                if !matches!(
+                    expected,
+                    State::Completed { .. } | State::Kept { .. } | State::Refused { .. }
+                ) {
                     self.model.keys.insert(kk, State::Absent);
-                    self.model.volatile.remove(&kk);
+                    // Only a release that wrote its (durable) abort outranks
+                    // older records: one that found nothing to release
+                    // leaves them as uncertain as they were.
+                    if got {
+                        self.model.volatile.remove(&kk);
+                    }
                 }
             }
             Op::Advance { secs } => self.clock.advance(Duration::from_secs(secs)),
             Op::Compact => {
                 let res = self.store.compact_now();
                 prop_assert!(res.is_ok() || self.full, "{:?}", res);
+                self.compaction_failed |= res.is_err();
             }
             Op::DiskFull => {
                 self.faults.inject(Fault {
@@ -449,18 +499,50 @@ impl Harness {
             Op::Restart => {
                 // A clean close needs a disk that takes writes.
                 self.heal()?;
-                self.abandon_holders();
+                let dying = self.abandon_holders();
+                // A hint that could not be written (a full disk) is not
+                // written again, nor is one of a segment a failed
+                // compaction retired: the segment is read instead.
+                let hints_failed = self.store.stats().hint_errors > 0 || self.compaction_failed;
+                self.compaction_failed = false;
                 self.store.close().unwrap();
+                drop(dying);
                 // A clean close made everything durable: nothing is uncertain.
                 self.model.volatile.clear();
-                // Open from the hint files (all written by the close), then
-                // from the segments alone: both must find the same store.
+                // Open from the hint files (all written by the close, unless
+                // one failed), then from the segments alone: both must find
+                // the same store.
+                let grace = self.model.grace;
                 let open = || {
-                    Store::open_with_storage(faulty(&self.storage).0, config(&self.clock)).unwrap()
+                    Store::open_with_storage(faulty(&self.storage).0, config(&self.clock, grace))
+                        .unwrap()
                 };
                 let a = open();
                 let ra = a.recovery_report().clone();
-                prop_assert_eq!(ra.segments_from_hints, ra.segments_read);
+                // With a grace, so are segments of buckets that ended (the
+                // compactor retired them, and they stay until their keys'
+                // tombstones are written): files named by a bucket end that
+                // passed.
+                let now = self.clock.now();
+                let ended = if grace.is_zero() {
+                    0
+                } else {
+                    self.storage
+                        .list()
+                        .unwrap()
+                        .iter()
+                        .filter(|n| n.ends_with(".seg"))
+                        .filter_map(|n| n.split('-').next()?.parse::<u64>().ok())
+                        .filter(|end| *end <= now.0)
+                        .count() as u64
+                };
+                prop_assert!(
+                    ra.segments_read - ra.segments_from_hints <= ended || hints_failed,
+                    "{} of {} segments from hints, {} of ended buckets",
+                    ra.segments_from_hints,
+                    ra.segments_read,
+                    ended
+                );
                 a.close().unwrap();
                 for n in self.storage.list().unwrap() {
                     if n.ends_with(".hint") {
@@ -477,9 +559,10 @@ impl Harness {
                 self.check_abandoned(&rb.abandoned)?;
             }
             Op::Crash { seed } => {
-                self.abandon_holders();
+                let dying = self.abandon_holders();
                 let after = self.storage.crash(seed);
                 let _ = self.store.close(); // the dead disk makes this fail; fine
+                drop(dying);
                 // Kept completions were never written: lost with the process.
                 for (k, s) in self.model.keys.iter_mut() {
                     if let State::Kept { .. } = s {
@@ -489,7 +572,7 @@ impl Harness {
                 }
                 for (k, cands) in self.model.volatile.drain() {
                     let s = self.model.keys.entry(k).or_insert(State::Absent);
-                    if let State::Completed { .. } = s {
+                    if let State::Completed { .. } | State::Refused { .. } = s {
                         continue; // acknowledged in Sync mode: must survive
                     }
                     let mut all = cands;
@@ -502,7 +585,9 @@ impl Harness {
                 let (disk, faults) = faulty(&self.storage);
                 self.faults = faults;
                 self.full = false;
-                self.store = Store::open_with_storage(disk, config(&self.clock)).unwrap();
+                self.compaction_failed = false;
+                self.store =
+                    Store::open_with_storage(disk, config(&self.clock, self.model.grace)).unwrap();
             }
         }
         Ok(())
@@ -548,7 +633,18 @@ impl Harness {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(1));
             };
-            if expires_at <= now {
+            let until = expires_at.saturating_add(self.model.grace);
+            if expires_at <= now && until > now {
+                let refused = matches!(got, Some(KeyState::Expired(e)) if e.refused_until == until);
+                prop_assert!(refused, "{:?} expired while kept: {:?}", k, got);
+                self.model.keys.insert(
+                    k,
+                    State::Refused {
+                        expired_at: expires_at,
+                        until,
+                    },
+                );
+            } else if expires_at <= now {
                 prop_assert!(got.is_none(), "{:?} expired while kept: {:?}", k, got);
                 self.model.keys.insert(k, State::Absent);
             } else {
@@ -641,15 +737,19 @@ impl Harness {
 
     /// The process "dies" with its handlers mid-flight: their reservations
     /// stay on disk, abandoned.
-    fn abandon_holders(&mut self) {
+    /// Returns the handles, to be dropped once the store is closed (their
+    /// drop then writes nothing; forgetting them would leak the store).
+    fn abandon_holders(&mut self) -> Vec<Reservation> {
+        let mut dying = Vec::new();
         for h in self.held.drain(..) {
             if let Some(State::Pending { holder, .. }) = self.model.keys.get_mut(&h.key)
                 && *holder == Some(h.id)
             {
                 *holder = None;
             }
-            std::mem::forget(h.r);
+            dying.push(h.r);
         }
+        dying
     }
 }
 
@@ -666,21 +766,49 @@ proptest! {
 
     #[test]
     fn store_matches_model(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut h = Harness::new();
-        for op in &ops {
-            h.apply(op)?;
-        }
-        // Finally: every completion the model knows survives one more crash.
-        h.apply(&Op::Crash { seed: 7 })?;
-        let now = h.clock.now();
-        let keys: Vec<Key> = h.model.keys.keys().copied().collect();
-        for k in keys {
-            if let State::Completed { body, .. } = h.model.state(k, now) {
-                match h.store.get(Tenant::new(&tenant(k.0)), IdemKey::new(&key(k.1))).unwrap() {
-                    Some(KeyState::Completed(s)) => prop_assert_eq!(s.response.body, body),
-                    other => prop_assert!(false, "acknowledged completion of {:?} lost: {:?}", k, other),
-                }
+        run(&ops, Duration::ZERO)?;
+    }
+
+    #[test]
+    fn store_refusing_expired_keys_matches_model(ops in proptest::collection::vec(op(), 1..80)) {
+        run(&ops, GRACE)?;
+    }
+}
+
+/// Applies `ops` to a store (and the model) refusing expired keys for
+/// `grace`; finally, every completion and refusal the model knows survives
+/// one more crash.
+fn run(ops: &[Op], grace: Duration) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(grace);
+    for op in ops {
+        h.apply(op)?;
+    }
+    h.apply(&Op::Crash { seed: 7 })?;
+    let now = h.clock.now();
+    let keys: Vec<Key> = h.model.keys.keys().copied().collect();
+    for k in keys {
+        let got = h
+            .store
+            .get(Tenant::new(&tenant(k.0)), IdemKey::new(&key(k.1)))
+            .unwrap();
+        match (h.model.state(k, now), got) {
+            (State::Completed { body, .. }, Some(KeyState::Completed(s))) => {
+                prop_assert_eq!(s.response.body, body)
             }
+            (State::Completed { .. }, other) => {
+                prop_assert!(
+                    false,
+                    "acknowledged completion of {:?} lost: {:?}",
+                    k,
+                    other
+                )
+            }
+            (State::Refused { until, .. }, got) => {
+                let refused = matches!(got, Some(KeyState::Expired(e)) if e.refused_until == until);
+                prop_assert!(refused, "refusal of {:?} lost: {:?}", k, got)
+            }
+            _ => {}
         }
     }
+    Ok(())
 }

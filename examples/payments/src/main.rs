@@ -98,6 +98,13 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration)]
     retention: Duration,
 
+    /// For this long after a key's record expires, a retry with the key is
+    /// refused (422, code key-expired: use a new key) instead of running
+    /// again. Off by default: the public payment APIs run a request again
+    /// once its key expired.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    refuse_expired_keys_for: Option<Duration>,
+
     /// Width of the store's expiry buckets: records expiring within one
     /// share segment files, deleted whole when it ends (at least 1s).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
@@ -154,10 +161,12 @@ impl Args {
     }
 
     fn store_config(&self) -> Config {
-        Config::default()
+        let mut c = Config::default()
             .retention(self.retention)
             .bucket_width(self.bucket_width)
-            .max_segment_bytes(self.segment_bytes)
+            .max_segment_bytes(self.segment_bytes);
+        c.refuse_expired_keys_for = self.refuse_expired_keys_for;
+        c
     }
 }
 
@@ -188,9 +197,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut redis = None;
     let redis_config = || {
-        RedisConfig::default()
+        let mut c = RedisConfig::default()
             .retention(args.retention)
-            .wait_replicas(args.redis_wait, args.redis_wait_timeout)
+            .wait_replicas(args.redis_wait, args.redis_wait_timeout);
+        c.refuse_expired_keys_for = args.refuse_expired_keys_for;
+        c
     };
     let waits = match args.redis_wait {
         0 => String::new(),

@@ -24,7 +24,8 @@
 //!                8  seq          u64 LE
 //!                8  live until   u64 LE ms (the record's `live_until`)
 //!                4  offset       u32 LE, of the record's frame in the segment
-//!                1  kind         1 pending, 2 completed, 3 aborted, 4 purged
+//!                1  kind         1 pending, 2 completed, 3 aborted, 4 purged,
+//!                                5 expired
 //! ```
 //!
 //! One entry per index key: within a segment only the key's newest record is
@@ -208,6 +209,7 @@ pub(crate) fn entries(body: &[u8]) -> impl Iterator<Item = Result<Entry, DecodeE
             2 => Kind::Completed,
             3 => Kind::Aborted,
             4 => Kind::Purged,
+            5 => Kind::Expired,
             other => return err(format!("unknown record kind {other} in hint")),
         };
         Ok(Entry {

@@ -6,8 +6,8 @@
 //! ```text
 //! offset  size  field
 //! 0       1     kind            1 = pending, 2 = completed, 3 = aborted,
-//!                               4 = purged
-//! 1       1     record version  1; 2 for a purged record
+//!                               4 = purged, 5 = expired (a tombstone)
+//! 1       1     record version  1; 2 for a purged record, 3 for a tombstone
 //! 2       8     seq             store-wide sequence number; higher wins
 //! 10      32    tenant digest   blake3 of the tenant identity
 //! 42      2     key_len         u16
@@ -21,6 +21,7 @@
 //! pending:    fingerprint[32] started_at u64 lease_end u64
 //! aborted:    lease_end u64
 //! purged:     purged_at u64 until u64   (version 2)
+//! expired:    expired_at u64 until u64  (version 3)
 //! completed:  fingerprint[32] started_at u64 completed_at u64 expires_at u64
 //!             status u16 header_count u16
 //!             header_count x (name_len u16, name, value_len u32, value)
@@ -31,17 +32,19 @@ use super::primitive::{Dec, DecodeError, Enc, err};
 use crate::clock::Timestamp;
 use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, TenantDigest};
+use std::time::Duration;
 
 /// The newest record version this build reads. Version 2 added the purged
-/// kind; every other kind is still written as version 1, so a build that
-/// reads only version 1 opens a store in which nothing was purged, and
-/// refuses (naming the version) one in which something was.
-pub(crate) const VERSION: u8 = 2;
+/// kind, version 3 the expired kind (tombstones); every other kind is still
+/// written as version 1, so an older build opens a store that holds none of
+/// the newer kinds, and refuses (naming the version) one that does.
+pub(crate) const VERSION: u8 = 3;
 
 /// The version a record of `kind` is written with.
 fn version_of(kind: Kind) -> u8 {
     match kind {
         Kind::Purged => 2,
+        Kind::Expired => 3,
         Kind::Pending | Kind::Completed | Kind::Aborted => 1,
     }
 }
@@ -54,15 +57,32 @@ pub(crate) enum Kind {
     Aborted = 3,
     /// An operator removed the key's completed record before its expiry.
     Purged = 4,
+    /// A tombstone: the key's completion expired, and a request with the
+    /// key is refused until `until` (`Config::refuse_expired_keys_for`).
+    Expired = 5,
 }
 
 impl Kind {
+    /// Until when a record of this kind whose head says `live_until` still
+    /// means something, with expired keys refused for `grace` (zero: not at
+    /// all): a completion until its expiry plus the grace, a tombstone
+    /// until its end while tombstones are on (never when off), anything
+    /// else until `live_until`.
+    pub(crate) fn meaningful_until(self, live_until: Timestamp, grace: Duration) -> Timestamp {
+        match self {
+            Kind::Completed => live_until.saturating_add(grace),
+            Kind::Expired if grace.is_zero() => Timestamp(0),
+            Kind::Expired | Kind::Pending | Kind::Aborted | Kind::Purged => live_until,
+        }
+    }
+
     fn from_u8(b: u8) -> Result<Kind, DecodeError> {
         match b {
             1 => Ok(Kind::Pending),
             2 => Ok(Kind::Completed),
             3 => Ok(Kind::Aborted),
             4 => Ok(Kind::Purged),
+            5 => Ok(Kind::Expired),
             other => err(format!("unknown record kind {other}")),
         }
     }
@@ -77,7 +97,8 @@ pub(crate) struct Head<'a> {
     pub(crate) key: &'a [u8],
     pub(crate) token: u64,
     /// Pending: lease end. Aborted: the aborted lease's end. Completed: the
-    /// record's expiry. Purged: the purged record's expiry. After this
+    /// record's expiry. Purged: the purged record's expiry. Expired: the
+    /// end of the tombstone's grace. After this
     /// instant the record means nothing.
     pub(crate) live_until: Timestamp,
 }
@@ -105,6 +126,12 @@ pub(crate) enum Body {
         purged_at: Timestamp,
         until: Timestamp,
     },
+    /// The key's completion expired at `expired_at`; a request with the key
+    /// is refused until `until`.
+    Expired {
+        expired_at: Timestamp,
+        until: Timestamp,
+    },
 }
 
 impl Body {
@@ -116,6 +143,7 @@ impl Body {
             Body::Completed(r) => (Kind::Completed, r.expires_at),
             Body::Aborted { lease_end } => (Kind::Aborted, *lease_end),
             Body::Purged { until, .. } => (Kind::Purged, *until),
+            Body::Expired { until, .. } => (Kind::Expired, *until),
         }
     }
 }
@@ -137,6 +165,7 @@ impl Body {
             Body::Completed(_) => Kind::Completed,
             Body::Aborted { .. } => Kind::Aborted,
             Body::Purged { .. } => Kind::Purged,
+            Body::Expired { .. } => Kind::Expired,
         }
     }
 }
@@ -171,6 +200,10 @@ impl Record {
             Kind::Completed => Body::Completed(decode_completed(&mut d)?),
             Kind::Purged => Body::Purged {
                 purged_at: Timestamp(d.u64("purged_at")?),
+                until: Timestamp(d.u64("until")?),
+            },
+            Kind::Expired => Body::Expired {
+                expired_at: Timestamp(d.u64("expired_at")?),
                 until: Timestamp(d.u64("until")?),
             },
         };
@@ -211,8 +244,15 @@ pub(crate) fn encode_parts(
             e.u64(p.lease_end.0);
         }
         Body::Aborted { lease_end } => e.u64(lease_end.0),
-        Body::Purged { purged_at, until } => {
-            e.u64(purged_at.0);
+        Body::Purged {
+            purged_at: at,
+            until,
+        }
+        | Body::Expired {
+            expired_at: at,
+            until,
+        } => {
+            e.u64(at.0);
             e.u64(until.0);
         }
         Body::Completed(c) => encode_completed(&mut e, c),
@@ -341,6 +381,10 @@ pub(crate) fn decode_head(payload: &[u8]) -> Result<Head<'_>, DecodeError> {
             d.u64("purged_at")?;
             d.u64("until")?
         }
+        Kind::Expired => {
+            d.u64("expired_at")?;
+            d.u64("until")?
+        }
         Kind::Completed => {
             d.take(32 + 8 + 8, "completed fields")?;
             d.u64("expires_at")?
@@ -394,6 +438,16 @@ mod tests {
                 },
             },
             Record {
+                seq: 10,
+                tenant,
+                key: b"key-3".to_vec(),
+                token: 5,
+                body: Body::Expired {
+                    expired_at: Timestamp(86_400_006),
+                    until: Timestamp(90_000_000),
+                },
+            },
+            Record {
                 seq: u64::MAX,
                 tenant,
                 key: vec![b'k'; 255],
@@ -424,7 +478,7 @@ mod tests {
             let expected_until = match &r.body {
                 Body::Pending(p) => p.lease_end,
                 Body::Aborted { lease_end } => *lease_end,
-                Body::Purged { until, .. } => *until,
+                Body::Purged { until, .. } | Body::Expired { until, .. } => *until,
                 Body::Completed(c) => c.expires_at,
             };
             assert_eq!(head.live_until, expected_until);
@@ -457,15 +511,20 @@ mod tests {
     }
 
     #[test]
-    fn only_a_purge_is_written_as_version_2() {
+    fn only_a_purge_and_a_tombstone_are_written_above_version_1() {
         for r in samples() {
             let mut buf = Vec::new();
             r.encode_into(&mut buf);
-            let purged = matches!(r.body, Body::Purged { .. });
-            assert_eq!(buf[1], if purged { 2 } else { 1 });
-            if purged {
-                // A purge claiming version 1 was never written by any build.
-                buf[1] = 1;
+            let version = match r.body {
+                Body::Purged { .. } => 2,
+                Body::Expired { .. } => 3,
+                _ => 1,
+            };
+            assert_eq!(buf[1], version);
+            if version > 1 {
+                // A record claiming an older version than its kind needs
+                // was never written by any build.
+                buf[1] = version - 1;
                 assert!(Record::decode(&buf).is_err());
             }
         }
@@ -475,7 +534,7 @@ mod tests {
     fn huge_declared_counts_do_not_allocate() {
         // A completed record claiming 65535 headers with nothing behind them.
         let mut buf = Vec::new();
-        samples()[3].encode_into(&mut buf);
+        samples()[4].encode_into(&mut buf);
         let count_at = 44 + 255 + 8 + 32 + 24 + 2;
         buf[count_at..count_at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
         assert!(Record::decode(&buf).is_err());

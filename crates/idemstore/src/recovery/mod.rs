@@ -30,7 +30,7 @@ use crate::segment::Segments;
 use crate::storage::{Storage, remove_if_present};
 use read::Gathered;
 pub(crate) use read::{MAX_SEGMENT_FILE, Mode};
-use shards::{Candidates, build_shards};
+use shards::{Candidates, Judge, build_shards};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -143,7 +143,11 @@ pub(crate) fn recover(
         storage.sync_dir().map_err(|e| io("syncing", e))?;
     }
 
-    let shards = build_shards(cands, now, &segments, &dir);
+    let judge = Judge {
+        now,
+        grace: config.grace(),
+    };
+    let shards = build_shards(cands, judge, &segments, &dir);
     let mut index_shards = Vec::with_capacity(shards.len());
     for b in shards {
         report.completed_live += b.completed_live;
@@ -252,8 +256,8 @@ mod tests {
                 e,
                 Error::UnsupportedVersion {
                     what: "record",
-                    found: 3,
-                    supported: 2,
+                    found: 4,
+                    supported: 3,
                     ..
                 }
             ),

@@ -135,7 +135,10 @@ pub(super) fn read_segment(
             return Ok(());
         }
     };
-    if header.bucket_end <= now {
+    // With a grace, a bucket that ended less than the grace ago is read:
+    // its completions still refuse their keys until the compactor has
+    // written their tombstones.
+    if header.bucket_end.saturating_add(config.grace()) <= now {
         // Unread but for its highest sequence number: from its hint, or
         // a scan when it has none.
         let seg_max = match hints::max_seq_from_hint(storage, &name, &header, len) {

@@ -11,6 +11,7 @@ use crate::scope::IndexKey;
 use crate::segment::Segments;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 /// One record's claim to be its key's entry in the index.
 #[derive(Clone, Copy)]
@@ -19,6 +20,22 @@ pub(super) struct Candidate {
     pub(super) slot: Slot,
     pub(super) kind: Kind,
     pub(super) live_until: Timestamp,
+}
+
+/// When recovery judges the records, and for how long after its expiry a
+/// completion still refuses its key (`Config::refuse_expired_keys_for`,
+/// zero when off).
+#[derive(Clone, Copy)]
+pub(super) struct Judge {
+    pub(super) now: Timestamp,
+    pub(super) grace: Duration,
+}
+
+impl Judge {
+    /// Whether a record still means something (`Kind::meaningful_until`).
+    fn live(&self, c: &Candidate) -> bool {
+        c.kind.meaningful_until(c.live_until, self.grace) > self.now
+    }
 }
 
 /// Every record's candidacy, by index shard.
@@ -54,7 +71,7 @@ type Chunk = Vec<(usize, Vec<(IndexKey, Candidate)>)>;
 /// up to four threads (shards are independent). Returns them in order.
 pub(super) fn build_shards(
     cands: Candidates,
-    now: Timestamp,
+    judge: Judge,
     segments: &Segments,
     dir: &std::path::Path,
 ) -> Vec<BuiltShard> {
@@ -73,7 +90,7 @@ pub(super) fn build_shards(
         let chunk = slot.lock().take().unwrap_or_default();
         chunk
             .into_iter()
-            .map(|(number, c)| build_shard(number, c, now, segments, dir))
+            .map(|(number, c)| build_shard(number, c, judge, segments, dir))
             .collect()
     };
     let mut out = std::thread::scope(|sc| {
@@ -115,11 +132,11 @@ pub(super) fn build_shards(
 pub(super) fn build_shard(
     number: usize,
     cands: Vec<(IndexKey, Candidate)>,
-    now: Timestamp,
+    judge: Judge,
     segments: &Segments,
     dir: &std::path::Path,
 ) -> BuiltShard {
-    let live = |c: &Candidate| c.live_until > now;
+    let live = |c: &Candidate| judge.live(c);
     let mut b = BuiltShard {
         number,
         shard: Shard::default(),
@@ -154,7 +171,7 @@ pub(super) fn build_shard(
         for (k, c) in best {
             b.shard.take_completed(&k);
             match c.kind {
-                Kind::Completed if live(&c) => {
+                Kind::Completed | Kind::Expired if live(&c) => {
                     b.shard.insert_completed(k, c.slot);
                 }
                 // Listed whether or not the lease still runs: the handler
@@ -177,7 +194,7 @@ pub(super) fn build_shard(
                     }
                     None => b.undecodable += 1,
                 },
-                Kind::Completed | Kind::Aborted | Kind::Purged => {}
+                Kind::Completed | Kind::Expired | Kind::Aborted | Kind::Purged => {}
             }
         }
     }
@@ -230,7 +247,10 @@ mod tests {
         let b = build_shard(
             0,
             all,
-            Timestamp(500),
+            Judge {
+                now: Timestamp(500),
+                grace: Duration::ZERO,
+            },
             &Segments::default(),
             std::path::Path::new("."),
         );

@@ -3,15 +3,14 @@
 //! a stuck reservation ([`Store::release`]), remove a completion before its
 //! expiry ([`Store::purge`]).
 
-use super::begin::KeyState;
+use super::begin::{Expired, KeyState};
 use super::lifecycle::Store;
-use super::reservation::{entry_of, frame_record};
 use crate::clock::Timestamp;
 use crate::commit::Completer;
 use crate::error::{Error, Result};
-use crate::format::record::{Body, Record};
+use crate::format::record::Body;
 use crate::index::{self, Holder, PendingEntry, Slot, SlotKey};
-use crate::pipeline::{Append, Msg};
+use crate::pipeline::{Append, Msg, entry_of, frame_record};
 use crate::scope::{IndexKey, Key, TenantDigest};
 use crate::shared::Looked;
 use std::collections::VecDeque;
@@ -102,31 +101,35 @@ impl Iterator for Records<'_> {
 }
 
 impl Records<'_> {
-    /// The completed record at `slot`, unless it expired or its segment is
-    /// gone.
+    /// The completed record (or refused key) at `slot`, unless it expired
+    /// or its segment is gone.
     fn read(&self, slot: Slot) -> Result<Option<LiveRecord>> {
         let shared = &self.store.inner.shared;
-        let Some(seg) = shared.segments.get(slot.seg) else {
+        let Some(rec) = shared.read_slot(slot, self.now)? else {
             return Ok(None);
         };
-        if seg.header.bucket_end <= self.now {
-            return Ok(None);
-        }
-        let payload = seg.read_payload(slot.off, &shared.dir)?;
-        let rec = Record::decode(&payload).map_err(|e| Error::Corrupt {
-            path: shared.dir.join(&seg.name),
-            offset: u64::from(slot.off),
-            reason: e.to_string(),
-        })?;
-        match rec.body {
-            Body::Completed(c) if c.expires_at > self.now => Ok(Some(LiveRecord {
-                tenant: rec.tenant,
-                key: rec.key,
-                token: rec.token,
-                state: KeyState::Completed(c),
-            })),
-            _ => Ok(None),
-        }
+        let (tenant, key) = (rec.tenant, rec.key.clone());
+        let (token, state) = match shared.judge(rec, self.now) {
+            Looked::Live(c, token) => (token, KeyState::Completed(*c)),
+            Looked::Refused {
+                expired_at,
+                until,
+                token,
+            } => (
+                token,
+                KeyState::Expired(Expired {
+                    expired_at,
+                    refused_until: until,
+                }),
+            ),
+            Looked::Gone | Looked::Collision => return Ok(None),
+        };
+        Ok(Some(LiveRecord {
+            tenant,
+            key,
+            token,
+            state,
+        }))
     }
 }
 
@@ -323,10 +326,13 @@ impl Store {
         let Some(slot) = shared.index.lock(&ik).completed(&ik) else {
             return Ok(false);
         };
-        let (stored, token) = match shared.look(slot, &tenant, key, shared.clock().now())? {
+        // A refused key (`Config::refuse_expired_keys_for`) is purged too:
+        // the purge then lives as long as the refusal would have.
+        let (until, token) = match shared.look(slot, &tenant, key, shared.clock().now())? {
             Looked::Gone => return Ok(false),
             Looked::Collision => return Err(Error::DigestCollision),
-            Looked::Live(stored, token) => (stored, token),
+            Looked::Live(stored, token) => (stored.expires_at, token),
+            Looked::Refused { until, token, .. } => (until, token),
         };
         // Numbered under the lock, while the slot still holds this record
         // and it is live: a later completion of the key (possible only once
@@ -335,16 +341,16 @@ impl Store {
         let (seq, now) = {
             let shard = shared.index.lock(&ik);
             let now = shared.clock().now();
-            if shard.completed(&ik) != Some(slot) || stored.expires_at <= now {
+            if shard.completed(&ik) != Some(slot) || until <= now {
                 return Ok(false);
             }
             (shared.next_seq(), now)
         };
         let body = Body::Purged {
             purged_at: now,
-            until: stored.expires_at,
+            until,
         };
-        let written = self.write_durably(ik, stored.expires_at, seq, &tenant, key, token, &body);
+        let written = self.write_durably(ik, until, seq, &tenant, key, token, &body);
         // Deferred: the store writes the purge later by itself; it holds from
         // now on in this process (a crash before it is written brings the
         // record back, which replays it: nothing runs twice).

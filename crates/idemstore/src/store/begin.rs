@@ -12,7 +12,8 @@ use crate::scope::{Fingerprint, IndexKey, Key, Tenant, TenantDigest};
 use crate::shared::Looked;
 use std::sync::atomic::Ordering;
 
-/// The answer of [`Store::begin`]: exactly one of four.
+/// The answer of [`Store::begin`]: exactly one of five (the fifth only with
+/// [`Config::refuse_expired_keys_for`](crate::Config::refuse_expired_keys_for)).
 #[derive(Debug)]
 pub enum Begin {
     /// The key is yours: execute the request, then
@@ -24,6 +25,20 @@ pub enum Begin {
     Replay(StoredResponse),
     /// The key completed for a different request.
     Mismatch(Mismatch),
+    /// The key's record expired, and the store refuses the key for a grace
+    /// period after that ([`Config::refuse_expired_keys_for`](crate::Config::refuse_expired_keys_for)):
+    /// the request must not run, and the client must use a new key.
+    Expired(Expired),
+}
+
+/// A key whose record expired and that is refused until `refused_until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// When its completed record expired (it is no longer replayed).
+    pub expired_at: Timestamp,
+    /// Until when a request with the key is refused; from then on it is
+    /// free.
+    pub refused_until: Timestamp,
 }
 
 /// A reservation held by someone else.
@@ -68,6 +83,9 @@ pub enum KeyState {
     },
     /// Completed and not expired.
     Completed(StoredResponse),
+    /// Expired, and refused until `refused_until`
+    /// ([`Config::refuse_expired_keys_for`](crate::Config::refuse_expired_keys_for)).
+    Expired(Expired),
 }
 
 impl Store {
@@ -159,14 +177,24 @@ impl Store {
             }
             if let Some(slot) = shard.completed(&ik) {
                 match known.take() {
-                    Some((s, looked)) if s == slot => match looked {
+                    // Judged at the previous pass's clock: still true now
+                    // (else it is looked at again).
+                    Some((s, looked)) if s == slot && !looked.stale_at(now) => match looked {
                         Looked::Gone => {
                             shard.remove_completed(&ik);
                         }
                         Looked::Collision => return Err(Error::DigestCollision),
-                        // Judged at the previous pass's clock: re-check now.
-                        Looked::Live(stored, _) if stored.expires_at <= now => {
-                            shard.remove_completed(&ik);
+                        Looked::Refused {
+                            expired_at, until, ..
+                        } => {
+                            shared
+                                .counters
+                                .refused_expired
+                                .fetch_add(1, Ordering::Relaxed);
+                            return Ok(Begin::Expired(Expired {
+                                expired_at,
+                                refused_until: until,
+                            }));
                         }
                         Looked::Live(stored, _) => {
                             return Ok(if stored.fingerprint == fingerprint {
@@ -226,7 +254,8 @@ impl Store {
     }
 
     /// What the store holds for a key, without reserving it. Expired records
-    /// and lapsed reservations are `None`. The tenant is a [`Tenant`] or,
+    /// (unless refused, [`KeyState::Expired`]) and lapsed reservations are
+    /// `None`. The tenant is a [`Tenant`] or,
     /// where only its digest is known (an operator's tool), a
     /// [`TenantDigest`].
     ///
@@ -281,6 +310,17 @@ impl Store {
             Looked::Gone => Ok(None),
             Looked::Collision => Err(Error::DigestCollision),
             Looked::Live(s, token) => Ok(Some((token, KeyState::Completed(*s)))),
+            Looked::Refused {
+                expired_at,
+                until,
+                token,
+            } => Ok(Some((
+                token,
+                KeyState::Expired(Expired {
+                    expired_at,
+                    refused_until: until,
+                }),
+            ))),
         }
     }
 

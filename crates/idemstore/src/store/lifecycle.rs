@@ -64,6 +64,11 @@ pub struct Stats {
     /// Hint files that could not be written (the next open scans those
     /// segments instead; nothing is lost).
     pub hint_errors: u64,
+    /// Requests refused because their key's record expired within
+    /// [`Config::refuse_expired_keys_for`].
+    pub refused_expired: u64,
+    /// Tombstones the compactor wrote for the completions of ended buckets.
+    pub tombstones_written: u64,
 }
 
 struct Threads {
@@ -303,6 +308,8 @@ impl Store {
             records_elided: get(&c.records_elided),
             hints_written: get(&c.hints_written),
             hint_errors: get(&c.hint_errors),
+            refused_expired: get(&c.refused_expired),
+            tombstones_written: get(&c.tombstones_written),
         }
     }
 

@@ -9,6 +9,6 @@ mod lifecycle;
 mod reservation;
 
 pub use admin::{LiveRecord, Records, SegmentInfo};
-pub use begin::{Begin, InFlight, KeyState, Mismatch};
+pub use begin::{Begin, Expired, InFlight, KeyState, Mismatch};
 pub use lifecycle::{Stats, Store};
 pub use reservation::Reservation;

@@ -5,10 +5,10 @@ use super::lifecycle::StoreInner;
 use crate::clock::Timestamp;
 use crate::commit::{Commit, Completer};
 use crate::error::{Error, Result};
+use crate::format::hint;
 use crate::format::record::{self, Body, Pending};
-use crate::format::{frame, hint};
 use crate::index::{Holder, PendingEntry, Shard, SlotKey};
-use crate::pipeline::{Append, Install, Msg};
+use crate::pipeline::{Append, Install, Msg, entry_of, frame_record};
 use crate::response::{Response, StoredResponse};
 use crate::scope::{Fingerprint, IndexKey, TenantDigest};
 use std::fmt;
@@ -298,7 +298,7 @@ impl Reservation {
                 bucket: shared.bucket(expires_at),
                 frame,
                 entry,
-                install: Some(Install {
+                install: Some(Install::Completion {
                     key: self.index_key,
                     token: self.token,
                 }),
@@ -349,35 +349,6 @@ impl Reservation {
         };
         self.enqueue_reservation_record(seq, &body, None)
     }
-}
-
-/// The index entry of record `body` of index key `key` (the writer fills in
-/// its offset).
-pub(super) fn entry_of(key: IndexKey, seq: u64, body: &Body) -> hint::Entry {
-    let (kind, live_until) = body.kind_and_live_until();
-    hint::Entry {
-        key,
-        seq,
-        live_until,
-        offset: 0,
-        kind,
-    }
-}
-
-/// Frames record `body` of (`tenant`, `key`) with sequence number `seq` and
-/// fencing token `token` (the writer seals it where it places it).
-pub(super) fn frame_record(
-    seq: u64,
-    tenant: &TenantDigest,
-    key: &[u8],
-    token: u64,
-    body: &Body,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + key.len());
-    let start = frame::begin(&mut out);
-    record::encode_parts(&mut out, seq, tenant, key, token, body);
-    frame::finish(&mut out, start);
-    out
 }
 
 impl Drop for Reservation {

@@ -90,7 +90,7 @@ impl GroupCommit {
         rx: &Receiver<Msg>,
         batch: &mut Vec<Append>,
     ) -> Option<Msg> {
-        let mut have = batch.iter().filter(|a| a.install.is_some()).count();
+        let mut have = batch.iter().filter(|a| a.completes().is_some()).count();
         let Window::Wait { expected, window } =
             self.decide(cfg.durability, cfg.group_commit_window, have)
         else {
@@ -107,7 +107,7 @@ impl GroupCommit {
             let gap = self.last_fsync / u32::try_from(have.max(1)).unwrap_or(u32::MAX);
             match doorbell.recv(rx, Some(Instant::now() + left.min(gap))) {
                 Ok(Msg::Append(a)) => {
-                    have += usize::from(a.install.is_some());
+                    have += usize::from(a.completes().is_some());
                     batch.push(a);
                 }
                 Ok(other) => return Some(other),

@@ -122,7 +122,7 @@ pub(crate) fn settle(shared: &Shared, placed: Placed, result: Result<()>) {
         if result.is_ok()
             && let Some(inst) = &a.install
         {
-            shared.publish_completion(inst, slot);
+            shared.publish(inst, slot);
         }
         if let Some(d) = a.done {
             s.add(d, result.clone());

@@ -259,11 +259,8 @@ impl Writer {
             return;
         }
         self.completing.clear();
-        self.completing.extend(
-            batch
-                .iter()
-                .filter_map(|a| a.install.as_ref().map(|i| i.token)),
-        );
+        self.completing
+            .extend(batch.iter().filter_map(Append::completes));
         self.newest.clear();
         for (i, q) in queued.iter().enumerate() {
             self.newest.insert(q.token, i);
@@ -387,10 +384,15 @@ impl Writer {
         let mut failure: Option<Error> = None;
         let mut records = batch.drain(..);
         for a in records.by_ref() {
-            if a.bucket.1 <= self.segments.retired_upto() && a.entry.live_until <= clock_now {
+            let meaningful_until = a
+                .entry
+                .kind
+                .meaningful_until(a.entry.live_until, self.shared.config.grace());
+            if a.bucket.1 <= self.segments.retired_upto() && meaningful_until <= clock_now {
                 // Expired before it could be written: nothing to keep. (A
-                // record still live for a bucket the compactor retired, after
-                // the clock went back, gets a segment of its own below.)
+                // record still meaningful for a bucket the compactor retired
+                // (after the clock went back, or a completion whose key is
+                // still refused) gets a segment of its own below.)
                 placed.push((a, None));
                 continue;
             }
@@ -487,8 +489,12 @@ impl Writer {
         c.records_elided
             .fetch_add(placed.len() as u64 - written, Ordering::Relaxed);
         c.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        self.group
-            .carried(placed.iter().filter(|(a, _)| a.install.is_some()).count());
+        self.group.carried(
+            placed
+                .iter()
+                .filter(|(a, _)| a.completes().is_some())
+                .count(),
+        );
         if placed.is_empty() {
             return None;
         }

@@ -1,0 +1,270 @@
+//! `Config::refuse_expired_keys_for`: a key whose record expired is refused
+//! for a grace period instead of running again, from its expired completion
+//! and then from the tombstone the compactor writes before it deletes the
+//! completion's segment; across restarts, a full disk, a purge, and a store
+//! reopened without the option.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{T0, clock, config, fp, reserve, response};
+use idemstore::storage::{ENOSPC, Fault, FaultOn, FaultyStorage, MemStorage, Storage};
+use idemstore::{Begin, Config, Expired, Key, KeyState, ManualClock, Store, Tenant};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn refusing(c: &ManualClock) -> Config {
+    config(c).refuse_expired_keys_for(GRACE)
+}
+
+fn begin(store: &Store, tenant: &str, key: &str, f: &str) -> Begin {
+    store
+        .begin(Tenant::new(tenant), Key::new(key), fp(f))
+        .unwrap()
+}
+
+fn expired(store: &Store, key: &str) -> Expired {
+    match begin(store, "t", key, "any request") {
+        Begin::Expired(e) => e,
+        other => panic!("expected {key} refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_expired_key_is_refused_until_the_grace_ends_across_compaction_and_restarts() {
+    let c = clock();
+    let st = MemStorage::new();
+    let open = || Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    let store = open();
+    reserve(&store, "t", "order-1", fp("a"))
+        .complete(response("paid"))
+        .unwrap();
+    let expires_at = T0.saturating_add(DAY);
+    let refused = Expired {
+        expired_at: expires_at,
+        refused_until: expires_at.saturating_add(GRACE),
+    };
+
+    // Expired: refused from the completion itself, whatever the request.
+    c.set(expires_at);
+    assert_eq!(expired(&store, "order-1"), refused);
+    assert_eq!(
+        store.get(Tenant::new("t"), Key::new("order-1")).unwrap(),
+        Some(KeyState::Expired(refused))
+    );
+    // Another tenant's key of the same name is its own.
+    assert!(matches!(
+        begin(&store, "u", "order-1", "a"),
+        Begin::Reserved(_)
+    ));
+
+    // The bucket ends: the compactor writes the tombstone, then deletes the
+    // completion's segment; the tombstone refuses the key.
+    c.advance(Duration::from_secs(2 * 3600));
+    let before = st.list().unwrap();
+    let report = store.compact_now().unwrap();
+    assert_eq!(report.tombstones_written, 1, "{report:?}");
+    assert!(report.segments_dropped >= 1, "{report:?}");
+    let after = st.list().unwrap();
+    assert!(
+        before
+            .iter()
+            .all(|n| !n.ends_with(".seg") || !after.contains(n)),
+        "the response's segment went: {before:?} -> {after:?}"
+    );
+    assert_eq!(expired(&store, "order-1"), refused);
+    assert_eq!(store.stats().tombstones_written, 1);
+
+    // From the tombstone on disk after a restart, and read-only too.
+    store.close().unwrap();
+    let store = open();
+    assert_eq!(expired(&store, "order-1"), refused);
+    let reader = Store::open_read_only_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    assert_eq!(
+        reader.get(Tenant::new("t"), Key::new("order-1")).unwrap(),
+        Some(KeyState::Expired(refused))
+    );
+    drop(reader);
+    let listed: Vec<_> = store.records().map(Result::unwrap).collect();
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.key == b"order-1" && r.state == KeyState::Expired(refused)),
+        "{listed:?}"
+    );
+
+    // The grace ends: the key runs again, now and after a restart.
+    c.set(refused.refused_until);
+    store.close().unwrap();
+    let store = open();
+    assert!(matches!(
+        begin(&store, "t", "order-1", "b"),
+        Begin::Reserved(_)
+    ));
+    let report = idemstore::verify_storage(&st, &refusing(&c), &mut |_, _| {}).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
+fn a_completion_refused_after_its_bucket_ended_survives_a_restart_before_any_compaction() {
+    // The bucket ended but no compaction ran: the open must read the ended
+    // segment (it holds the only record of the key) instead of removing it.
+    let c = clock();
+    let st = MemStorage::new();
+    let store = Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    reserve(&store, "t", "k", fp("a"))
+        .complete(response("v"))
+        .unwrap();
+    store.close().unwrap();
+    c.advance(DAY + Duration::from_secs(3 * 3600));
+    let store = Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    assert_eq!(store.recovery_report().expired_segments_removed, 0);
+    let e = expired(&store, "k");
+    assert_eq!(e.expired_at, T0.saturating_add(DAY));
+    // Its tombstone is written by the first pass, which then deletes it.
+    assert_eq!(store.compact_now().unwrap().tombstones_written, 1);
+    assert_eq!(expired(&store, "k"), e);
+}
+
+#[test]
+fn a_full_disk_during_the_tombstones_keeps_the_segment_and_the_refusal() {
+    let c = clock();
+    let st = MemStorage::new();
+    let disk = FaultyStorage::new(Arc::new(st.clone()));
+    let faults = disk.faults();
+    let store = Store::open_with_storage(Arc::new(disk), refusing(&c)).unwrap();
+    reserve(&store, "t", "k", fp("a"))
+        .complete(response("v"))
+        .unwrap();
+    c.advance(DAY + Duration::from_secs(2 * 3600));
+    faults.inject(Fault {
+        on: FaultOn::Write,
+        after: 0,
+        errno: ENOSPC,
+    });
+    let before = st.list().unwrap();
+    assert!(store.compact_now().is_err(), "no tombstone, no deletion");
+    for name in before.iter().filter(|n| n.ends_with(".seg")) {
+        assert!(st.list().unwrap().contains(name), "{name} deleted");
+    }
+    let e = expired(&store, "k");
+    // Once the disk takes writes, the next pass completes the work.
+    faults.heal();
+    store.flush().unwrap();
+    store.compact_now().unwrap();
+    assert_eq!(expired(&store, "k"), e);
+    store.close().unwrap();
+    let store = Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    assert_eq!(expired(&store, "k"), e);
+}
+
+#[test]
+fn a_power_cut_while_the_disk_is_full_keeps_the_refusal() {
+    let c = clock();
+    let st = MemStorage::new();
+    let disk = FaultyStorage::new(Arc::new(st.clone()));
+    let faults = disk.faults();
+    let store = Store::open_with_storage(Arc::new(disk), refusing(&c)).unwrap();
+    reserve(&store, "t", "k", fp("a"))
+        .complete(response("v"))
+        .unwrap();
+    c.advance(DAY + Duration::from_secs(2 * 3600));
+    faults.inject(Fault {
+        on: FaultOn::Write,
+        after: 0,
+        errno: ENOSPC,
+    });
+    assert!(store.compact_now().is_err());
+    let e = expired(&store, "k");
+    // The tombstone waits in memory; the completion is still on disk.
+    for seed in 0..8 {
+        let image = st.crash(seed);
+        let reopened = Store::open_with_storage(Arc::new(image.clone()), refusing(&c)).unwrap();
+        assert_eq!(expired(&reopened, "k"), e, "image {seed}");
+        reopened.compact_now().unwrap();
+        assert_eq!(expired(&reopened, "k"), e, "image {seed}, compacted");
+    }
+}
+
+#[test]
+fn a_purge_frees_a_refused_key_for_good() {
+    let c = clock();
+    let st = MemStorage::new();
+    let open = || Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    let store = open();
+    for k in ["in-grace", "tombstoned"] {
+        reserve(&store, "t", k, fp("a"))
+            .complete(response("v"))
+            .unwrap();
+    }
+    c.advance(DAY + Duration::from_secs(2 * 3600));
+    // One refused by its tombstone, one by its expired completion (written
+    // after the pass).
+    store.compact_now().unwrap();
+    for k in ["in-grace", "tombstoned"] {
+        expired(&store, k);
+    }
+    assert!(
+        store
+            .purge(Tenant::new("t"), Key::new("tombstoned"))
+            .unwrap()
+    );
+    store.close().unwrap();
+    let store = open();
+    assert!(matches!(
+        begin(&store, "t", "tombstoned", "b"),
+        Begin::Reserved(_)
+    ));
+    expired(&store, "in-grace");
+}
+
+#[test]
+fn without_the_option_a_store_with_tombstones_frees_their_keys() {
+    let c = clock();
+    let st = MemStorage::new();
+    let store = Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    reserve(&store, "t", "k", fp("a"))
+        .complete(response("v"))
+        .unwrap();
+    c.advance(DAY + Duration::from_secs(2 * 3600));
+    assert_eq!(store.compact_now().unwrap().tombstones_written, 1);
+    store.close().unwrap();
+    let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    assert!(matches!(begin(&store, "t", "k", "a"), Begin::Reserved(_)));
+    assert_eq!(store.recovery_report().completed_live, 0);
+}
+
+#[test]
+fn a_shorter_grace_at_reopen_ends_the_refusal_sooner() {
+    let c = clock();
+    let st = MemStorage::new();
+    let store = Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
+    reserve(&store, "t", "k", fp("a"))
+        .complete(response("v"))
+        .unwrap();
+    c.advance(DAY + Duration::from_secs(2 * 3600));
+    store.compact_now().unwrap();
+    store.close().unwrap();
+    let day = config(&c).refuse_expired_keys_for(DAY);
+    let store = Store::open_with_storage(Arc::new(st.clone()), day).unwrap();
+    let e = expired(&store, "k");
+    assert_eq!(e.refused_until, T0.saturating_add(DAY).saturating_add(DAY));
+    c.set(e.refused_until);
+    assert!(matches!(begin(&store, "t", "k", "a"), Begin::Reserved(_)));
+}
+
+#[test]
+fn a_grace_under_a_second_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock();
+    let err = Store::open(
+        dir.path(),
+        config(&c).refuse_expired_keys_for(Duration::from_millis(10)),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("refuse_expired_keys_for"), "{err}");
+}
