@@ -10,6 +10,10 @@
 #   this script fails: the Redis tests never pass silently.
 # - A Redis Cluster of 3 masters and 3 replicas of that redis-server
 #   (scripts/redis-cluster.sh), on free loopback ports, stopped at exit.
+# - PostgreSQL (for crates/idemstore-postgres): Debian's postgresql package,
+#   installed with apt-get when missing and running as root; a throwaway
+#   cluster (initdb in a temp dir, scripts/postgres.sh) on a free loopback
+#   port, stopped at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +25,10 @@ log=$(mktemp)
 redis_dir=$(mktemp -d)
 redis_port=""
 cluster_dir=$(mktemp -d)
+pg_dir=$(mktemp -d)
 cleanup() {
+  scripts/postgres.sh stop "$pg_dir/pg" >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
   scripts/redis-cluster.sh stop "$cluster_dir" >/dev/null 2>&1 || true
   rm -rf "$cluster_dir"
   if [ -n "$redis_port" ]; then
@@ -66,6 +73,25 @@ echo "== redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/') o
 IDEMSTORE_REDIS_CLUSTER_URLS=$(scripts/redis-cluster.sh start "$cluster_dir")
 export IDEMSTORE_REDIS_CLUSTER_URLS
 echo "== Redis Cluster (3 masters, 3 replicas) on $IDEMSTORE_REDIS_CLUSTER_URLS"
+
+have_postgres() {
+  command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1
+}
+if ! have_postgres; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing postgresql (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+  fi
+fi
+if ! have_postgres; then
+  echo "error: PostgreSQL is not installed and cannot be installed here (need root and apt-get);" >&2
+  echo "       install Debian's postgresql package, then run this again" >&2
+  exit 1
+fi
+IDEMSTORE_POSTGRES_URL=$(scripts/postgres.sh start "$pg_dir/pg")
+export IDEMSTORE_POSTGRES_URL
+echo "== PostgreSQL on $IDEMSTORE_POSTGRES_URL"
 
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?

@@ -4,18 +4,20 @@
 //! Times are real (Redis judges leases and expiry by its own clock): leases of
 //! 400 ms and a retention of 1.5 s keep the suite quick.
 //!
-//! It runs on the embedded engine, one Redis node, a Redis Cluster, and a
-//! Redis Cluster whose writes wait for a replica (`wait_replicas(1, ..)`).
-//! The Redis halves need `IDEMSTORE_REDIS_URL` and
-//! `IDEMSTORE_REDIS_CLUSTER_URLS` (scripts/test.sh starts a redis-server and
-//! a 3 + 3 node cluster and sets them); without them these tests fail,
-//! loudly.
+//! It runs on the embedded engine, one Redis node, a Redis Cluster, a
+//! Redis Cluster whose writes wait for a replica (`wait_replicas(1, ..)`),
+//! and PostgreSQL (each test in a schema of its own). These need
+//! `IDEMSTORE_REDIS_URL`, `IDEMSTORE_REDIS_CLUSTER_URLS` and
+//! `IDEMSTORE_POSTGRES_URL` (scripts/test.sh starts a redis-server, a 3 + 3
+//! node cluster and a PostgreSQL server, and sets them); without them these
+//! tests fail, loudly.
 
 #![allow(clippy::unwrap_used)]
 
 use idemstore::{Config, Fingerprint, Response, Store};
 use idemstore::{Key, Tenant};
 use idemstore_http::{Backend, BackendError, Lease, Outcome};
+use idemstore_postgres::{PostgresBackend, PostgresConfig};
 use idemstore_redis::{RedisBackend, RedisConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +54,34 @@ fn cluster_urls() -> Vec<String> {
         .split(',')
         .map(str::to_owned)
         .collect()
+}
+
+pub(crate) fn postgres_url() -> String {
+    std::env::var("IDEMSTORE_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "IDEMSTORE_POSTGRES_URL is not set: run the tests with ./scripts/test.sh, which \
+             installs and starts PostgreSQL (scripts/postgres.sh)"
+        )
+    })
+}
+
+/// A PostgreSQL backend in a schema of its own, so tests do not see each
+/// other.
+async fn postgres() -> PostgresBackend {
+    let schema = format!(
+        "t{}_{}",
+        std::process::id(),
+        PREFIX.fetch_add(1, Ordering::SeqCst)
+    );
+    let config = PostgresConfig::default()
+        .lease(LEASE)
+        .retention(RETENTION)
+        .timeout(Duration::from_secs(5))
+        .max_connections(8)
+        .schema(schema);
+    PostgresBackend::connect(&postgres_url(), config)
+        .await
+        .unwrap()
 }
 
 static PREFIX: AtomicU64 = AtomicU64::new(0);
@@ -543,6 +573,15 @@ macro_rules! suite {
                 async fn $case() {
                     let config = redis_config().wait_replicas(1, Duration::from_secs(1));
                     super::$case(redis_cluster(config).await).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(postgres().await).await;
                 }
             )*
         }

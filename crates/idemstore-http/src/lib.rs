@@ -148,7 +148,7 @@ mod service;
 pub mod steps;
 mod work;
 
-pub use backend::{Backend, BackendError, Lease, Outcome};
+pub use backend::{Backend, BackendError, Lease, Outcome, RECORD_ROOM};
 pub use body::{BoxBody, BoxError};
 pub use config::{
     FingerprintSpec, IdempotencyConfig, InFlightPolicy, JsonBody, OversizeResponse, Repeatability,
