@@ -4,7 +4,8 @@
 # for local connections, fsync on (the defaults: synchronous_commit on).
 #
 #   scripts/postgres.sh start DIR   prints one line: the database's URL
-#   scripts/postgres.sh stop DIR
+#   scripts/postgres.sh stop DIR    (immediate: like a crash of the server)
+#   scripts/postgres.sh restart DIR (a stopped cluster, same port and data)
 #
 # The binaries are found on PATH or under /usr/lib/postgresql/*/bin. As
 # root (initdb refuses root), the cluster belongs to the `postgres` user
@@ -57,6 +58,12 @@ case "$cmd" in
       start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U idem idem
     echo "postgres://idem@127.0.0.1:$port/idem"
+    ;;
+  restart)
+    port=$(cat "$dir/port")
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB" \
+      start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     ;;
   stop)
     [ -d "$dir/data" ] || exit 0

@@ -329,21 +329,27 @@ where
         },
         None => core.in_flight_work().start(),
     };
-    let lease = match core.begin(&keyed, fp).await {
-        Started::Respond(r) => return Ok(r.map(full)),
-        Started::Run(lease) => lease,
-    };
-    // Reserved: the handler, reading its response and storing it run
-    // in a task of their own, so a client that goes away cancels none
-    // of it and never frees the key (see work.rs).
-    let request = Request::from_parts(parts, boxed(Full::new(bytes)));
-    // Called inside the task, where a panic of `call` itself is
-    // caught like one of its future.
-    let handler = async move { inner.call(request).await };
+    // From `begin` on, everything runs in a task of its own: a client that
+    // goes away while the store reserves the key (its reply on the way)
+    // cancels nothing, so no reservation is left without its holder; once
+    // reserved, the handler, reading its response and storing it run to
+    // the end and never free the key (see work.rs).
     let (reply, answer) = tokio::sync::oneshot::channel();
-    tokio::spawn(
-        work::run(core, lease, handler, keyed, reply, running).instrument(tracing::Span::current()),
-    );
+    let task = async move {
+        let lease = match core.begin(&keyed, fp).await {
+            Started::Respond(r) => {
+                let _ = reply.send(Ok(r.map(full)));
+                return;
+            }
+            Started::Run(lease) => lease,
+        };
+        let request = Request::from_parts(parts, boxed(Full::new(bytes)));
+        // Called inside the task, where a panic of `call` itself is
+        // caught like one of its future.
+        let handler = async move { inner.call(request).await };
+        work::run(core, lease, handler, keyed, reply, running).await;
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
     match answer.await {
         Ok(result) => result,
         // The task ended without answering (a bug in the layer).

@@ -130,7 +130,12 @@ impl PostgresBackend {
     ) -> Result<Seen, BackendError> {
         let c = &self.0.config;
         // A row committed by another session after the statement's snapshot
-        // is seen by neither half: run it again (rare; bounded).
+        // is seen by neither half: run it again (rare; bounded). A row seen
+        // reserved is looked at once more: the statement may have waited
+        // for the holder's transaction (a completion inside the caller's
+        // transaction) and still read the reservation from its snapshot;
+        // the second statement reads the commit, and replays it.
+        let mut looked_again = false;
         for _ in 0..8 {
             let row = retrying(c.timeout, "begin", || {
                 sqlx::query(sql::BEGIN)
@@ -146,8 +151,13 @@ impl PostgresBackend {
             .await?;
             let Some(row) = row else { continue };
             let get = |e: sqlx::Error| unavailable("reading the begin reply", e);
+            let state: i8 = row.try_get("state").map_err(get)?;
+            if state == b'p' as i8 && !looked_again {
+                looked_again = true;
+                continue;
+            }
             return Ok(Seen {
-                state: row.try_get("state").map_err(get)?,
+                state,
                 token: row.try_get("token").map_err(get)?,
                 started_at: row.try_get("started_at").map_err(get)?,
                 lease_end: row.try_get("lease_end").map_err(get)?,

@@ -260,6 +260,12 @@ pub struct Coupled {
     holder: Option<Holder>,
 }
 
+impl std::fmt::Debug for Coupled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coupled").finish_non_exhaustive()
+    }
+}
+
 impl Coupled {
     /// The transaction committed: the key replays its response from now on.
     pub fn committed(mut self) {
