@@ -65,6 +65,37 @@ impl Reply {
     }
 }
 
+/// [`send`], with a failed connection or exchange (a server killed
+/// mid-request) as an error instead of a panic.
+///
+/// # Errors
+///
+/// What failed, and where.
+pub async fn try_send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Reply, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with {addr}: {e}"))?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request to {addr}: {e}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("response body from {addr}: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// Sends `req` on a fresh HTTP/1 connection to `addr` and reads the whole
 /// answer.
 ///

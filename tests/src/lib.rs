@@ -32,7 +32,7 @@ mod payments;
 mod redis;
 mod tmpfs;
 
-pub use http::{Reply, listening_addr, send};
+pub use http::{Reply, listening_addr, send, try_send};
 pub use payments::{Payments, idemctl_binary, payments_binary};
 pub use redis::{ClusterNode, RedisCluster, RedisServer};
 pub use tmpfs::Tmpfs;

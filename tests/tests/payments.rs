@@ -314,6 +314,9 @@ fn help_names_every_flag_and_bad_flags_exit_2_saying_why() {
         "--redis-cluster",
         "--redis-wait",
         "--redis-wait-timeout",
+        "--postgres",
+        "--lease",
+        "--refuse-expired-keys-for",
         "--retention",
         "--bucket-width",
         "--segment-bytes",
@@ -337,6 +340,10 @@ fn help_names_every_flag_and_bad_flags_exit_2_saying_why() {
             "--redis-cluster",
         ),
         (&["--redis-wait", "many"][..], "--redis-wait"),
+        (
+            &["--postgres", "postgres://a", "--redis", "redis://b"][..],
+            "--redis",
+        ),
     ] {
         let (status, _, err) = run_to_exit(args);
         assert_eq!(status.code(), Some(2), "{args:?}: {status} {err}");

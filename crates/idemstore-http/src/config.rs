@@ -194,6 +194,9 @@ pub struct RoutePolicy {
     pub fingerprint: Option<FingerprintSpec>,
     /// How long the route's records are kept (default: the backend's).
     pub retention: Option<Duration>,
+    /// The handler stores the response itself, inside its own transaction
+    /// (default false); see [`RoutePolicy::stored_by_handler`].
+    pub stored_by_handler: bool,
 }
 
 impl RoutePolicy {
@@ -231,6 +234,19 @@ impl RoutePolicy {
     /// responses) are kept this long. Longer than the backend's lease.
     pub fn retention(mut self, d: Duration) -> Self {
         self.retention = Some(d);
+        self
+    }
+    /// The route's handler stores its response itself, in the same
+    /// transaction as its own writes (with `idemstore-postgres`:
+    /// `complete_in_handler`). The layer hands the reserved key to the
+    /// handler as a [`HeldKey`](crate::HeldKey) request extension and does
+    /// not renew its lease meanwhile (keep such handlers well within the
+    /// backend's lease, or renew it through the held lease). A handler that
+    /// takes the key stores (or, rolling back, frees) it, and its response
+    /// is sent as it is, stored by nobody else; one that does not take it
+    /// leaves the storing to the layer, as on any route.
+    pub fn stored_by_handler(mut self) -> Self {
+        self.stored_by_handler = true;
         self
     }
 }

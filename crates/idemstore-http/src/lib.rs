@@ -136,6 +136,7 @@ pub mod fingerprint;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
+mod held;
 pub mod hooks;
 mod json;
 mod key;
@@ -155,6 +156,7 @@ pub use config::{
     ReplayStatus, RoutePolicy, StorePolicy, TenantSource,
 };
 pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};
+pub use held::HeldKey;
 pub use message::{Executed, OnceError, execute_or_replay};
 pub use problem::Problem;
 pub use replay::{FIRST_REQUEST_ID, REPLAYED};

@@ -22,6 +22,8 @@ pub(crate) struct Policy {
     pub(crate) fingerprint: FingerprintSpec,
     /// `None`: the backend's.
     pub(crate) retention: Option<Duration>,
+    /// The handler stores the response (`RoutePolicy::stored_by_handler`).
+    pub(crate) stored_by_handler: bool,
 }
 
 impl Policy {
@@ -37,6 +39,7 @@ impl Policy {
                 .clone()
                 .unwrap_or_else(|| c.fingerprint.clone()),
             retention: r.retention,
+            stored_by_handler: r.stored_by_handler,
         }
     }
 }

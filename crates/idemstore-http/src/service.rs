@@ -6,10 +6,11 @@ use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, boxed, full};
 use crate::config::IdempotencyConfig;
 use crate::fingerprint::digest;
+use crate::held::HeldKey;
 use crate::problem::{Problem, ProblemCode};
 use crate::routes::{Policies, Policy};
 use crate::steps::{Idempotency, Keyed, Prepared, Started};
-use crate::work;
+use crate::work::{self, Holding};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -343,11 +344,19 @@ where
             }
             Started::Run(lease) => lease,
         };
+        let mut parts = parts;
+        let holding = if keyed.policy.stored_by_handler {
+            let held = HeldKey::new(lease, core.recorder(&keyed));
+            parts.extensions.insert(held.clone());
+            Holding::Handler(held)
+        } else {
+            Holding::Layer(lease)
+        };
         let request = Request::from_parts(parts, boxed(Full::new(bytes)));
         // Called inside the task, where a panic of `call` itself is
         // caught like one of its future.
         let handler = async move { inner.call(request).await };
-        work::run(core, lease, handler, keyed, reply, running).await;
+        work::run(core, holding, handler, keyed, reply, running).await;
     };
     tokio::spawn(task.instrument(tracing::Span::current()));
     match answer.await {

@@ -497,12 +497,58 @@ impl<B: Backend> Idempotency<B> {
         headers: &HeaderMap,
         body: ResponseBody<'_>,
     ) -> Finished {
-        let c = &*self.config;
         let Some(lease) = lease.take() else {
             return Finished::Fenced;
         };
-        if !keyed.policy.store.stores(status) {
+        let record = {
+            let fits = |r: &idemstore::Response| lease.fits(r).is_ok();
+            self.record_of(&fits, keyed, status, headers, body)
+        };
+        let Some(record) = record else {
             return free(lease).await;
+        };
+        match lease.complete(record).await {
+            Ok(()) => Finished::Stored,
+            Err(BackendError::Fenced(e)) => {
+                tracing::warn!(error = %e, "idempotency lease lost before the response was stored; a later request holds the key");
+                Finished::Fenced
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing an idempotent response failed; the key stays reserved and the store retries");
+                Finished::NotStored
+            }
+        }
+    }
+
+    /// What a handler that stores the response itself
+    /// (`RoutePolicy::stored_by_handler`) stores for `keyed`: the record
+    /// [`record_of`](Self::record_of) builds of a whole body.
+    pub(crate) fn recorder(&self, keyed: &Keyed) -> Arc<crate::held::Recorder> {
+        let core = self.clone();
+        let keyed = keyed.clone();
+        Arc::new(
+            move |lease: &dyn crate::held::Fits, status, headers: &HeaderMap, body: &Bytes| {
+                let fits = |r: &idemstore::Response| lease.takes(r);
+                core.record_of(&fits, &keyed, status, headers, ResponseBody::Whole(body))
+            },
+        )
+    }
+
+    /// The record of a response, as [`finish`](Self::finish) stores it:
+    /// `None` when the route's policy stores none of it (the key is then
+    /// freed); the not-replayable notice for a body too large, one the
+    /// redaction hook failed on, or one the lease cannot take (`fits`).
+    pub(crate) fn record_of(
+        &self,
+        fits: &dyn Fn(&idemstore::Response) -> bool,
+        keyed: &Keyed,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: ResponseBody<'_>,
+    ) -> Option<idemstore::Response> {
+        let c = &*self.config;
+        if !keyed.policy.store.stores(status) {
+            return None;
         }
         let request_id = keyed.request_id.as_deref();
         let mut record = match body {
@@ -520,7 +566,7 @@ impl<B: Backend> Idempotency<B> {
                 },
             },
             ResponseBody::TooLarge => match c.oversize {
-                OversizeResponse::Release => return free(lease).await,
+                OversizeResponse::Release => return None,
                 OversizeResponse::StoreNotice => {
                     notice(c.max_response_bytes, keyed.request_id.as_deref())
                 }
@@ -534,24 +580,14 @@ impl<B: Backend> Idempotency<B> {
             r
         };
         record = with_members(record);
-        if let Err(e) = lease.fits(&record) {
-            tracing::warn!(error = %e, "response cannot be stored; storing the not-replayable notice");
+        if !fits(&record) {
+            tracing::warn!("response cannot be stored; storing the not-replayable notice");
             record = with_members(notice(c.max_response_bytes, request_id));
-            if lease.fits(&record).is_err() {
+            if !fits(&record) {
                 record = notice(c.max_response_bytes, request_id);
             }
         }
-        match lease.complete(record).await {
-            Ok(()) => Finished::Stored,
-            Err(BackendError::Fenced(e)) => {
-                tracing::warn!(error = %e, "idempotency lease lost before the response was stored; a later request holds the key");
-                Finished::Fenced
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "storing an idempotent response failed; the key stays reserved and the store retries");
-                Finished::NotStored
-            }
-        }
+        Some(record)
     }
 }
 

@@ -23,6 +23,7 @@
 
 use crate::backend::Backend;
 use crate::body::{BoxBody, BoxError, Prefixed, boxed, full};
+use crate::held::HeldKey;
 use crate::problem::Problem;
 use crate::steps::{Finished, Idempotency, Keyed, Renewing, ResponseBody, WorkGuard};
 use bytes::{Bytes, BytesMut};
@@ -44,11 +45,20 @@ const STREAM_FRAMES: usize = 16;
 /// Where the task sends the response head (or the service's error).
 pub(crate) type Reply<E> = oneshot::Sender<Result<Response<BoxBody>, E>>;
 
+/// Who stores the response of a reserved request.
+pub(crate) enum Holding<L> {
+    /// The layer (every route but those below).
+    Layer(L),
+    /// The handler, if it takes the key from this request extension
+    /// (`RoutePolicy::stored_by_handler`); else the layer.
+    Handler(HeldKey<L>),
+}
+
 /// Runs a reserved request to the end. `handler` is the inner service's
 /// future for it.
 pub(crate) async fn run<B, F, ResB, E>(
     core: Idempotency<B>,
-    lease: B::Lease,
+    holding: Holding<B::Lease>,
     handler: F,
     keyed: Keyed,
     reply: Reply<E>,
@@ -65,8 +75,29 @@ pub(crate) async fn run<B, F, ResB, E>(
         keyed,
         started: Instant::now(),
     };
-    let mut lease = work.core.renewing(lease);
-    let response = match lease.run(catch_unwind(handler)).await {
+    let outcome = match holding {
+        Holding::Layer(lease) => {
+            let mut lease = work.core.renewing(lease);
+            let outcome = lease.run(catch_unwind(handler)).await;
+            (Some(lease), outcome)
+        }
+        // Not renewed by the layer while the handler may hold the lease.
+        Holding::Handler(held) => {
+            let outcome = catch_unwind(handler).await;
+            (held.take().map(|l| work.core.renewing(l)), outcome)
+        }
+    };
+    let (Some(mut lease), outcome) = outcome else {
+        // The handler took the key and stored (or freed) it itself, in its
+        // own transaction: its response goes out as it is.
+        let _ = reply.send(match outcome.1 {
+            Ok(Ok(r)) => Ok(r.map(boxed)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(Problem::HandlerFailed.to_response().map(full)),
+        });
+        return;
+    };
+    let response = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::error!("the service behind the idempotency layer failed; storing a 500");

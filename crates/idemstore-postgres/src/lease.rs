@@ -4,7 +4,7 @@
 use crate::backend::{PostgresBackend, unavailable};
 use crate::{ms, retrying, sql};
 use idemstore::{Fingerprint, Response, StoredResponse, TenantDigest, Timestamp};
-use idemstore_http::{BackendError, Lease};
+use idemstore_http::{BackendError, HeldKey, Lease};
 use sqlx::PgConnection;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -112,9 +112,9 @@ const RETRY_MAX: Duration = Duration::from_millis(1000);
 /// tries, until it is stored, the key was taken over, or the retention has
 /// passed (the record would have expired: the key is left to its lease).
 /// The key stays reserved meanwhile: a retry gets 409, then the replay.
+/// Counted in `deferred` by the caller before it is spawned.
 async fn retry_complete(holder: Holder, record: Vec<u8>) {
     let deferred = &holder.backend.0.deferred;
-    deferred.fetch_add(1, Ordering::AcqRel);
     let give_up = tokio::time::Instant::now() + holder.retention;
     let mut pause = RETRY_FIRST;
     loop {
@@ -247,6 +247,40 @@ impl PostgresLease {
     }
 }
 
+/// Stores the response a handler is about to return (status, headers,
+/// whole body) as the record of its request's key, inside the transaction
+/// on `conn`, exactly as the layer would store it (replayed headers,
+/// redaction, body member digests): for routes with
+/// [`RoutePolicy::stored_by_handler`](idemstore_http::RoutePolicy::stored_by_handler),
+/// whose key the layer hands over as a [`HeldKey`] request extension.
+///
+/// Returns the [`Coupled`] guard of [`PostgresLease::complete_in`] (call
+/// [`Coupled::committed`] after the commit), or `None` when the route's
+/// store policy stores no response of `status`: the key is then freed at
+/// once. Fails with `Fenced` when the key is no longer this request's (the
+/// lease ended and another request took it over, or it was taken from
+/// `held` before): roll back.
+pub async fn complete_in_handler(
+    held: &HeldKey<PostgresLease>,
+    conn: &mut PgConnection,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &bytes::Bytes,
+) -> Result<Option<Coupled>, BackendError> {
+    let Some(lease) = held.take() else {
+        return Err(BackendError::Fenced(
+            "this request's key was already taken from its HeldKey".into(),
+        ));
+    };
+    match held.record(&lease, status, headers, body) {
+        Some(record) => lease.complete_in(conn, record).await.map(Some),
+        None => {
+            lease.abort().await?;
+            Ok(None)
+        }
+    }
+}
+
 impl Holder {
     fn token_u64(&self) -> u64 {
         u64::try_from(self.token).unwrap_or(0)
@@ -328,6 +362,7 @@ impl Lease for PostgresLease {
             };
             // The key stays reserved; store the record as soon as the
             // database answers again, renewing the lease meanwhile.
+            holder.backend.0.deferred.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(retry_complete(holder, record));
             Err(BackendError::Deferred(why))
         }

@@ -105,7 +105,7 @@ mod sql;
 
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
-pub use lease::{Coupled, PostgresLease};
+pub use lease::{Coupled, PostgresLease, complete_in_handler};
 
 use backend::unavailable;
 use idemstore_http::BackendError;

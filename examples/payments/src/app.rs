@@ -21,16 +21,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 
+mod pg;
+pub use pg::app_pg;
+
 /// The header carrying the caller's API key (the tenant).
 pub const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 #[derive(Clone, Serialize)]
-struct Payment {
-    id: String,
-    amount: i64,
+pub(crate) struct Payment {
+    pub(crate) id: String,
+    pub(crate) amount: i64,
     /// Always upper case (ISO 4217), whichever case the client sent.
-    currency: String,
-    created_at: String,
+    pub(crate) currency: String,
+    pub(crate) created_at: String,
 }
 
 #[derive(Deserialize)]
@@ -71,7 +74,7 @@ pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response {
 }
 
 /// 401 without an API key, before anything else runs.
-async fn require_api_key(req: Request, next: Next) -> Response {
+pub(crate) async fn require_api_key(req: Request, next: Next) -> Response {
     match req.headers().get(&API_KEY) {
         Some(v) if !v.is_empty() => next.run(req).await,
         _ => problem(
@@ -82,52 +85,73 @@ async fn require_api_key(req: Request, next: Next) -> Response {
     }
 }
 
-fn tenant(headers: &HeaderMap) -> Vec<u8> {
+pub(crate) fn tenant(headers: &HeaderMap) -> Vec<u8> {
     headers
         .get(&API_KEY)
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default()
 }
 
-async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let new: NewPayment = match serde_json::from_slice(&body) {
+/// A new payment request, validated: the amount, the currency in upper
+/// case, and how long the "payment processor" takes.
+pub(crate) struct Valid {
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) delay: Duration,
+}
+
+/// Reads and checks a new payment's body; the 400 to answer if it is bad.
+pub(crate) fn validate(body: &[u8]) -> Result<Valid, Box<Response>> {
+    let new: NewPayment = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => {
-            return problem(
+            return Err(Box::new(problem(
                 StatusCode::BAD_REQUEST,
                 "invalid-payment",
                 &format!("the body must be {{\"amount\": integer, \"currency\": \"EUR\"}}: {e}"),
-            );
+            )));
         }
     };
     if new.amount <= 0 {
-        return problem(
+        return Err(Box::new(problem(
             StatusCode::BAD_REQUEST,
             "invalid-payment",
             "amount must be a positive integer (minor units)",
-        );
+        )));
     }
     let Some(currency) = currency_code(&new.currency) else {
-        return problem(
+        return Err(Box::new(problem(
             StatusCode::BAD_REQUEST,
             "invalid-payment",
             "currency must be a three-letter ISO 4217 code, e.g. EUR or eur",
-        );
+        )));
     };
     if new.delay_ms > 60_000 {
-        return problem(
+        return Err(Box::new(problem(
             StatusCode::BAD_REQUEST,
             "invalid-payment",
             "delay_ms must be at most 60000",
-        );
+        )));
     }
+    Ok(Valid {
+        amount: new.amount,
+        currency,
+        delay: Duration::from_millis(new.delay_ms),
+    })
+}
+
+async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let new = match validate(&body) {
+        Ok(v) => v,
+        Err(bad) => return *bad,
+    };
     // The "payment processor".
-    tokio::time::sleep(Duration::from_millis(new.delay_ms)).await;
+    tokio::time::sleep(new.delay).await;
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
     let payment = Payment {
         id: format!("pay_{:x}{:06x}", state.boot, n),
         amount: new.amount,
-        currency,
+        currency: new.currency,
         created_at: rfc3339(SystemTime::now()),
     };
     state
@@ -172,7 +196,7 @@ fn currency_code(s: &str) -> Option<String> {
 }
 
 /// `2026-11-24T10:00:00Z` from a system time (UTC, whole seconds).
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

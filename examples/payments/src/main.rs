@@ -47,8 +47,9 @@ mod serve;
 
 use clap::Parser;
 use idemstore::{Config, Store};
+use idemstore_postgres::{PostgresBackend, PostgresConfig};
 use idemstore_redis::{RedisBackend, RedisConfig};
-use payments::app_with_work;
+use payments::{app_pg, app_with_work};
 use serve::{Limits, Stopped, serve};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -83,6 +84,12 @@ struct Args {
           conflicts_with_all = ["bucket_width", "segment_bytes"])]
     redis_cluster: Option<Vec<String>>,
 
+    /// Keep the idempotency keys, and the payments, in the PostgreSQL
+    /// database at this URL instead of --data: a payment row and its stored
+    /// response commit in one transaction, so replicas share both.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["bucket_width", "segment_bytes", "redis", "redis_cluster"])]
+    postgres: Option<String>,
+
     /// With --redis or --redis-cluster: count a write only once N replicas
     /// of its master hold it (Redis WAIT), so a failover loses no
     /// acknowledged response; fewer in --redis-wait-timeout is a 503.
@@ -93,8 +100,14 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = duration)]
     redis_wait_timeout: Duration,
 
+    /// How long a reservation holds its key: a retry of a request whose
+    /// server died gets 409 until then, then runs. Longer handlers have it
+    /// renewed (except, on --postgres, while a payment's transaction runs).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    lease: Duration,
+
     /// How long a completed response is replayed, counted from completion.
-    /// Must exceed the store's 60 s lease and --bucket-width.
+    /// Must exceed --lease and --bucket-width.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration)]
     retention: Duration,
 
@@ -162,6 +175,7 @@ impl Args {
 
     fn store_config(&self) -> Config {
         let mut c = Config::default()
+            .lease(self.lease)
             .retention(self.retention)
             .bucket_width(self.bucket_width)
             .max_segment_bytes(self.segment_bytes);
@@ -198,6 +212,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut redis = None;
     let redis_config = || {
         let mut c = RedisConfig::default()
+            .lease(args.lease)
             .retention(args.retention)
             .wait_replicas(args.redis_wait, args.redis_wait_timeout);
         c.refuse_expired_keys_for = args.refuse_expired_keys_for;
@@ -223,6 +238,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             );
             redis = Some(backend.clone());
             (app_with_work(backend), None)
+        }
+        (None, None) if args.postgres.is_some() => {
+            let url = args.postgres.as_deref().unwrap_or_default();
+            let config = PostgresConfig::default()
+                .lease(args.lease)
+                .retention(args.retention);
+            let backend = PostgresBackend::connect(url, config).await?;
+            eprintln!("idempotency keys and payments in PostgreSQL");
+            (app_pg(backend).await?, None)
         }
         (None, None) => {
             if args.redis_wait > 0 {
