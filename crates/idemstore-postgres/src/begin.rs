@@ -18,6 +18,10 @@ fn random_nonce() -> i64 {
     i64::from_ne_bytes(h.finish().to_ne_bytes())
 }
 
+/// How often a failed `begin` tries to free the reservation it may have
+/// made.
+const ABORT_RETRY: Duration = Duration::from_millis(250);
+
 /// A row as the begin statement returns it.
 struct Seen {
     state: i8,
@@ -102,13 +106,25 @@ impl Backend for PostgresBackend {
             {
                 Ok(seen) => seen,
                 Err(e) => {
-                    // The reply may be what was lost: free the reservation
-                    // if it was made (nothing ran; the client is told 503).
+                    // The reply may be what was lost, or the statement may
+                    // still run (a paused server resumes it): free the
+                    // reservation it makes, by its nonce, until the lease
+                    // would have ended anyway (nothing ran; the client is
+                    // told 503).
                     let pool = this.0.pool.clone();
-                    let timeout = c.timeout;
+                    let (timeout, lease) = (c.timeout, c.lease);
                     tokio::spawn(async move {
-                        let q = sqlx::query(sql::ABORT_BY_NONCE).bind(&digest).bind(nonce);
-                        let _ = tokio::time::timeout(timeout, q.execute(&pool)).await;
+                        let until = tokio::time::Instant::now() + lease;
+                        while tokio::time::Instant::now() < until {
+                            let q = sqlx::query(sql::ABORT_BY_NONCE).bind(&digest).bind(nonce);
+                            if let Ok(Ok(done)) =
+                                tokio::time::timeout(timeout, q.execute(&pool)).await
+                                && done.rows_affected() > 0
+                            {
+                                return;
+                            }
+                            tokio::time::sleep(ABORT_RETRY.min(lease)).await;
+                        }
                     });
                     return Err(e);
                 }

@@ -326,3 +326,93 @@ async fn the_sweeper_deletes_expired_rows_and_the_key_runs_again() {
     assert_eq!(rows, 0);
     reserve(&b, "k0").await.abort().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_is_a_503_within_the_timeout_not_a_hang() {
+    let cfg = config()
+        .max_connections(1)
+        .timeout(Duration::from_millis(500));
+    let b = PostgresBackend::connect(&url(), cfg).await.unwrap();
+    // The pool's only connection, held by a long transaction.
+    let tx = b.pool().begin().await.unwrap();
+    let t = Instant::now();
+    let e = b
+        .begin(Tenant::new(b"acct"), Key::new(b"k"), Fingerprint::of(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(tx);
+    // Free again: the key was never reserved.
+    assert!(matches!(begin(&b, "k").await, Outcome::Reserved(_)));
+}
+
+/// Sends `sig` to every process of the server in `dir` (the postmaster
+/// and its backends).
+fn signal_server(dir: &std::path::Path, sig: &str) {
+    let pid = std::fs::read_to_string(dir.join("pg/data/postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_owned();
+    let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+    let mut pids = vec![pid];
+    pids.extend(
+        String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned),
+    );
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .args(&pids)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_database_gets_503s_and_serves_again_when_it_resumes() {
+    let server = Server::start();
+    let cfg = PostgresConfig::default()
+        .lease(Duration::from_secs(5))
+        .retention(Duration::from_secs(60))
+        .timeout(Duration::from_millis(700));
+    let b = PostgresBackend::connect(&server.url, cfg).await.unwrap();
+    reserve(&b, "before")
+        .await
+        .complete(Response::new(201, "v"))
+        .await
+        .unwrap();
+    signal_server(server.dir.path(), "STOP");
+    let t = Instant::now();
+    let e = b
+        .begin(
+            Tenant::new(b"acct"),
+            Key::new(b"during"),
+            Fingerprint::of(b"x"),
+        )
+        .await;
+    let elapsed = t.elapsed();
+    signal_server(server.dir.path(), "CONT");
+    assert!(matches!(e, Err(BackendError::Unavailable(_))), "{e:?}");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    // Resumed: what was stored replays; the refused key is freed well
+    // before its 5 s lease (the paused server runs the statement it had
+    // when it resumes; the backend frees that reservation by its nonce).
+    assert_eq!(label(&begin(&b, "before").await), "replay of v");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let o = b
+            .begin(
+                Tenant::new(b"acct"),
+                Key::new(b"during"),
+                Fingerprint::of(b"x"),
+            )
+            .await
+            .unwrap();
+        match o {
+            Outcome::Reserved(_) => break,
+            Outcome::InFlight { .. } if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("after the pause: {}", label(&other)),
+        }
+    }
+}
