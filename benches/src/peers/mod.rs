@@ -3,6 +3,7 @@
 //! binary's docs for the list), and the two load drivers they share:
 //! [`threads`] for blocking peers and [`tasks`] for async ones.
 
+pub mod postgres;
 pub mod raw;
 pub mod redb;
 pub mod redis;

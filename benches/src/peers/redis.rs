@@ -85,11 +85,11 @@ pub fn backend(server: &RedisServer, callers: usize, secs: f64) -> f64 {
     cycles(&rt, &backend, callers, secs)
 }
 
-/// W1 through a Redis backend (a node or a cluster) connected on `rt`,
-/// the runtime its connections live on.
-pub fn cycles(
+/// W1 through a shared backend (a Redis node or cluster, PostgreSQL)
+/// connected on `rt`, the runtime its connections live on.
+pub fn cycles<B: Backend + Clone>(
     rt: &tokio::runtime::Runtime,
-    backend: &idemstore_redis::RedisBackend,
+    backend: &B,
     callers: usize,
     secs: f64,
 ) -> f64 {
@@ -113,7 +113,8 @@ pub fn cycles(
                         .complete(Response::new(201, vec![b'x'; BODY]))
                         .await
                         .expect("complete"),
-                    other => panic!("fresh key: {other:?}"),
+                    Ok(_) => panic!("a fresh key was not reserved"),
+                    Err(e) => panic!("begin of a fresh key: {e}"),
                 }
             }
         })

@@ -78,8 +78,23 @@ impl PostgresBackend {
                         .await
                         .map_err(|_| cannot(sqlx::Error::PoolTimedOut))?
                         .map_err(cannot)?;
-                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                    .execute(&mut c)
+                // Processes starting together: `CREATE SCHEMA IF NOT EXISTS`
+                // races with itself (a unique violation in the catalog), so
+                // one at a time, under a transaction's advisory lock.
+                let mut tx = c
+                    .begin()
+                    .await
+                    .map_err(|e| unavailable("creating the schema", e))?;
+                for q in [
+                    "SELECT pg_advisory_xact_lock(7461636565)".to_owned(),
+                    format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
+                ] {
+                    sqlx::query(&q)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| unavailable("creating the schema", e))?;
+                }
+                tx.commit()
                     .await
                     .map_err(|e| unavailable("creating the schema", e))?;
                 let _ = c.close().await;

@@ -35,6 +35,12 @@ struct PgState {
 ///
 /// When the table cannot be created.
 pub async fn app_pg(backend: PostgresBackend) -> Result<(Router, InFlightWork), sqlx::Error> {
+    // Replicas starting together: `CREATE TABLE IF NOT EXISTS` races with
+    // itself (a unique violation in the catalog), so one at a time.
+    let mut tx = backend.pool().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7461636564)")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS payments (
             id text PRIMARY KEY,
@@ -44,8 +50,9 @@ pub async fn app_pg(backend: PostgresBackend) -> Result<(Router, InFlightWork), 
             created_at text NOT NULL,
             idempotency_key text)",
     )
-    .execute(backend.pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     let config =
         idempotency_config().route("/v1/payments", RoutePolicy::default().stored_by_handler());
     let layer = IdempotencyLayer::new(backend.clone(), config);

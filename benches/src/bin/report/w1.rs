@@ -3,6 +3,7 @@
 
 use crate::Settings;
 use crate::stores::{idemstore, idemstore_async, modes};
+use idemstore_benches::peers::postgres::PostgresServer;
 use idemstore_benches::peers::redis::RedisServer;
 use idemstore_benches::peers::{self, BODY};
 use std::io::Write;
@@ -83,6 +84,19 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Redises) 
             );
         }
     }
+    let postgres = (settings.wants("w1") || settings.wants("w3"))
+        .then(PostgresServer::start)
+        .flatten();
+    if let Some(pg) = &postgres {
+        let rt = idemstore_benches::runtime();
+        let backend = pg.backend(&rt, 64, "w1");
+        row(
+            "PostgreSQL 15, synchronous_commit on, idemstore-postgres backend (64 connections)",
+            &|n| peers::redis::cycles(&rt, &backend, n, secs),
+        );
+    } else if w1 {
+        eprintln!("PostgreSQL: skipped: not installed (scripts/test.sh installs it)");
+    }
     let ours = rows
         .first()
         .map_or_else(|| vec![f64::NAN; 3], |r| r.1.clone());
@@ -113,16 +127,19 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Redises) 
         Redises {
             nodes: servers,
             cluster,
+            postgres,
         },
     )
 }
 
-/// The Redis servers the workloads run on.
+/// The servers the workloads run on.
 pub(crate) struct Redises {
     /// One node with `appendfsync always`, then one with `everysec`.
     pub(crate) nodes: Vec<RedisServer>,
     /// A 3 + 3 node cluster, if W1 or W3 is wanted and Redis is installed.
     pub(crate) cluster: Option<ClusterBackends>,
+    /// A PostgreSQL server, if W1 or W3 is wanted and it is installed.
+    pub(crate) postgres: Option<PostgresServer>,
 }
 
 /// A local Redis Cluster and two backends on it: without and with

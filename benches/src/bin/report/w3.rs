@@ -1,5 +1,5 @@
 //! W3: the mixed workload on the `Backend` trait, on the embedded store in
-//! each durability mode and on Redis.
+//! each durability mode, on Redis and on PostgreSQL.
 
 use crate::Settings;
 use crate::stores::{modes, with_store};
@@ -49,6 +49,15 @@ pub(crate) fn run(
             eprintln!("W3 Redis Cluster{name}: {r:.0}");
             w3.push((format!("Redis Cluster 3+3, appendfsync everysec{name}"), r));
         }
+    }
+    if let Some(pg) = servers.postgres.as_ref().filter(|_| w3_on) {
+        let backend = pg.backend(rt, 64, "w3");
+        let r = idemstore_benches::mixed::run(rt, backend, 64, secs);
+        eprintln!("W3 PostgreSQL: {r:.0}");
+        w3.push((
+            "PostgreSQL 15, synchronous_commit on, idemstore-postgres (64 connections)".into(),
+            r,
+        ));
     }
     if w3_on {
         ratio_table(
