@@ -44,18 +44,25 @@ case "$cmd" in
     fi
     as_owner "$bin/initdb" -D "$dir/data" -U idem --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
+    # A free loopback port: the first that nothing answers on and the
+    # server can bind (another process may take a port between the check
+    # and the start: then the next one).
     port=""
     for p in $(shuf -i 20000-60000 -n 50); do
-      if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        continue
+      fi
+      if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-p $p -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB" \
+        start >/dev/null; then
         port=$p
         break
       fi
+      grep -q "could not bind\|Address already in use" "$dir/server.log" 2>/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
     done
-    [ -n "$port" ] || { echo "error: no free loopback port for PostgreSQL" >&2; exit 1; }
+    [ -n "$port" ] || { echo "error: PostgreSQL found no free loopback port" >&2; cat "$dir/server.log" >&2; exit 1; }
     echo "$port" >"$dir/port"
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB" \
-      start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U idem idem
     echo "postgres://idem@127.0.0.1:$port/idem"
     ;;

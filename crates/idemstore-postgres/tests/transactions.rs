@@ -416,3 +416,57 @@ async fn a_paused_database_gets_503s_and_serves_again_when_it_resumes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_begins_under_serializable_isolation_are_retried_and_reserve_once() {
+    // A database whose every transaction is SERIALIZABLE: concurrent
+    // statements on one row fail with serialization errors, which the
+    // backend retries instead of answering 503.
+    let server = Server::start();
+    let admin = sqlx::PgPool::connect(&server.url).await.unwrap();
+    sqlx::query("ALTER DATABASE idem SET default_transaction_isolation = 'serializable'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let cfg = PostgresConfig::default()
+        .lease(Duration::from_secs(30))
+        .retention(Duration::from_secs(60))
+        .timeout(Duration::from_secs(10))
+        .max_connections(16);
+    let b = PostgresBackend::connect(&server.url, cfg).await.unwrap();
+    let isolation: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(b.pool())
+        .await
+        .unwrap();
+    assert_eq!(isolation, "serializable");
+    for round in 0..5 {
+        let key = format!("race-{round}");
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (b, key) = (b.clone(), key.clone());
+                tokio::spawn(async move {
+                    b.begin(
+                        Tenant::new(b"acct"),
+                        Key::new(key.as_bytes()),
+                        Fingerprint::of(b"x"),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut reserved = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Outcome::Reserved(l)) => reserved.push(l),
+                Ok(Outcome::InFlight { .. }) => {}
+                Ok(other) => panic!("{}", label(&other)),
+                Err(e) => panic!("a racing begin failed instead of being retried: {e}"),
+            }
+        }
+        assert_eq!(reserved.len(), 1, "round {round}");
+        for l in reserved {
+            l.complete(Response::new(201, "v")).await.unwrap();
+        }
+    }
+}
