@@ -52,6 +52,7 @@ case "$cmd" in
       if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         continue
       fi
+      rm -f "$dir/server.log"
       if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-p $p -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB" \
         start >/dev/null; then
