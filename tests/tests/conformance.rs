@@ -16,7 +16,7 @@
 
 use idemstore::{Config, Fingerprint, Response, Store};
 use idemstore::{Key, Tenant};
-use idemstore_http::{Backend, BackendError, Lease, Outcome};
+use idemstore_http::{Backend, BackendError, Lease, Outcome, RECORD_ROOM};
 use idemstore_postgres::{PostgresBackend, PostgresConfig};
 use idemstore_redis::{RedisBackend, RedisConfig};
 use std::sync::Arc;
@@ -536,6 +536,44 @@ async fn a_response_the_format_cannot_hold_does_not_fit<B: Backend>(b: B) {
     l.complete(resp("v")).await.unwrap();
 }
 
+/// What `fits` accepts, `complete` stores and a retry replays, up to and
+/// past the backend's largest record: a lease that said yes and then
+/// failed to store would free the key after the handler ran.
+async fn what_fits_is_stored_and_what_does_not_is_refused_before<B: Backend>(b: B) {
+    let bound = b.max_response_body().unwrap_or(1 << 20);
+    let mut refused = 0;
+    for (i, extra) in [0, RECORD_ROOM / 2, RECORD_ROOM + 4096]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("k{i}");
+        let l = reserve(&b, "t", &key, "a").await;
+        // The body at the bound, and `extra` bytes of headers on top.
+        let r = Response::new(201, vec![7u8; bound]).with_header("x-pad", vec![b'p'; extra]);
+        match l.fits(&r) {
+            Ok(()) => {
+                l.complete(r).await.unwrap();
+                match b
+                    .begin(Tenant::new("t"), Key::new(&key), fp("a"))
+                    .await
+                    .unwrap()
+                {
+                    Outcome::Replay(s) => assert_eq!(s.response.body.len(), bound),
+                    other => panic!("{key}: expected a replay, got {}", describe(&other)),
+                }
+            }
+            Err(BackendError::TooLarge(_)) => {
+                refused += 1;
+                l.abort().await.unwrap();
+            }
+            Err(e) => panic!("{key}: {e}"),
+        }
+    }
+    if b.max_response_body().is_some() {
+        assert!(refused >= 1, "headers past the record's room must not fit");
+    }
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod embedded_backend {
@@ -643,5 +681,6 @@ suite!(
     an_abandoned_lease_keeps_its_key_until_the_lease_ends,
     in_flight_says_how_long_the_holder_has_run,
     a_response_the_format_cannot_hold_does_not_fit,
+    what_fits_is_stored_and_what_does_not_is_refused_before,
     a_replay_says_when_it_was_stored_and_when_it_expires,
 );

@@ -6,8 +6,9 @@ use std::path::Path;
 
 /// The configuration idemctl opens stores with: any key the service could
 /// have accepted. Nothing else of the service's matters: each segment names
-/// its own bucket, a release goes where the reservation's records are and a
-/// purge where the completion is.
+/// its own bucket, a release goes where the reservation's records are, a
+/// purge where the completion is, and the grace for expired keys (which
+/// decides what recovery may delete) is the one the directory keeps.
 pub(crate) fn config() -> Config {
     Config::default().key_len(1..=usize::from(u16::MAX))
 }

@@ -187,17 +187,9 @@ impl PostgresLease {
             expires_at: self.started_at.saturating_add(self.holder.retention),
             response,
         };
-        let record =
-            idemstore::codec::encode(&self.tenant, &self.key, self.holder.token_u64(), &stored)
-                .map_err(BackendError::TooLarge)?;
-        let max = self.holder.backend.0.config.max_record_bytes;
-        if record.len() > max {
-            return Err(BackendError::TooLarge(format!(
-                "the record is {} bytes; the backend stores at most {max} (PostgresConfig::max_record_bytes)",
-                record.len()
-            )));
-        }
-        Ok(record)
+        self.fits(&stored.response)?;
+        idemstore::codec::encode(&self.tenant, &self.key, self.holder.token_u64(), &stored)
+            .map_err(BackendError::TooLarge)
     }
 
     /// Stores `response` as the key's record inside the caller's
@@ -335,8 +327,17 @@ impl Lease for PostgresLease {
     }
 
     fn fits(&self, response: &Response) -> Result<(), BackendError> {
-        idemstore::codec::unencodable(response)
-            .map_or(Ok(()), |why| Err(BackendError::TooLarge(why)))
+        if let Some(why) = idemstore::codec::unencodable(response) {
+            return Err(BackendError::TooLarge(why));
+        }
+        let size = idemstore::codec::encoded_len(self.key.len(), response);
+        let max = self.holder.backend.0.config.max_record_bytes;
+        if size > max {
+            return Err(BackendError::TooLarge(format!(
+                "the record is {size} bytes; the backend stores at most {max} (PostgresConfig::max_record_bytes)"
+            )));
+        }
+        Ok(())
     }
 
     fn complete(

@@ -85,6 +85,13 @@ pub struct Config {
     /// each completion in it, fsynced before the file goes; the tombstone
     /// lives in the bucket of its own end. The index keeps one slot per
     /// such key until then.
+    ///
+    /// The directory keeps the grace (in `SEQFLOOR`, FORMAT.md), since it
+    /// decides what may be deleted: `None` works with the kept one (none
+    /// for a new directory), so a restart without the option or `idemctl`
+    /// never frees refused keys early. `Some(grace)` replaces it on a
+    /// writable open, durably before anything is deleted;
+    /// [`Config::free_expired_keys`] (`Some(Duration::ZERO)`) turns it off.
     pub refuse_expired_keys_for: Option<Duration>,
     /// The clock every expiry and lease decision reads.
     pub clock: Arc<dyn Clock>,
@@ -146,6 +153,12 @@ impl Config {
     /// Sets [`Config::refuse_expired_keys_for`].
     pub fn refuse_expired_keys_for(mut self, grace: Duration) -> Self {
         self.refuse_expired_keys_for = Some(grace);
+        self
+    }
+    /// Frees expired keys at once, and makes a writable open forget the
+    /// grace a directory kept (see [`Config::refuse_expired_keys_for`]).
+    pub fn free_expired_keys(mut self) -> Self {
+        self.refuse_expired_keys_for = Some(Duration::ZERO);
         self
     }
     /// The grace of [`Config::refuse_expired_keys_for`], zero when off.
@@ -240,10 +253,11 @@ impl Config {
         }
         if self
             .refuse_expired_keys_for
-            .is_some_and(|g| g < Duration::from_secs(1))
+            .is_some_and(|g| !g.is_zero() && g < Duration::from_secs(1))
         {
             return bad(
-                "refuse_expired_keys_for must be at least 1 s (leave it unset to free expired keys)"
+                "refuse_expired_keys_for must be at least 1 s (zero, free_expired_keys, frees \
+                 expired keys)"
                     .into(),
             );
         }

@@ -18,6 +18,11 @@
 //! The file is created once, by the first `open` that can, and then only
 //! overwritten in place: raising the floor needs no new disk space, so a
 //! full disk does not keep a compaction pass from deleting expired segments.
+//!
+//! The same slots keep the grace for expired keys, which decides what may be
+//! deleted (recovery and the compactor keep ended buckets within it). Every
+//! slot written carries the grace; changing it raises the floor by one, so
+//! the slot with the highest floor always holds the current grace.
 
 use crate::error::{Error, Result, advice};
 use crate::format::floor::{self, Decoded};
@@ -33,6 +38,8 @@ pub(crate) struct Floor {
     file: Option<Arc<dyn StorageFile>>,
     /// The slot holding `value` (the next raise overwrites the other one).
     current: usize,
+    /// The grace for expired keys that slot holds, in milliseconds (0: none).
+    grace_ms: u64,
 }
 
 impl Floor {
@@ -57,9 +64,10 @@ impl Floor {
             }
             file.read_exact_at(&mut slot, at).map_err(io)?;
             match floor::decode(&slot) {
-                Ok(Decoded::Floor(v)) if v >= f.value => {
-                    f.value = v;
+                Ok(Decoded::Floor { floor, grace_ms }) if floor >= f.value => {
+                    f.value = floor;
                     f.current = i;
+                    f.grace_ms = grace_ms;
                 }
                 Ok(Decoded::Newer(found)) => {
                     return Err(Error::UnsupportedVersion {
@@ -81,6 +89,28 @@ impl Floor {
         self.value
     }
 
+    /// The durable grace for expired keys, in milliseconds (0: none).
+    pub(crate) fn grace_ms(&self) -> u64 {
+        self.grace_ms
+    }
+
+    /// Makes the durable grace `grace_ms` before it returns, raising the
+    /// floor by one (creating the file if there is none). On an error the
+    /// durable grace is unchanged, or already `grace_ms`.
+    pub(crate) fn set_grace(&mut self, storage: &dyn Storage, grace_ms: u64) -> io::Result<()> {
+        if grace_ms == self.grace_ms {
+            return Ok(());
+        }
+        let old = self.grace_ms;
+        self.grace_ms = grace_ms;
+        let to = self.value.saturating_add(1);
+        let raised = self.raise(storage, to);
+        if raised.is_err() {
+            self.grace_ms = old;
+        }
+        raised
+    }
+
     /// Creates the floor file if there is none yet (the only time the floor
     /// needs disk space), holding the current floor; the file and the
     /// directory are fsynced before it returns.
@@ -93,7 +123,7 @@ impl Floor {
         remove_if_present(storage, floor::FILE_NAME)?;
         let file = storage.create(floor::FILE_NAME)?;
         let mut bytes = vec![0u8; usize::try_from(floor::FILE_LEN).unwrap_or(0)];
-        bytes[..floor::LEN].copy_from_slice(&floor::encode(self.value));
+        bytes[..floor::LEN].copy_from_slice(&floor::encode(self.value, self.grace_ms));
         let written = file
             .write_all_at(&bytes, 0)
             .and_then(|()| file.sync_data())
@@ -128,7 +158,7 @@ impl Floor {
             return Ok(());
         };
         let next = 1 - self.current;
-        file.write_all_at(&floor::encode(to), floor::SLOTS[next])?;
+        file.write_all_at(&floor::encode(to, self.grace_ms), floor::SLOTS[next])?;
         file.sync_data()?;
         self.value = to;
         self.current = next;
@@ -158,8 +188,8 @@ mod tests {
         let b = slots(&st);
         let at = |i: usize| usize::try_from(floor::SLOTS[i]).unwrap();
         // Slot 0 held 0, then 9; slot 1 holds 7.
-        assert_eq!(b[at(0)..at(0) + floor::LEN], floor::encode(9));
-        assert_eq!(b[at(1)..at(1) + floor::LEN], floor::encode(7));
+        assert_eq!(b[at(0)..at(0) + floor::LEN], floor::encode(9, 0));
+        assert_eq!(b[at(1)..at(1) + floor::LEN], floor::encode(7, 0));
         // Durable: a power cut right after keeps it.
         assert_eq!(Floor::load(&st.crash(0)).unwrap().value(), 9);
     }
@@ -199,5 +229,45 @@ mod tests {
         assert_eq!(st.list().unwrap(), vec![floor::FILE_NAME.to_owned()]);
         assert_eq!(slots(&st).len() as u64, floor::FILE_LEN);
         assert_eq!(Floor::load(&st).unwrap().value(), 49);
+    }
+
+    #[test]
+    fn the_grace_survives_raises_and_power_cuts_and_a_torn_change_keeps_one_of_the_two() {
+        use crate::storage::{EIO, Fault, FaultOn, FaultyStorage};
+        let st = MemStorage::new();
+        let mut f = Floor::load(&st).unwrap();
+        f.set_grace(&st, 5000).unwrap();
+        f.raise(&st, 40).unwrap();
+        f.raise(&st, 41).unwrap();
+        let st = st.crash(0);
+        let mut f = Floor::load(&st).unwrap();
+        assert_eq!((f.value(), f.grace_ms()), (41, 5000));
+        f.set_grace(&st, 0).unwrap();
+        let back = Floor::load(&st.crash(1)).unwrap();
+        assert_eq!((back.value(), back.grace_ms()), (42, 0));
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let mem = MemStorage::new();
+            let st = FaultyStorage::new(Arc::new(mem.clone()));
+            let mut f = Floor::load(&st).unwrap();
+            f.set_grace(&st, 7000).unwrap();
+            f.raise(&st, 9).unwrap();
+            st.faults().inject(Fault {
+                on: FaultOn::Sync,
+                after: 0,
+                errno: EIO,
+            });
+            assert!(f.set_grace(&st, 60_000).is_err());
+            assert_eq!(f.grace_ms(), 7000, "a failed change leaves the grace");
+            let after = Floor::load(&mem.crash(seed)).unwrap();
+            assert!(
+                matches!((after.value(), after.grace_ms()), (9, 7000) | (10, 60_000)),
+                "{} {}",
+                after.value(),
+                after.grace_ms()
+            );
+            seen.insert(after.grace_ms());
+        }
+        assert_eq!(seen.len(), 2, "both outcomes occur: {seen:?}");
     }
 }

@@ -200,9 +200,9 @@ impl Verifier<'_> {
                 continue;
             }
             match floor::decode(&slot) {
-                Ok(floor::Decoded::Floor(v)) => {
+                Ok(floor::Decoded::Floor { floor, .. }) => {
                     intact += 1;
-                    self.report.floor = self.report.floor.max(v);
+                    self.report.floor = self.report.floor.max(floor);
                 }
                 Ok(floor::Decoded::Newer(found)) => self.problem(
                     floor::FILE_NAME,

@@ -1,8 +1,9 @@
 //! `Config::refuse_expired_keys_for`: a key whose record expired is refused
 //! for a grace period instead of running again, from its expired completion
 //! and then from the tombstone the compactor writes before it deletes the
-//! completion's segment; across restarts, a full disk, a purge, and a store
-//! reopened without the option.
+//! completion's segment; across restarts, a full disk, a purge, a store
+//! reopened without naming a grace (the directory keeps it) and one that
+//! turns it off.
 
 #![allow(clippy::unwrap_used)]
 
@@ -223,19 +224,69 @@ fn a_purge_frees_a_refused_key_for_good() {
 }
 
 #[test]
-fn without_the_option_a_store_with_tombstones_frees_their_keys() {
+fn an_open_that_does_not_name_a_grace_keeps_the_directorys_until_it_is_turned_off() {
     let c = clock();
     let st = MemStorage::new();
     let store = Store::open_with_storage(Arc::new(st.clone()), refusing(&c)).unwrap();
-    reserve(&store, "t", "k", fp("a"))
-        .complete(response("v"))
-        .unwrap();
+    for key in ["compacted", "in-ended-bucket"] {
+        reserve(&store, "t", key, fp("a"))
+            .complete(response("v"))
+            .unwrap();
+    }
     c.advance(DAY + Duration::from_secs(2 * 3600));
-    assert_eq!(store.compact_now().unwrap().tombstones_written, 1);
+    // One completion is now only a tombstone; the other's bucket ended
+    // but is still on disk, within the grace.
+    assert_eq!(store.compact_now().unwrap().tombstones_written, 2);
+    store.close().unwrap();
+    // An open that says nothing of the grace (idemctl, a restart without
+    // the option) works with the kept one: recovery and compaction delete
+    // nothing the refusal needs.
+    for _ in 0..2 {
+        let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+        store.compact_now().unwrap();
+        expired(&store, "compacted");
+        store.close().unwrap();
+    }
+    let reader = Store::open_read_only_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
+    expired(&reader, "compacted");
+    drop(reader);
+    // Turned off, on purpose: the keys are free, and stay so at the next
+    // open that does not say.
+    let off = config(&c).free_expired_keys();
+    let store = Store::open_with_storage(Arc::new(st.clone()), off).unwrap();
+    assert_eq!(store.recovery_report().completed_live, 0);
     store.close().unwrap();
     let store = Store::open_with_storage(Arc::new(st.clone()), config(&c)).unwrap();
-    assert!(matches!(begin(&store, "t", "k", "a"), Begin::Reserved(_)));
-    assert_eq!(store.recovery_report().completed_live, 0);
+    assert!(matches!(
+        begin(&store, "t", "compacted", "a"),
+        Begin::Reserved(_)
+    ));
+}
+
+#[test]
+fn a_store_without_a_grace_writes_the_floor_a_build_without_one_reads() {
+    let c = clock();
+    let st = MemStorage::new();
+    Store::open_with_storage(Arc::new(st.clone()), config(&c))
+        .unwrap()
+        .close()
+        .unwrap();
+    let floor = st.file_bytes("SEQFLOOR").unwrap();
+    assert_eq!(
+        u16::from_le_bytes([floor[8], floor[9]]),
+        1,
+        "floor version 1"
+    );
+    Store::open_with_storage(Arc::new(st.clone()), refusing(&c))
+        .unwrap()
+        .close()
+        .unwrap();
+    let floor = st.file_bytes("SEQFLOOR").unwrap();
+    let versions: Vec<u16> = [0, 4096]
+        .into_iter()
+        .map(|at| u16::from_le_bytes([floor[at + 8], floor[at + 9]]))
+        .collect();
+    assert!(versions.contains(&2), "{versions:?}");
 }
 
 #[test]

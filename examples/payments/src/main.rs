@@ -114,8 +114,9 @@ struct Args {
     /// For this long after a key's record expires, a retry with the key is
     /// refused (422, code key-expired: use a new key) instead of running
     /// again. Off by default: the public payment APIs run a request again
-    /// once its key expired.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    /// once its key expired. The embedded store's directory keeps the grace:
+    /// a restart without the flag keeps refusing; `0s` turns it off.
+    #[arg(long, value_name = "DURATION", value_parser = duration_or_zero)]
     refuse_expired_keys_for: Option<Duration>,
 
     /// Width of the store's expiry buckets: records expiring within one
@@ -160,6 +161,11 @@ fn duration(s: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(format!("{e} (write e.g. 500ms, 30s or 1h)")),
     }
+}
+
+/// A duration where zero means "off".
+fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 0s, 30s or 7d)"))
 }
 
 impl Args {
@@ -215,7 +221,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .lease(args.lease)
             .retention(args.retention)
             .wait_replicas(args.redis_wait, args.redis_wait_timeout);
-        c.refuse_expired_keys_for = args.refuse_expired_keys_for;
+        c.refuse_expired_keys_for = args.refuse_expired_keys_for.filter(|g| !g.is_zero());
         c
     };
     let waits = match args.redis_wait {

@@ -33,11 +33,50 @@ pub fn unencodable(response: &Response) -> Option<String> {
     record::unencodable(response)
 }
 
+/// How many bytes [`encode`] writes for `response` under a key of
+/// `key_len` bytes, without encoding it (what a backend compares with its
+/// largest record before the response is stored).
+pub fn encoded_len(key_len: usize, response: &Response) -> usize {
+    record::completed_payload_len(key_len, response)
+}
+
 /// Decodes what [`encode`] wrote: (tenant digest, key, record), or why not.
 pub fn decode(bytes: &[u8]) -> Result<(TenantDigest, Vec<u8>, StoredResponse), String> {
     let rec = Record::decode(bytes).map_err(|e| e.to_string())?;
     match rec.body {
         Body::Completed(s) => Ok((rec.tenant, rec.key, s)),
         _ => Err("not a completed record".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::scope::Fingerprint;
+
+    #[test]
+    fn encoded_len_is_the_length_encode_writes() {
+        for (key, headers, body) in [
+            (&b"k"[..], 0, 0),
+            (&b"a-longer-key-0123456789"[..], 3, 1000),
+            (&[7u8; 255][..], 17, 70_000),
+        ] {
+            let mut response = Response::new(201, vec![1u8; body]);
+            for i in 0..headers {
+                response
+                    .headers
+                    .push((format!("x-h{i}"), vec![b'v'; i * 13]));
+            }
+            let stored = StoredResponse {
+                fingerprint: Fingerprint::of(b"r"),
+                started_at: Timestamp(1),
+                completed_at: Timestamp(2),
+                expires_at: Timestamp(3),
+                response: response.clone(),
+            };
+            let bytes = encode(&TenantDigest::of(b"t"), key, 9, &stored).unwrap();
+            assert_eq!(encoded_len(key.len(), &response), bytes.len());
+        }
     }
 }

@@ -33,7 +33,7 @@ pub(crate) use read::{MAX_SEGMENT_FILE, Mode};
 use shards::{Candidates, Judge, build_shards};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) struct Recovered {
     pub(crate) index: Index,
@@ -41,6 +41,8 @@ pub(crate) struct Recovered {
     /// Above every sequence number on disk and at least the durable floor.
     pub(crate) next_seq: u64,
     pub(crate) floor: Floor,
+    /// The grace for expired keys in effect (see [`effective_grace`]).
+    pub(crate) grace: std::time::Duration,
     pub(crate) next_segment_id: u32,
     pub(crate) report: RecoveryReport,
 }
@@ -59,14 +61,23 @@ pub(crate) fn recover(
 
     let listing = listing::list(storage, &dir)?;
     let mut floor = Floor::load(storage)?;
+    let grace = effective_grace(config.refuse_expired_keys_for, floor.grace_ms());
     let removed_any = match mode {
         Mode::Repair => {
             // Created now, while there is room, so that raising it later
             // never needs any; if that fails, the first raise creates it.
             let _ = floor.create(storage);
+            // Durable before anything is deleted on the strength of it.
+            floor
+                .set_grace(storage, grace_ms(grace))
+                .map_err(|e| io("writing the grace for expired keys (SEQFLOOR) in", e))?;
             listing::remove_orphaned_hints(storage, &dir, &listing)?
         }
         Mode::ReadOnly => false,
+    };
+    let config = &Config {
+        refuse_expired_keys_for: Some(grace),
+        ..config.clone()
     };
     let listing::Listing {
         names,
@@ -165,9 +176,23 @@ pub(crate) fn recover(
         segments,
         next_seq: max_seq.saturating_add(1).max(floor.value()),
         floor,
+        grace,
         next_segment_id,
         report,
     })
+}
+
+/// The grace for expired keys an open works with: the configured one if
+/// set (zero: none), else the one the directory keeps. Recovery and the
+/// compactor keep every ended bucket within it, so an open that did not say
+/// (idemctl, a restart without the option) never frees refused keys.
+fn effective_grace(configured: Option<Duration>, kept_ms: u64) -> Duration {
+    configured.unwrap_or(Duration::from_millis(kept_ms))
+}
+
+/// A grace in whole milliseconds, rounded up.
+fn grace_ms(grace: Duration) -> u64 {
+    u64::try_from(grace.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// A [`Storage::read_ahead`] thread, stopped and joined when dropped.

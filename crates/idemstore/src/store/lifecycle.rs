@@ -161,6 +161,10 @@ impl Store {
         let rec = recovery::recover(storage.as_ref(), &config, now, Mode::Repair)?;
         last_open::write(storage.as_ref(), &rec.report, now);
         let compaction_interval = config.compaction_interval;
+        let config = Config {
+            refuse_expired_keys_for: Some(rec.grace),
+            ..config
+        };
         let shared = Arc::new(Shared::new(
             config,
             storage,
@@ -252,6 +256,10 @@ impl Store {
         let previous_open = last_open::read(storage.as_ref());
         let rec = recovery::recover(storage.as_ref(), &config, now, Mode::ReadOnly)?;
         let dir = storage.location();
+        let config = Config {
+            refuse_expired_keys_for: Some(rec.grace),
+            ..config
+        };
         let mut shared = Shared::new(
             config,
             storage,
