@@ -3,6 +3,7 @@
 
 use crate::config::PostgresConfig;
 use crate::sql;
+use crate::unsettled::{self, Unsettled};
 use idemstore::TenantDigest;
 use idemstore::internals::default_index_hash;
 use idemstore_http::BackendError;
@@ -26,13 +27,16 @@ pub(crate) struct Inner {
     pub(crate) config: PostgresConfig,
     /// Completions being retried in the background.
     pub(crate) deferred: AtomicUsize,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
+    /// Begins whose reply was lost, freed in the background.
+    pub(crate) unsettled: Arc<Unsettled>,
+    /// The sweeper and the task freeing `unsettled`.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(s) = self.sweeper.take() {
-            s.abort();
+        for t in self.tasks.drain(..) {
+            t.abort();
         }
     }
 }
@@ -120,11 +124,18 @@ impl PostgresBackend {
             config.sweep_interval,
             config.sweep_batch,
         ));
+        let unsettled = Arc::new(Unsettled::default());
+        let freer = tokio::spawn(unsettled::free_forever(
+            pool.clone(),
+            unsettled.clone(),
+            config.timeout,
+        ));
         Ok(PostgresBackend(Arc::new(Inner {
             pool,
             config,
             deferred: AtomicUsize::new(0),
-            sweeper: Some(sweeper),
+            unsettled,
+            tasks: vec![sweeper, freer],
         })))
     }
 

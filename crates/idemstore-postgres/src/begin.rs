@@ -18,10 +18,6 @@ fn random_nonce() -> i64 {
     i64::from_ne_bytes(h.finish().to_ne_bytes())
 }
 
-/// How often a failed `begin` tries to free the reservation it may have
-/// made.
-const ABORT_RETRY: Duration = Duration::from_millis(250);
-
 /// A row as the begin statement returns it.
 struct Seen {
     state: i8,
@@ -35,6 +31,19 @@ struct Seen {
     completed_at: Option<i64>,
     expires_at: Option<i64>,
     now: i64,
+}
+
+impl Seen {
+    /// True for an existing row the snapshot shows free, by the insert's
+    /// `WHERE` at the same `now()`: the insert judged a newer version of it,
+    /// which this row is not. Times are whole milliseconds here, so only a
+    /// time a whole millisecond before `now` counts as passed.
+    fn is_stale(&self) -> bool {
+        self.state != b'r' as i8
+            && (self.state == b'a' as i8
+                || self.expires_at.is_some_and(|e| e < self.now)
+                || (self.state == b'p' as i8 && self.lease_end < self.now))
+    }
 }
 
 fn millis(n: i64) -> Duration {
@@ -107,25 +116,10 @@ impl Backend for PostgresBackend {
                 Ok(seen) => seen,
                 Err(e) => {
                     // The reply may be what was lost, or the statement may
-                    // still run (a paused server resumes it): free the
-                    // reservation it makes, by its nonce, until the lease
-                    // would have ended anyway (nothing ran; the client is
-                    // told 503).
-                    let pool = this.0.pool.clone();
-                    let (timeout, lease) = (c.timeout, c.lease);
-                    tokio::spawn(async move {
-                        let until = tokio::time::Instant::now() + lease;
-                        while tokio::time::Instant::now() < until {
-                            let q = sqlx::query(sql::ABORT_BY_NONCE).bind(&digest).bind(nonce);
-                            if let Ok(Ok(done)) =
-                                tokio::time::timeout(timeout, q.execute(&pool)).await
-                                && done.rows_affected() > 0
-                            {
-                                return;
-                            }
-                            tokio::time::sleep(ABORT_RETRY.min(lease)).await;
-                        }
-                    });
+                    // still run (a paused server resumes it): the
+                    // reservation it makes is freed by its nonce (nothing
+                    // ran; the client is told 503).
+                    this.0.unsettled.add(digest, nonce, c.lease);
                     return Err(e);
                 }
             };
@@ -150,7 +144,10 @@ impl PostgresBackend {
         // reserved is looked at once more: the statement may have waited
         // for the holder's transaction (a completion inside the caller's
         // transaction) and still read the reservation from its snapshot;
-        // the second statement reads the commit, and replays it.
+        // the second statement reads the commit, and replays it. A row the
+        // snapshot shows free (aborted, expired, a lease that ended) was
+        // not free for the insert's half, which judges the newest version:
+        // another session changed it since; run it again.
         let mut looked_again = false;
         for _ in 0..8 {
             let row = retrying(c.timeout, "begin", || {
@@ -172,7 +169,7 @@ impl PostgresBackend {
                 looked_again = true;
                 continue;
             }
-            return Ok(Seen {
+            let seen = Seen {
                 state,
                 token: row.try_get("token").map_err(get)?,
                 started_at: row.try_get("started_at").map_err(get)?,
@@ -184,7 +181,11 @@ impl PostgresBackend {
                 completed_at: row.try_get("completed_at").map_err(get)?,
                 expires_at: row.try_get("expires_at").map_err(get)?,
                 now: row.try_get("now").map_err(get)?,
-            });
+            };
+            if seen.is_stale() {
+                continue;
+            }
+            return Ok(seen);
         }
         Err(unavailable(
             "begin",

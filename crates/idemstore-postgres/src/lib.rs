@@ -83,7 +83,8 @@
 //!   [`PostgresConfig::timeout`] (waiting for a connection included). A
 //!   `begin` that fails is a 503 and the handler does not run; if its reply
 //!   was lost after the row was written, the reservation is freed by its
-//!   nonce in the background.
+//!   nonce in the background: one batched statement every 250 ms for all
+//!   such begins, until freed or their lease would have ended.
 //! - Serialization failures and deadlocks of the backend's own statements
 //!   are retried (a few times, within the timeout).
 //! - A completion the database does not take is kept and retried in the
@@ -95,13 +96,15 @@
 //!
 //! `config` ([`PostgresConfig`]), `backend` ([`PostgresBackend`]: pool,
 //! schema, sweeper), `begin` (the [`Backend`](idemstore_http::Backend)
-//! impl), `lease` ([`PostgresLease`], [`Coupled`]), `sql` (the statements).
+//! impl), `lease` ([`PostgresLease`], [`Coupled`]), `unsettled` (begins
+//! whose reply was lost, freed in batches), `sql` (the statements).
 
 mod backend;
 mod begin;
 mod config;
 mod lease;
 mod sql;
+mod unsettled;
 
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;

@@ -76,11 +76,14 @@ SELECT (SELECT count(*) FROM done)
          WHERE key_digest = $1 AND token = $2 AND nonce = $3 AND state = 'a')
 "#;
 
-/// Frees the reservation a `begin` made if it made one, known by its nonce
-/// alone (the reply to that `begin` was lost). `$1` key digest, `$2` nonce.
-pub(crate) const ABORT_BY_NONCE: &str = r#"
-UPDATE idemstore_records SET state = 'a', record = NULL
- WHERE key_digest = $1 AND nonce = $2 AND state = 'p'
+/// Frees the reservations failed `begin`s made, if they made any, each
+/// known by its key digest and nonce alone (the reply was lost); returns
+/// those freed. `$1` key digests, `$2` their nonces.
+pub(crate) const ABORT_BY_NONCES: &str = r#"
+UPDATE idemstore_records AS r SET state = 'a', record = NULL
+  FROM unnest($1::bytea[], $2::int8[]) AS u(key_digest, nonce)
+ WHERE r.key_digest = u.key_digest AND r.nonce = u.nonce AND r.state = 'p'
+RETURNING r.key_digest, r.nonce
 "#;
 
 /// Extends the lease (1), fenced. `$1` key digest, `$2` token, `$3` nonce,

@@ -470,3 +470,47 @@ async fn racing_begins_under_serializable_isolation_are_retried_and_reserve_once
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begins_racing_takeovers_of_a_freed_key_never_fail_on_an_old_snapshot() {
+    // Each task takes the key when it is free and frees it at once: a begin
+    // whose snapshot still shows the key freed (or its lease over) while a
+    // newer version holds it must look again, never answer 503.
+    let b = PostgresBackend::connect(&url(), config().max_connections(8))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let mut reserved = 0;
+                for _ in 0..150 {
+                    match b
+                        .begin(
+                            Tenant::new(b"acct"),
+                            Key::new(b"hot"),
+                            Fingerprint::of(b"x"),
+                        )
+                        .await
+                    {
+                        Ok(Outcome::Reserved(l)) => {
+                            reserved += 1;
+                            l.abort().await.unwrap();
+                        }
+                        Ok(Outcome::InFlight { lease_left, .. }) => {
+                            assert!(!lease_left.is_zero(), "in flight with its lease over");
+                        }
+                        Ok(other) => panic!("{}", label(&other)),
+                        Err(e) => panic!("a begin failed: {e}"),
+                    }
+                }
+                reserved
+            })
+        })
+        .collect();
+    let mut reserved = 0;
+    for t in tasks {
+        reserved += t.await.unwrap();
+    }
+    assert!(reserved > 0);
+}

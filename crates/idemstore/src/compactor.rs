@@ -89,7 +89,17 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     rx.recv().map_err(|_| Error::Closed)?;
     // Keys still refused after their bucket ended keep a tombstone: durable
     // before the files go (else a retry would run again).
-    report.tombstones_written = tombstones::write(shared, writer, &ids, now)?;
+    let tombstoned = tombstones::write(shared, writer, &ids, now)?;
+    report.tombstones_written = tombstoned.tombstones;
+    let ids: Vec<u32> = ids
+        .into_iter()
+        .filter(|id| !tombstoned.kept.contains(id))
+        .collect();
+    // A segment kept for a completion that could not be read fails the
+    // pass with that error once the others are gone (a compaction error in
+    // `Stats`); its key is refused meanwhile, and the segment goes once its
+    // bucket ended longer than the grace ago, or the key is purged.
+    let mut first_error = tombstoned.first_error;
     // These segments may hold the highest sequence numbers used so far: the
     // floor must be above them before they go (else a restart could hand
     // out fencing tokens already used).
@@ -100,7 +110,6 @@ pub(crate) fn compact_once(shared: &Shared, writer: &Sender<Msg>) -> Result<Comp
     shared.index.for_each_shard(|s| {
         report.index_entries_dropped += s.drop_completed(|slot| gone.contains(&slot.seg)) as u64;
     });
-    let mut first_error = None;
     for seg in &removed {
         report.bytes_freed += seg.len.load(Ordering::Relaxed);
         // The hint goes first: a hint never outlives its segment.

@@ -11,7 +11,11 @@
 //!   outranks it;
 //! - the segments go only after every tombstone of theirs is durable: a
 //!   failed or torn write leaves the files (and the completions, which
-//!   refuse their keys by themselves) for the next pass.
+//!   refuse their keys by themselves) for the next pass;
+//! - a completion that cannot be read (damage, an I/O error) keeps its
+//!   segment, not the whole pass: the other segments go, and the kept one
+//!   goes once its bucket ended longer than the grace ago, when no key in
+//!   it can be refused any more.
 
 use crate::clock::Timestamp;
 use crate::commit::{Commit, Completer};
@@ -28,39 +32,70 @@ use std::sync::atomic::Ordering;
 /// memory of a pass over a bucket of millions of keys.
 const CHUNK: usize = 4096;
 
+/// What [`write`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// Tombstones written, all durable.
+    pub(crate) tombstones: u64,
+    /// Segments to keep this pass: a completion in them could not be read.
+    pub(crate) kept: HashSet<u32>,
+    /// The first read error behind `kept`.
+    pub(crate) first_error: Option<Error>,
+}
+
 /// Writes the tombstones of the completions indexed in segments `ids`
-/// (whose buckets ended at or before `now`) and returns how many, once all
-/// are durable. Nothing to do without a grace.
+/// (whose buckets ended at or before `now`) once all are durable. Nothing
+/// to do without a grace, nor for a segment whose bucket ended longer than
+/// the grace ago. An error reading a completion keeps its segment (see
+/// [`Written::kept`]); any other error fails the pass.
 pub(crate) fn write(
     shared: &Shared,
     writer: &Sender<Msg>,
     ids: &[u32],
     now: Timestamp,
-) -> Result<u64> {
+) -> Result<Written> {
     let grace = shared.config.grace();
+    let mut out = Written::default();
     if grace.is_zero() {
-        return Ok(0);
+        return Ok(out);
     }
-    let ending: HashSet<u32> = ids.iter().copied().collect();
+    let ending: HashSet<u32> = ids
+        .iter()
+        .copied()
+        .filter(|&id| {
+            shared
+                .segments
+                .get(id)
+                .is_some_and(|seg| seg.header.bucket_end.saturating_add(grace) > now)
+        })
+        .collect();
     let mut slots = Vec::new();
     shared.index.for_each_shard(|s| {
         slots.extend(s.completed_slots_where(|slot| ending.contains(&slot.seg)));
     });
-    let mut written = 0u64;
     for chunk in slots.chunks(CHUNK) {
         let mut commits = Vec::with_capacity(chunk.len());
         for &slot in chunk {
-            if let Some(c) = submit(shared, writer, slot, now)? {
-                commits.push(c);
+            if out.kept.contains(&slot.seg) {
+                continue;
+            }
+            match submit(shared, writer, slot, now) {
+                Ok(Some(c)) => commits.push(c),
+                Ok(None) => {}
+                Err(Unreadable(e)) => {
+                    out.kept.insert(slot.seg);
+                    out.first_error.get_or_insert(e);
+                }
+                Err(Failed(e)) => return Err(e),
             }
         }
         let n = commits.len() as u64;
         for c in commits {
             c.wait()?;
         }
-        written += n;
+        out.tombstones += n;
     }
-    if written > 0 {
+    if out.tombstones > 0 {
         // Durable in every mode before a file goes.
         let (c, commit) = Completer::new();
         shared.submit(writer, Msg::Flush(c))?;
@@ -68,10 +103,19 @@ pub(crate) fn write(
         shared
             .counters
             .tombstones_written
-            .fetch_add(written, Ordering::Relaxed);
+            .fetch_add(out.tombstones, Ordering::Relaxed);
     }
-    Ok(written)
+    Ok(out)
 }
+
+/// Why a tombstone was not submitted.
+enum NotSubmitted {
+    /// The completion could not be read: keep its segment.
+    Unreadable(Error),
+    /// The writer failed: fail the pass.
+    Failed(Error),
+}
+use NotSubmitted::{Failed, Unreadable};
 
 /// Submits the tombstone of the completion at `slot`, if its key is still
 /// refused after `now` and the slot still holds it.
@@ -80,15 +124,19 @@ fn submit(
     writer: &Sender<Msg>,
     slot: Slot,
     now: Timestamp,
-) -> Result<Option<Commit>> {
+) -> std::result::Result<Option<Commit>, NotSubmitted> {
     let Some(seg) = shared.segments.get(slot.seg) else {
         return Ok(None);
     };
-    let payload = seg.read_payload(slot.off, &shared.dir)?;
-    let rec = Record::decode(&payload).map_err(|e| Error::Corrupt {
-        path: shared.dir.join(&seg.name),
-        offset: u64::from(slot.off),
-        reason: e.to_string(),
+    let payload = seg
+        .read_payload(slot.off, &shared.dir)
+        .map_err(Unreadable)?;
+    let rec = Record::decode(&payload).map_err(|e| {
+        Unreadable(Error::Corrupt {
+            path: shared.dir.join(&seg.name),
+            offset: u64::from(slot.off),
+            reason: e.to_string(),
+        })
     })?;
     // A tombstone in an ended bucket has ended too (it lives in the bucket
     // of its end).
@@ -112,18 +160,20 @@ fn submit(
         until,
     };
     let (done, commit) = Completer::new();
-    shared.submit(
-        writer,
-        Msg::Append(Append {
-            bucket: shared.bucket(until),
-            frame: frame_record(seq, &rec.tenant, &rec.key, rec.token, &body),
-            entry: entry_of(ik, seq, &body),
-            install: Some(Install::Tombstone {
-                key: ik,
-                replaces: slot,
+    shared
+        .submit(
+            writer,
+            Msg::Append(Append {
+                bucket: shared.bucket(until),
+                frame: frame_record(seq, &rec.tenant, &rec.key, rec.token, &body),
+                entry: entry_of(ik, seq, &body),
+                install: Some(Install::Tombstone {
+                    key: ik,
+                    replaces: slot,
+                }),
+                done: Some(done),
             }),
-            done: Some(done),
-        }),
-    )?;
+        )
+        .map_err(Failed)?;
     Ok(Some(commit))
 }

@@ -319,3 +319,69 @@ fn a_grace_under_a_second_is_refused_at_open() {
     .unwrap_err();
     assert!(err.to_string().contains("refuse_expired_keys_for"), "{err}");
 }
+
+#[test]
+fn an_unreadable_completion_keeps_only_its_segment_and_its_key_never_runs() {
+    let c = clock();
+    let st = MemStorage::new();
+    let cfg = || refusing(&c).max_record_bytes(4096).max_segment_bytes(8192);
+    let store = Store::open_with_storage(Arc::new(st.clone()), cfg()).unwrap();
+    let body = |k: &str| k.repeat(3000 / k.len());
+    for k in ["damaged!", "b1", "b2", "b3", "b4"] {
+        reserve(&store, "t", k, fp("a"))
+            .complete(idemstore::Response::new(201, body(k)))
+            .unwrap();
+    }
+    store.close().unwrap();
+    let segs = |st: &MemStorage| -> Vec<String> {
+        let mut v: Vec<String> = st
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = segs(&st);
+    assert!(before.len() >= 3, "{before:?}");
+    // Flip a byte of the first completion's body on disk: its checksum
+    // fails when it is read (the hint still lists it).
+    let needle = body("damaged!");
+    let (damaged, at) = before
+        .iter()
+        .find_map(|n| {
+            let b = st.file_bytes(n).unwrap();
+            b.windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|p| (n.clone(), p))
+        })
+        .unwrap();
+    let mut bytes = st.file_bytes(&damaged).unwrap();
+    bytes[at + 100] ^= 0x40;
+    st.put_file(&damaged, bytes);
+
+    let store = Store::open_with_storage(Arc::new(st.clone()), cfg()).unwrap();
+    c.advance(DAY + Duration::from_secs(2 * 3600));
+    let err = store.compact_now().unwrap_err();
+    assert!(matches!(err, idemstore::Error::Corrupt { .. }), "{err}");
+    let after = segs(&st);
+    assert!(after.contains(&damaged), "the damaged segment was deleted");
+    assert!(
+        after.len() < before.len(),
+        "the other segments must go: {before:?} -> {after:?}"
+    );
+    // Neither the damaged key nor the others run again.
+    assert!(
+        store
+            .begin(Tenant::new("t"), Key::new("damaged!"), fp("a"))
+            .is_err()
+    );
+    for k in ["b1", "b2", "b3", "b4"] {
+        expired(&store, k);
+    }
+    // Once the grace of its bucket ended, nothing in it is refused: it goes.
+    c.advance(GRACE + Duration::from_secs(2 * 3600));
+    store.compact_now().unwrap();
+    assert!(!segs(&st).contains(&damaged));
+}
