@@ -14,13 +14,15 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// Gives each logical request (a `POST` or `PATCH` through the client) an
 /// `Idempotency-Key` once, keeps it across every retry, and retries with
 /// exponential backoff and full jitter on connection errors and timeouts,
-/// 409, 429 and 503, honouring `Retry-After`; never 400 or 422, nor any
-/// other answer (see [`RetryPolicy`] for the bounds).
+/// 409, 429 and 503, honouring `Retry-After`; never 400 or 422, a replayed
+/// answer (`Idempotent-Replayed`), nor any other answer (see
+/// [`RetryPolicy`] for the bounds).
 ///
 /// A request that already carries the key header keeps its key. With a
 /// [`KeyStore`], a request named with a [`LogicalRequest`] extension gets
 /// the key kept for that name (made and kept before its first attempt,
-/// forgotten once it ends), so a client that restarts resumes it.
+/// forgotten once it ends with an answer), so a client that restarts, or
+/// a request given up with its outcome unknown, resumes it.
 /// Requests whose body cannot be cloned (a stream) are sent once.
 #[derive(Clone, Debug)]
 pub struct IdempotentRetry {
@@ -124,6 +126,11 @@ fn transient(e: &reqwest_middleware::Error) -> bool {
     }
 }
 
+/// Whether an error means the request never left (it could not be built).
+fn never_sent(e: &reqwest_middleware::Error) -> bool {
+    matches!(e, reqwest_middleware::Error::Reqwest(e) if e.is_builder())
+}
+
 #[async_trait::async_trait]
 impl Middleware for IdempotentRetry {
     async fn handle(
@@ -145,12 +152,14 @@ impl Middleware for IdempotentRetry {
             // A body that cannot be cloned is sent once.
             let Some(this) = req.try_clone() else {
                 let r = next.run(req, extensions).await;
-                self.ended(extensions);
+                if r.as_ref().map_or_else(never_sent, |_| true) {
+                    self.ended(extensions);
+                }
                 return r;
             };
             let result = next.clone().run(this, extensions).await;
             let pause = match &result {
-                Ok(resp) if retryable(resp.status()) => {
+                Ok(resp) if retryable(resp.status(), resp.headers()) => {
                     match retry_after(resp.headers(), SystemTime::now()) {
                         Some(d) if d > self.policy.max_retry_after => None,
                         Some(d) => Some(d),
@@ -162,8 +171,12 @@ impl Middleware for IdempotentRetry {
                     return result;
                 }
                 Err(e) if transient(e) => Some(self.policy.backoff_after(attempt)),
-                Err(_) => {
-                    self.ended(extensions);
+                Err(e) => {
+                    // Not retried. Unless it was never sent, its outcome is
+                    // unknown: a named request keeps its key for the next try.
+                    if never_sent(e) {
+                        self.ended(extensions);
+                    }
                     return result;
                 }
             };

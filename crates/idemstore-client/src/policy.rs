@@ -72,13 +72,18 @@ impl RetryPolicy {
 /// Whether an answer is worth another attempt with the same key: 409 (the
 /// first attempt still runs), 429 and 503 (come back later). Never 400 or
 /// 422 (the request is wrong, or the key was used for another), nor any
-/// other answer: it is the request's result.
-pub(crate) fn retryable(status: StatusCode) -> bool {
+/// other answer, nor a replay (`Idempotent-Replayed`: the first attempt's
+/// own answer, a 409 of the service's included): it is the request's
+/// result.
+pub(crate) fn retryable(status: StatusCode, headers: &HeaderMap) -> bool {
     matches!(
         status,
         StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    )
+    ) && !headers.contains_key(REPLAYED)
 }
+
+/// The header a server sets on a replayed answer.
+const REPLAYED: &str = "idempotent-replayed";
 
 /// The server's `Retry-After`, as a pause from `now`: delay-seconds or an
 /// HTTP-date; `None` when absent or unreadable.
@@ -116,12 +121,19 @@ mod tests {
     }
 
     #[test]
-    fn only_409_429_and_503_are_retried() {
+    fn only_409_429_and_503_are_retried_and_never_a_replay() {
+        let none = HeaderMap::new();
+        let mut replayed = HeaderMap::new();
+        replayed.insert(REPLAYED, http::HeaderValue::from_static("true"));
         for s in [409, 429, 503] {
-            assert!(retryable(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(retryable(StatusCode::from_u16(s).unwrap(), &none), "{s}");
+            assert!(
+                !retryable(StatusCode::from_u16(s).unwrap(), &replayed),
+                "{s}"
+            );
         }
         for s in [200, 201, 400, 401, 404, 412, 422, 500, 502, 504] {
-            assert!(!retryable(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(!retryable(StatusCode::from_u16(s).unwrap(), &none), "{s}");
         }
     }
 
