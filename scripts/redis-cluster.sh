@@ -30,9 +30,9 @@ stop() {
 node() {
   mkdir -p "$dir/$1"
   redis-server --port "$1" --bind 127.0.0.1 --dir "$dir/$1" --save '' \
-    --appendonly yes --appendfsync everysec \
+    --appendonly yes --appendfsync "${REDIS_CLUSTER_APPENDFSYNC:-no}" \
     --cluster-enabled yes --cluster-config-file nodes.conf \
-    --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 \
+    --cluster-node-timeout 2000 --cluster-replica-validity-factor 0 \
     --enable-debug-command local \
     --daemonize yes --pidfile "$dir/$1.pid" --logfile "$dir/$1.log"
   for _ in $(seq 1 100); do
@@ -76,11 +76,16 @@ for p in "${ports[@]}"; do addrs+=("127.0.0.1:$p"); done
 redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 \
   || { echo "error: redis-cli --cluster create failed:" >&2; cat "$dir/create.log" >&2; exit 1; }
 
-# Ready when every node sees all slots served and every replica is in sync.
-for _ in $(seq 1 200); do
+# Ready when every node sees all slots served, sees every other node with its
+# role (gossip can lag the create), and every replica is in sync.
+for _ in $(seq 1 300); do
   ok=1
   for p in "${ports[@]}"; do
     redis-cli -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || { ok=0; break; }
+    view=$(redis-cli -p "$p" cluster nodes 2>/dev/null)
+    [ "$(awk '$3 ~ /master/' <<<"$view" | wc -l)" = "$masters" ] || { ok=0; break; }
+    [ "$(awk '$3 ~ /slave/ && $4 != "-"' <<<"$view" | wc -l)" = "$masters" ] || { ok=0; break; }
+    grep -qE 'fail|handshake|noaddr' <<<"$view" && { ok=0; break; }
     if redis-cli -p "$p" info replication 2>/dev/null | grep -q '^role:slave'; then
       redis-cli -p "$p" info replication | grep -q '^master_link_status:up' || { ok=0; break; }
     fi

@@ -160,18 +160,31 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
 }
 
 impl RedisCluster {
-    /// Starts 3 masters and 3 replicas and waits until every slot is served
-    /// and every replica is in sync.
+    /// Starts 3 masters and 3 replicas and waits until every slot is served,
+    /// every node sees the others in their roles, and every replica is in
+    /// sync. Nodes write their AOF without fsync (what a SIGKILL cannot
+    /// lose either).
     ///
     /// # Panics
     ///
     /// If the script fails (it says why).
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with_appendfsync("no")
+    }
+
+    /// [`RedisCluster::start`], with the nodes' `appendfsync` set to `mode`
+    /// (`always`, `everysec` or `no`).
+    ///
+    /// # Panics
+    ///
+    /// If the script fails (it says why).
+    pub fn start_with_appendfsync(mode: &str) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("no temporary directory: {e}"));
         let out = Command::new("bash")
             .arg(cluster_script())
             .arg("start")
             .arg(dir.path())
+            .env("REDIS_CLUSTER_APPENDFSYNC", mode)
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("cannot run scripts/redis-cluster.sh: {e}"));
@@ -229,6 +242,34 @@ impl RedisCluster {
             }
         }
         panic!("no cluster node answers")
+    }
+
+    /// What each node says of the cluster, and the end of its log: what a
+    /// failed wait prints, so a failure on a loaded machine says why.
+    fn describe(&self) -> String {
+        let mut out = String::new();
+        for port in self.ports() {
+            let info = redis_cli(port, &["cluster", "info"]);
+            let state = info
+                .lines()
+                .filter(|l| l.starts_with("cluster_state") || l.starts_with("cluster_slots_"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let nodes = redis_cli(port, &["cluster", "nodes"]);
+            let log = std::fs::read_to_string(self.dir.path().join(format!("{port}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            out.push_str(&format!(
+                "== node {port}: {}\n{nodes}-- log:\n{}\n",
+                if info.is_empty() {
+                    "not answering"
+                } else {
+                    &state
+                },
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        out
     }
 
     /// Sends a signal to one node (`-STOP` pauses it, `-CONT` resumes it).
@@ -299,7 +340,8 @@ impl RedisCluster {
             }
             assert!(
                 start.elapsed() < within,
-                "the masters did not get replicas in sync within {within:?}"
+                "the masters did not get replicas in sync within {within:?}:\n{}",
+                self.describe()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -316,7 +358,8 @@ impl RedisCluster {
         while self.nodes().iter().any(|n| n.port == port && n.master) {
             assert!(
                 start.elapsed() < within,
-                "node {port} still a master after {within:?}"
+                "node {port} still a master after {within:?}:\n{}",
+                self.describe()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -348,7 +391,8 @@ impl RedisCluster {
             }
             assert!(
                 start.elapsed() < within,
-                "the cluster did not recover within {within:?}"
+                "the cluster did not recover within {within:?}:\n{}",
+                self.describe()
             );
             std::thread::sleep(Duration::from_millis(100));
         }

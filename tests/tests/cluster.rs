@@ -220,14 +220,14 @@ async fn failover_under_load(
     cluster.signal(replica.port, "-CONT");
     let c = cluster.clone();
     let took = tokio::task::spawn_blocking(move || {
-        c.wait_failed_over(victim.port, Duration::from_secs(30))
+        c.wait_failed_over(victim.port, Duration::from_secs(60))
     })
     .await
     .unwrap();
     eprintln!("failover of {} took {took:?}", victim.port);
     cluster.restart(victim.port);
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.wait_replicated(Duration::from_secs(30)))
+    tokio::task::spawn_blocking(move || c.wait_replicated(Duration::from_secs(60)))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -166,7 +166,7 @@ fn cluster(settings: &Settings) -> Option<ClusterBackends> {
         );
         return None;
     }
-    let cluster = idemstore_tests::RedisCluster::start();
+    let cluster = idemstore_tests::RedisCluster::start_with_appendfsync("everysec");
     let urls = cluster.seeds();
     let seeds: Vec<&str> = urls.split(',').collect();
     let rt = idemstore_benches::runtime();
