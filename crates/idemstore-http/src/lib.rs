@@ -85,6 +85,8 @@
 //! | store unavailable | 503 `store-unavailable` + `Retry-After`; the handler does not run |
 //! | request body over the limit | 413 `request-too-large` |
 //! | client disconnects or times out while the handler runs | the handler runs to completion in a task of its own and its response is stored; a retry gets 409, then the replay |
+//! | handler's response marked [`Ran::Nothing`] (e.g. a proxy's upstream refused the connection) | sent unstored; the key is freed whatever the store policy |
+//! | handler's response marked [`Ran::Unknown`] (e.g. a proxy's upstream connection broke after the request was sent) | stored whatever the store policy, and replayed: the request never runs a second time |
 //! | handler panics, fails, or its response body fails | 500 `handler-failed`, then stored (and replayed) or the key freed, per [`StorePolicy`] like any 500 |
 //! | store fails after the handler ran | 503 `response-not-stored` + `Retry-After`; the key stays reserved while the backend stores the response in the background, then retries get the replay |
 //!
@@ -126,7 +128,9 @@
 //!   plumbing; `metrics.rs`: the metrics the layer records; `hooks.rs`: the
 //!   application's hooks on stored and replayed records; `routes.rs`: a
 //!   policy per route (path patterns); `message.rs`: the
-//!   same "once" for message consumers ([`execute_or_replay`]).
+//!   same "once" for message consumers ([`execute_or_replay`]); `ran.rs`: a
+//!   handler's word that its request ran nothing, or may have run
+//!   ([`Ran`]), which overrides the store policy.
 
 pub mod backend;
 mod body;
@@ -143,6 +147,7 @@ mod key;
 pub mod message;
 pub mod metrics;
 pub mod problem;
+mod ran;
 mod replay;
 mod routes;
 mod service;
@@ -159,6 +164,7 @@ pub use headers::{DEFAULT_NOT_REPLAYED, Redact, ResponseHeaders, ToStore};
 pub use held::HeldKey;
 pub use message::{Executed, OnceError, execute_or_replay};
 pub use problem::Problem;
+pub use ran::Ran;
 pub use replay::{FIRST_REQUEST_ID, REPLAYED};
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};
 pub use steps::InFlightWork;

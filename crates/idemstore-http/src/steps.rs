@@ -205,6 +205,9 @@ pub struct Keyed {
     pub members: Option<Members>,
     /// The settings it is handled with (its route's).
     pub(crate) policy: Arc<Policy>,
+    /// What the handler said of its response (a [`Ran`](crate::Ran)
+    /// response extension), which overrides the store policy.
+    pub ran: Option<crate::Ran>,
 }
 
 /// Longest request id kept with a record.
@@ -375,6 +378,7 @@ impl<B: Backend> Idempotency<B> {
             request_id: request_id(&parts.headers),
             members: None,
             policy: policy.clone(),
+            ran: None,
         })
     }
 
@@ -535,8 +539,9 @@ impl<B: Backend> Idempotency<B> {
     }
 
     /// The record of a response, as [`finish`](Self::finish) stores it:
-    /// `None` when the route's policy stores none of it (the key is then
-    /// freed); the not-replayable notice for a body too large, one the
+    /// `None` when the route's policy stores none of it, or the handler said
+    /// it ran nothing (the key is then freed); every response the handler
+    /// said may have run is stored; the not-replayable notice for a body too large, one the
     /// redaction hook failed on, or one the lease cannot take (`fits`).
     pub(crate) fn record_of(
         &self,
@@ -547,7 +552,12 @@ impl<B: Backend> Idempotency<B> {
         body: ResponseBody<'_>,
     ) -> Option<idemstore::Response> {
         let c = &*self.config;
-        if !keyed.policy.store.stores(status) {
+        let stores = match keyed.ran {
+            Some(crate::Ran::Nothing) => false,
+            Some(crate::Ran::Unknown) => true,
+            None => keyed.policy.store.stores(status),
+        };
+        if !stores {
             return None;
         }
         let request_id = keyed.request_id.as_deref();

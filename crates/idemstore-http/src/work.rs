@@ -113,6 +113,7 @@ pub(crate) async fn run<B, F, ResB, E>(
             return work.failed_reply(lease, reply).await;
         }
     };
+    work.keyed.ran = response.extensions().get::<crate::Ran>().copied();
     let (parts, body) = response.into_parts();
     let mut body = boxed(body);
     let max = work.core.config().max_response_bytes;

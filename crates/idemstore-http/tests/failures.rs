@@ -215,3 +215,34 @@ fn a_response_limit_the_store_records_cannot_hold_is_refused_at_startup() {
         .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_response_marked_ran_nothing_frees_its_key_even_where_every_response_is_stored() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::All));
+    let first = send(&a, "POST", "/502?ran=nothing", &[KEY], "{}").await;
+    assert_eq!(first.status, StatusCode::BAD_GATEWAY);
+    assert!(!first.replayed());
+    let retry = send(&a, "POST", "/502?ran=nothing", &[KEY], "{}").await;
+    assert!(!retry.replayed(), "nothing ran, so nothing is replayed");
+    assert_eq!(a.runs.get(), 2, "the retry ran the request");
+}
+
+#[tokio::test]
+async fn a_response_marked_ran_unknown_is_stored_even_where_only_successes_are() {
+    let a = app(IdempotencyConfig::new(TenantSource::Single).store(StorePolicy::SuccessOnly));
+    let first = send(&a, "POST", "/502?ran=unknown", &[KEY], "{}").await;
+    assert_eq!(first.status, StatusCode::BAD_GATEWAY);
+    let retry = send(&a, "POST", "/502?ran=unknown", &[KEY], "{}").await;
+    assert!(
+        retry.replayed(),
+        "a request that may have run never runs again"
+    );
+    assert_eq!(retry.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(retry.body, first.body);
+    assert_eq!(a.runs.get(), 1);
+    // Unmarked, the same 502 frees the key under this policy.
+    send(&a, "POST", "/502", &[("idempotency-key", "k2")], "{}").await;
+    let again = send(&a, "POST", "/502", &[("idempotency-key", "k2")], "{}").await;
+    assert!(!again.replayed());
+    assert_eq!(a.runs.get(), 3);
+}

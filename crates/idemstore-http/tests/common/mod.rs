@@ -30,7 +30,8 @@ impl Runs {
 
 /// `/{status}`: answers that status with a body naming the execution;
 /// `?sleep=ms` first sleeps; `?big=n` answers n bytes; `?panic` panics;
-/// `?hop` adds hop-by-hop headers.
+/// `?hop` adds hop-by-hop headers; `?ran=nothing` and `?ran=unknown` mark
+/// the response with that [`idemstore_http::Ran`].
 pub(crate) async fn handler(
     State(runs): State<Runs>,
     Path(status): Path<u16>,
@@ -58,6 +59,15 @@ pub(crate) async fn handler(
     r.headers_mut().insert("x-run", HeaderValue::from(n));
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("text/plain"));
+    match q {
+        "ran=nothing" => {
+            r.extensions_mut().insert(idemstore_http::Ran::Nothing);
+        }
+        "ran=unknown" => {
+            r.extensions_mut().insert(idemstore_http::Ran::Unknown);
+        }
+        _ => {}
+    }
     if q == "hop" {
         r.headers_mut()
             .insert("connection", HeaderValue::from_static("x-secret-hop"));
