@@ -1,5 +1,5 @@
 //! `GET /metrics`: the idempotency layer's and the store's metrics in
-//! Prometheus text, served outside the layer and the API-key check (a
+//! Prometheus text, to be served outside the layer and any API-key check (a
 //! scraper has no key). The recorder is metrics-exporter-prometheus's,
 //! installed for the whole process; durations and batch sizes are
 //! histograms with fixed buckets.
@@ -22,7 +22,7 @@ const RECORDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 /// Installs the process's recorder and returns the `/metrics` route. With
 /// the embedded `store`, each scrape first reads its size, so the gauges are
 /// current.
-pub(crate) fn router(store: Option<Store>) -> Result<Router, Box<dyn std::error::Error>> {
+pub fn router(store: Option<Store>) -> Result<Router, Box<dyn std::error::Error>> {
     let handle: PrometheusHandle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
         .set_buckets_for_metric(

@@ -17,14 +17,14 @@
 //!    incomplete then fails the read, which the idempotency layer (reading
 //!    the body for its fingerprint) answers with 400 `request-body-failed`,
 //!    leaving the key free;
-//! 5. the router of `app.rs` (API key check, routes, idempotency layer).
+//! 5. the application's router (its routes and the idempotency layer).
 //!
 //! On shutdown the listener is closed at once, idle keep-alive connections
 //! are closed, and requests in flight may finish for up to
 //! `--shutdown-timeout`; connections still open then (a hung client, one
 //! that never reads its response) are dropped. A handler never runs on a
 //! connection: the idempotency layer runs it in a task of its own, which
-//! `main.rs` waits for (within the same timeout) before closing the store.
+//! the binary waits for (within the same timeout) before closing the store.
 //! Work still running at the timeout is cut off when the process exits; its
 //! key stays reserved until its lease ends (its side effects may have
 //! happened), then a retry runs it again. Make the timeout longer than the
@@ -38,7 +38,6 @@ use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use payments::problem;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -49,24 +48,25 @@ use tokio::task::JoinSet;
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyDeadlineLayer;
 
-/// The bounds a client cannot push the server past.
+/// The bounds a client cannot push the server past (the flags of
+/// [`crate::flags::LimitArgs`]).
 #[derive(Clone, Debug)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Longest a client may take to send a request head.
-    pub(crate) header_timeout: Duration,
+    pub header_timeout: Duration,
     /// Longest a client may take to send a request body, after its head.
-    pub(crate) body_timeout: Duration,
+    pub body_timeout: Duration,
     /// Most connections open at once.
-    pub(crate) max_connections: NonZeroUsize,
+    pub max_connections: NonZeroUsize,
     /// Most requests being handled at once.
-    pub(crate) max_concurrency: NonZeroUsize,
+    pub max_concurrency: NonZeroUsize,
     /// Longest the requests in flight at shutdown may take to finish.
-    pub(crate) shutdown_timeout: Duration,
+    pub shutdown_timeout: Duration,
 }
 
 /// How [`serve`] ended.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Stopped {
+pub enum Stopped {
     /// Every connection finished within the shutdown timeout.
     Drained,
     /// This many connections were still open at the shutdown timeout and
@@ -74,12 +74,21 @@ pub(crate) enum Stopped {
     Cut(usize),
 }
 
-/// 503 for a request beyond `--max-concurrency`.
+/// 503 problem+json for a request beyond `--max-concurrency` (it reached
+/// no handler and no idempotency layer, so nothing was reserved).
 async fn overloaded(_: tower::BoxError) -> Response {
-    let mut response = problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
-        "the server is handling as many requests as it may; retry after a second",
+    let body = serde_json::json!({
+        "type": "urn:idemstore:problem:overloaded",
+        "code": "overloaded",
+        "title": "Too many requests in flight",
+        "status": 503,
+        "detail": "The request was not processed: the server is handling as many requests as it may. Retry after a second, with the same idempotency key.",
+    });
+    let mut response = Response::new(axum::body::Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
     );
     response
         .headers_mut()
@@ -91,7 +100,7 @@ async fn overloaded(_: tower::BoxError) -> Response {
 /// then drains (see the module docs). Returns once no connection task is
 /// left, so no handler runs after it returns: the caller may close the
 /// store.
-pub(crate) async fn serve(
+pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &Limits,
@@ -130,7 +139,7 @@ pub(crate) async fn serve(
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before
                     // it was accepted: wait a little rather than spin.
-                    eprintln!("payments: accept failed: {e}");
+                    eprintln!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -156,5 +165,26 @@ pub(crate) async fn serve(
     match drained {
         Ok(()) => Stopped::Drained,
         Err(_) => Stopped::Cut(open),
+    }
+}
+
+/// A future that resolves on SIGTERM or Ctrl-C. The handlers are installed
+/// when this is called, not when the future is first polled: a signal sent
+/// right after "listening" is printed must shut the server down cleanly.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        match term {
+            Some(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => {
+                let _ = ctrl_c.await;
+            }
+        }
     }
 }
