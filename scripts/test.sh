@@ -14,6 +14,8 @@
 #   installed with apt-get when missing and running as root; a throwaway
 #   cluster (initdb in a temp dir, scripts/postgres.sh) on a free loopback
 #   port, stopped at exit.
+# - python3 (the upstream of the idemproxy tests), from Debian's package
+#   when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +50,21 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "error: redis-server is not installed and cannot be installed here (need root and apt-get);" >&2
   echo "       install Debian's redis-server package, then run this again" >&2
+  exit 1
+fi
+
+# The idemproxy tests put a small Python service behind the proxy
+# (tests/upstream/orders.py): python3, from Debian's python3 when missing.
+if ! command -v python3 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing python3 (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 >/dev/null; }
+  fi
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "error: python3 is not installed and cannot be installed here (need root and apt-get);" >&2
+  echo "       install Debian's python3 package, then run this again" >&2
   exit 1
 fi
 

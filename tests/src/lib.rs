@@ -17,7 +17,10 @@
 //! - `cluster.rs`: `payments` processes on a Redis Cluster, with a master
 //!   killed and a slot migrated under load;
 //! - `idemctl.rs`: `idemctl` on the stores of `payments` processes, killed
-//!   with requests in flight, running beside it, or stopped.
+//!   with requests in flight, running beside it, or stopped;
+//! - `proxy.rs`: `idemproxy` in front of a Python service, on every
+//!   backend: the layer's behaviour table through a real proxy, and the
+//!   upstream's failures.
 //!
 //! This library holds what those suites share:
 //!
@@ -25,14 +28,17 @@
 //! - `redis`: a Redis node or cluster of a test's own;
 //! - `payments`: the `payments` example as a child process, and the
 //!   binaries (`payments`, `idemctl`) built for the run;
+//! - `proxy`: `idemproxy` and its Python upstream as child processes;
 //! - `tmpfs`: a real small file system that fills up.
 
 mod http;
 mod payments;
+mod proxy;
 mod redis;
 mod tmpfs;
 
 pub use http::{Reply, listening_addr, send, try_send};
 pub use payments::{Payments, idemctl_binary, payments_binary};
+pub use proxy::{Orders, Proxy, idemproxy_binary};
 pub use redis::{ClusterNode, RedisCluster, RedisServer};
 pub use tmpfs::Tmpfs;

@@ -41,7 +41,7 @@ pub fn idemctl_binary() -> PathBuf {
 /// without this build the tests would run whatever binary an earlier build
 /// left behind, or none. Cargo sets `CARGO` for the tests it runs; the build
 /// is a no-op when the binary is fresh.
-fn built_binary(package: &str, bin: &str) -> PathBuf {
+pub(crate) fn built_binary(package: &str, bin: &str) -> PathBuf {
     // target/<profile dir>/deps/<test>-<hash> -> target/<profile dir>/<bin>
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();

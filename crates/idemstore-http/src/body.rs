@@ -23,6 +23,17 @@ impl std::fmt::Debug for BoxBody {
     }
 }
 
+impl BoxBody {
+    /// Boxes `body`.
+    pub fn new<B>(body: B) -> BoxBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        boxed(body)
+    }
+}
+
 impl Body for BoxBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -166,5 +166,6 @@ pub use message::{Executed, OnceError, execute_or_replay};
 pub use problem::Problem;
 pub use ran::Ran;
 pub use replay::{FIRST_REQUEST_ID, REPLAYED};
+pub use routes::Pattern as RoutePattern;
 pub use service::{ConfigError, IdempotencyLayer, IdempotencyService, ResponseFuture};
 pub use steps::InFlightWork;

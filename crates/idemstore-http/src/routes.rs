@@ -55,15 +55,20 @@ enum Segment {
     Rest,
 }
 
-/// A path pattern: `/v1/payouts` (exactly), `/v1/accounts/{id}/payouts`
-/// (`{id}` or `*`: any one segment), `/v1/payouts/**` (that path and
-/// everything below it).
+/// A path pattern, as [`IdempotencyConfig::route`] takes them:
+/// `/v1/payouts` (exactly, with or without a trailing slash),
+/// `/v1/accounts/{id}/payouts` (`{id}` or `*`: any one segment),
+/// `/v1/payouts/**` (that path and everything below it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pattern(Vec<Segment>);
+pub struct Pattern(Vec<Segment>);
 
 impl Pattern {
-    /// Parses `p`; why not, if it is not a pattern.
-    pub(crate) fn parse(p: &str) -> Result<Pattern, String> {
+    /// Parses `p`.
+    ///
+    /// # Errors
+    ///
+    /// Why `p` is not a pattern.
+    pub fn parse(p: &str) -> Result<Pattern, String> {
         let Some(rest) = p.strip_prefix('/') else {
             return Err(format!("route pattern {p:?} must start with '/'"));
         };
@@ -86,7 +91,7 @@ impl Pattern {
     }
 
     /// Whether `path` (without its query) matches.
-    pub(crate) fn matches(&self, path: &str) -> bool {
+    pub fn matches(&self, path: &str) -> bool {
         let rest = path.strip_prefix('/').unwrap_or(path);
         let mut parts = if rest.is_empty() {
             Vec::new()

@@ -193,7 +193,7 @@ impl StoreArgs {
             let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
             let backend = RedisBackend::connect_cluster(&seeds, self.redis_config()).await?;
             eprintln!(
-                "[{name}] idempotency keys in the Redis Cluster of {}{waits}",
+                "{name}: idempotency keys in the Redis Cluster of {}{waits}",
                 seeds.join(",")
             );
             return Ok(Opened::Redis(backend));
@@ -210,7 +210,7 @@ impl StoreArgs {
         let store = Store::open(dir, self.store_config())?;
         let report = store.recovery_report();
         eprintln!(
-            "[{name}] store {}: {} completed and {} in-flight keys recovered",
+            "{name}: store {}: {} completed and {} in-flight keys recovered",
             dir.display(),
             report.completed_live,
             report.pending_live

@@ -11,8 +11,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 
 /// Prints `listening on http://ADDR` on stdout, serves `app` on `listener`
-/// within `limits` until a signal, then stops as the module docs say,
-/// printing `NAME: stopped …` on stderr.
+/// within `limits` until a signal, then stops as the module docs say
+/// (waiting for the work of every layer in `work`), printing `NAME:
+/// stopped …` on stderr.
 ///
 /// # Errors
 ///
@@ -23,7 +24,7 @@ pub async fn run(
     listener: TcpListener,
     app: Router,
     limits: &Limits,
-    work: InFlightWork,
+    work: Vec<InFlightWork>,
     backend: &Opened,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let stop = shutdown_signal();
@@ -45,14 +46,16 @@ pub async fn run(
         .map_or_else(tokio::time::Instant::now, |t| *t)
         + limits.shutdown_timeout;
     let settled = async {
-        work.idle().await;
+        for w in &work {
+            w.idle().await;
+        }
         backend.settled().await;
     };
     if tokio::time::timeout_at(deadline, settled).await.is_err() {
         eprintln!(
             "{name}: {} request(s) still running at the shutdown timeout; their keys stay \
              reserved until their leases end",
-            work.count()
+            work.iter().map(InFlightWork::count).sum::<usize>()
         );
     }
     backend.close()?;

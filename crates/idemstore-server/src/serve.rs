@@ -45,7 +45,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::timeout::RequestBodyDeadlineLayer;
 
 /// The bounds a client cannot push the server past (the flags of
@@ -63,6 +63,11 @@ pub struct Limits {
     /// Longest the requests in flight at shutdown may take to finish.
     pub shutdown_timeout: Duration,
 }
+
+/// The address of the client a request came from (a request extension
+/// [`serve`] sets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// How [`serve`] ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,14 +113,12 @@ pub async fn serve(
 ) -> Stopped {
     // One stack for the whole server (not `Router::layer`, which would
     // give each route a limit of its own).
-    let service = TowerToHyperService::new(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(overloaded))
-            .load_shed()
-            .concurrency_limit(limits.max_concurrency.get())
-            .layer(RequestBodyDeadlineLayer::new(limits.body_timeout))
-            .service(app),
-    );
+    let service = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(limits.max_concurrency.get())
+        .layer(RequestBodyDeadlineLayer::new(limits.body_timeout))
+        .service(app);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -132,10 +135,10 @@ pub async fn serve(
             () = &mut shutdown => break,
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before
                     // it was accepted: wait a little rather than spin.
@@ -145,8 +148,13 @@ pub async fn serve(
                 }
             },
         };
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        let service = TowerToHyperService::new(service.clone().map_request(
+            move |mut r: axum::http::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(Peer(peer));
+                r
+            },
+        ));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         connections.spawn(async move {
             // An error here is the client's (it went away, or was too slow
             // with its head): nothing for the server to do.

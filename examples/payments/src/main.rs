@@ -89,7 +89,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app,
         &args.limits.limits(),
-        work,
+        vec![work],
         &backend,
     )
     .await

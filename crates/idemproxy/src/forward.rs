@@ -1,0 +1,329 @@
+//! Forwarding a request to the upstream and its response back, streamed both
+//! ways (the layer in front buffers a keyed request's body, within its
+//! `max_request_bytes`, to fingerprint it; everything else streams).
+//!
+//! What the proxy tells the layer, when the upstream fails:
+//!
+//! | upstream | client gets | the key |
+//! | --- | --- | --- |
+//! | answers | its response | stored or freed per the route's store policy |
+//! | refuses the connection, or cannot be reached (nothing was sent) | 502 `upstream-unreachable` | freed ([`Ran::Nothing`]): a retry runs |
+//! | its connection breaks after the request was sent | 502 `upstream-failed` | stored ([`Ran::Unknown`]): the request may have run, so it never runs again |
+//! | sends no response head within `--upstream-timeout` | 504 `upstream-timeout` | stored ([`Ran::Unknown`]), as above |
+//! | its response body breaks midway | the layer's 500 `handler-failed` (or a cut body) | per the store policy, as for any failed handler |
+//!
+//! Hop-by-hop headers (RFC 9110 section 7.6.1: `Connection` and the headers it
+//! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`) are dropped both ways. The client's
+//! `Host` is kept, and `X-Forwarded-For` (the peer's address appended),
+//! `X-Forwarded-Proto` and `X-Forwarded-Host` are set, as reverse proxies do.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use idemstore_http::{BoxBody, Ran};
+use idemstore_server::serve::Peer;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The upstream, as `--upstream` names it.
+#[derive(Clone, Debug)]
+pub(crate) struct Upstream {
+    /// `http`.
+    scheme: http::uri::Scheme,
+    /// `host:port`.
+    authority: http::uri::Authority,
+}
+
+impl Upstream {
+    /// Parses `http://host:port` (no path, no TLS: the upstream is the
+    /// service beside the proxy).
+    pub(crate) fn parse(url: &str) -> Result<Upstream, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("--upstream {url:?}: {e} (write e.g. http://127.0.0.1:8080)"))?;
+        match (uri.scheme(), uri.authority()) {
+            (Some(s), Some(a)) if s == &http::uri::Scheme::HTTP => {
+                if uri.path() != "/" && !uri.path().is_empty() {
+                    return Err(format!(
+                        "--upstream {url:?}: no path, please: requests keep theirs"
+                    ));
+                }
+                Ok(Upstream {
+                    scheme: s.clone(),
+                    authority: a.clone(),
+                })
+            }
+            (Some(s), _) if s == &http::uri::Scheme::HTTPS => Err(format!(
+                "--upstream {url:?}: https is not supported; the upstream is the service beside \
+                 the proxy, reached over plain HTTP on the loopback or pod network"
+            )),
+            _ => Err(format!(
+                "--upstream {url:?}: write an http URL, e.g. http://127.0.0.1:8080"
+            )),
+        }
+    }
+
+    /// `host:port`.
+    pub(crate) fn authority(&self) -> &str {
+        self.authority.as_str()
+    }
+}
+
+/// The service behind the layer: sends each request to the upstream.
+#[derive(Clone)]
+pub(crate) struct Forward {
+    client: Client<HttpConnector, BoxBody>,
+    upstream: Upstream,
+    timeout: Duration,
+}
+
+impl Forward {
+    /// Forwards to `upstream`, waiting up to `timeout` for each response's
+    /// head, connecting within `connect_timeout`, keeping up to
+    /// `idle_per_host` idle connections for up to `idle_timeout`.
+    pub(crate) fn new(
+        upstream: Upstream,
+        timeout: Duration,
+        connect_timeout: Duration,
+        idle_per_host: usize,
+        idle_timeout: Duration,
+    ) -> Forward {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(idle_per_host)
+            .pool_idle_timeout(idle_timeout)
+            .build(connector);
+        Forward {
+            client,
+            upstream,
+            timeout,
+        }
+    }
+}
+
+/// The headers a proxy never forwards (plus those `Connection` names).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Drops the hop-by-hop headers of `h`.
+fn drop_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in HOP_BY_HOP.iter().chain(&named) {
+        h.remove(n);
+    }
+}
+
+/// A problem+json answer of the proxy's own, marked with what ran.
+fn problem(status: StatusCode, code: &str, detail: String, ran: Ran) -> Response<BoxBody> {
+    let body = serde_json::json!({
+        "type": format!("urn:idemstore:problem:{code}"),
+        "code": code,
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut r = Response::new(BoxBody::new(http_body_util::Full::new(Bytes::from(
+        body.to_string(),
+    ))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.extensions_mut().insert(ran);
+    r
+}
+
+impl Forward {
+    /// The request as the upstream gets it.
+    fn outgoing(&self, req: Request<BoxBody>) -> Result<Request<BoxBody>, String> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .to_owned();
+        parts.uri = Uri::builder()
+            .scheme(self.upstream.scheme.clone())
+            .authority(self.upstream.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let host = parts.headers.get(header::HOST).cloned();
+        drop_hop_by_hop(&mut parts.headers);
+        // The client's Host, or the upstream's when it sent none (HTTP/1.0).
+        let host = host.unwrap_or_else(|| {
+            HeaderValue::from_str(self.upstream.authority()).unwrap_or(HeaderValue::from_static(""))
+        });
+        parts.headers.insert(header::HOST, host.clone());
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-host"), host);
+        parts.headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        );
+        if let Some(Peer(addr)) = parts.extensions.get::<Peer>() {
+            let xff = HeaderName::from_static("x-forwarded-for");
+            let chain = match parts.headers.get(&xff).and_then(|v| v.to_str().ok()) {
+                Some(before) => format!("{before}, {}", addr.ip()),
+                None => addr.ip().to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&chain) {
+                parts.headers.insert(xff, v);
+            }
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Sends `req` upstream; every failure is an answer (see the module docs).
+    async fn send(self, req: Request<BoxBody>) -> Response<BoxBody> {
+        let req = match self.outgoing(req) {
+            Ok(r) => r,
+            Err(e) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "request-unforwardable",
+                    format!("The request cannot be forwarded ({e}); it did not run."),
+                    Ran::Nothing,
+                );
+            }
+        };
+        let upstream = self.upstream.authority().to_owned();
+        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        match sent {
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                drop_hop_by_hop(&mut parts.headers);
+                Response::from_parts(
+                    parts,
+                    BoxBody::new(body.map_err(Into::<idemstore_http::BoxError>::into)),
+                )
+            }
+            Ok(Err(e)) if e.is_connect() => problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unreachable",
+                format!(
+                    "The service behind this proxy cannot be reached ({}); the request did not \
+                     run. Retry later with the same idempotency key.",
+                    connect_reason(&e, &upstream)
+                ),
+                Ran::Nothing,
+            ),
+            Ok(Err(_)) => problem(
+                StatusCode::BAD_GATEWAY,
+                "upstream-failed",
+                "The connection to the service behind this proxy broke after the request was \
+                 sent, so it may have run. This answer is kept under the idempotency key: a \
+                 retry gets it again and never runs the request a second time. Check the \
+                 outcome before sending a new request with a new key."
+                    .into(),
+                Ran::Unknown,
+            ),
+            Err(_) => problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                format!(
+                    "The service behind this proxy did not answer within {}; the request may \
+                     have run. This answer is kept under the idempotency key: a retry gets it \
+                     again and never runs the request a second time. Check the outcome before \
+                     sending a new request with a new key.",
+                    humantime::format_duration(self.timeout)
+                ),
+                Ran::Unknown,
+            ),
+        }
+    }
+}
+
+/// Why a connection to the upstream failed, for the client (no more than
+/// the upstream's address and the kind of failure).
+fn connect_reason(e: &hyper_util::client::legacy::Error, upstream: &str) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return format!("{upstream}: {}", io.kind());
+        }
+        source = s.source();
+    }
+    format!("{upstream}: connect failed")
+}
+
+impl tower::Service<Request<BoxBody>> for Forward {
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.send(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        drop_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn an_upstream_is_a_plain_http_origin() {
+        assert!(Upstream::parse("http://127.0.0.1:8080").is_ok());
+        assert!(Upstream::parse("http://127.0.0.1:8080/").is_ok());
+        for (bad, says) in [
+            ("https://a:1", "https is not supported"),
+            ("http://a:1/base", "no path"),
+            ("127.0.0.1:8080", "write an http URL"),
+        ] {
+            let e = Upstream::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
