@@ -488,3 +488,61 @@ async fn the_upstream_sees_the_clients_headers_with_forwarding_headers_and_no_ho
     assert_eq!(seen["x-custom"], "kept");
     assert!(seen.get("x-secret-hop").is_none(), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_layer_refuses_never_reach_the_upstream() {
+    let upstream = Orders::start();
+    let data = embedded();
+    let p = proxy_with(
+        &data,
+        &upstream,
+        "[defaults]\nmax_request_bytes = 100\n",
+        &[],
+    );
+    let t = tenant("refused");
+    let r = post(p.addr, &t, Some("has space"), "/orders", "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.problem().ends_with("key-malformed"));
+    let r = post(p.addr, &t, Some("k"), "/orders", &"x".repeat(101)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.problem().ends_with("request-too-large"));
+    let req = Request::builder()
+        .method("POST")
+        .uri("/orders")
+        .header("host", "x")
+        .header("idempotency-key", "k")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let r = send(p.addr, req).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "no tenant header");
+    assert_eq!(effects(&upstream).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_answers_503_without_forwarding_and_the_key_runs_once_it_is_back() {
+    let upstream = Orders::start();
+    let redis = idemstore_tests::RedisServer::start();
+    let flags: Flags = (vec!["--redis".into(), redis.url().into()], None);
+    let p = proxy(&flags, &upstream, &["--lease", "3s"]);
+    let t = tenant("paused");
+    redis.signal("-STOP");
+    let r = post(p.addr, &t, Some("k"), "/orders", "{}").await;
+    redis.signal("-CONT");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert!(r.problem().ends_with("store-unavailable"), "{:?}", r.body);
+    assert_eq!(effects(&upstream).await, 0, "nothing was forwarded");
+    // Once Redis is back, a retry runs (after the lease of a reservation
+    // whose reply was lost, at worst), once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ran = loop {
+        let r = post(p.addr, &t, Some("k"), "/orders", "{}").await;
+        if r.status == StatusCode::CREATED {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "still {} {:?}", r.status, r.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!ran.replayed());
+    assert!(post(p.addr, &t, Some("k"), "/orders", "{}").await.replayed());
+    assert_eq!(effects(&upstream).await, 1);
+}
