@@ -543,6 +543,10 @@ async fn a_paused_redis_answers_503_without_forwarding_and_the_key_runs_once_it_
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(!ran.replayed());
-    assert!(post(p.addr, &t, Some("k"), "/orders", "{}").await.replayed());
+    assert!(
+        post(p.addr, &t, Some("k"), "/orders", "{}")
+            .await
+            .replayed()
+    );
     assert_eq!(effects(&upstream).await, 1);
 }

@@ -109,10 +109,12 @@
 //!
 //! ## Layout
 //!
-//! Imports flow one way: the tower driver on top, the steps below it, the
-//! options, problems and bodies at the bottom.
+//! Imports flow one way: the tower service on top, the driver below it, the
+//! steps below that, the options, problems and bodies at the bottom.
 //!
-//! - `service.rs`: the tower layer and service, the driver of the steps;
+//! - `service.rs`: the tower layer and service;
+//! - `drive.rs`: a keyed request from head to answer, as any framework's
+//!   middleware drives it (the tower service and `idemstore-actix`);
 //! - `work.rs`: the task that runs a reserved request to the end (handler,
 //!   body, storing, streaming to the first client);
 //! - `steps.rs`: the decisions, independent of tower (another framework's
@@ -135,6 +137,7 @@
 pub mod backend;
 mod body;
 pub mod config;
+pub mod drive;
 pub mod fingerprint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

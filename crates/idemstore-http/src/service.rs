@@ -3,24 +3,19 @@
 //! `S::Error`).
 
 use crate::backend::Backend;
-use crate::body::{BoxBody, BoxError, boxed, full};
+use crate::body::{BoxBody, BoxError, boxed};
 use crate::config::IdempotencyConfig;
-use crate::fingerprint::digest;
-use crate::held::HeldKey;
-use crate::problem::{Problem, ProblemCode};
+use crate::drive;
 use crate::routes::{Policies, Policy};
-use crate::steps::{Idempotency, Keyed, Prepared, Started};
-use crate::work::{self, Holding};
+use crate::steps::{Idempotency, Prepared};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 /// Applies idempotency to every request of the wrapped service.
 pub struct IdempotencyLayer<B> {
@@ -129,10 +124,6 @@ impl<S: Clone, B> Clone for IdempotencyService<S, B> {
 /// The future of [`IdempotencyService`].
 pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, E>> + Send>>;
 
-fn problem_response(p: &Problem) -> Response<BoxBody> {
-    p.to_response().map(full)
-}
-
 /// Whether the settings of one route (or the layer's own) work with
 /// `backend`.
 fn check_policy<B: Backend>(
@@ -185,34 +176,6 @@ fn check_policy<B: Backend>(
     Ok(())
 }
 
-/// The layer's answers to a repeatable request that are `accepted`
-/// although they are problems (OASIS): the first request is still running
-/// (409), or the request ran (its response could not be replayed or stored
-/// yet, or the handler failed). Every other problem refused the request
-/// before anything ran: `rejected`. The handler's answers and replays are
-/// `accepted`.
-const REPEATABILITY_ACCEPTED_PROBLEMS: [&str; 4] = [
-    "request-in-flight",
-    "response-not-replayable",
-    "response-not-stored",
-    "handler-failed",
-];
-
-/// Adds `Repeatability-Result` to the answer to a keyed request under the
-/// OASIS profile (`repeatable`).
-fn repeatability_result(repeatable: bool, r: &mut Response<BoxBody>) {
-    if !repeatable {
-        return;
-    }
-    let rejected = r
-        .extensions()
-        .get::<ProblemCode>()
-        .is_some_and(|c| !REPEATABILITY_ACCEPTED_PROBLEMS.contains(&c.0));
-    let v = if rejected { "rejected" } else { "accepted" };
-    r.headers_mut()
-        .insert("repeatability-result", http::HeaderValue::from_static(v));
-}
-
 impl<S, B, ReqB, ResB> Service<Request<ReqB>> for IdempotencyService<S, B>
 where
     S: Service<Request<BoxBody>, Response = Response<ResB>> + Clone + Send + 'static,
@@ -244,124 +207,17 @@ where
                     let resp = inner.call(Request::from_parts(parts, boxed(body))).await?;
                     return Ok(resp.map(boxed));
                 }
-                Prepared::Reject(p) => {
-                    let mut r = problem_response(&p);
-                    repeatability_result(core.config().repeatability.is_some(), &mut r);
-                    return Ok(r);
-                }
+                Prepared::Reject(p) => return Ok(drive::rejected(core.config(), &p)),
                 Prepared::Keyed(k) => k,
             };
-            let span = request_span(&keyed);
-            let repeatable = core.config().repeatability.is_some();
-            let mut r = keyed_request(core, inner, parts, body, keyed)
-                .instrument(span)
-                .await?;
-            repeatability_result(repeatable, &mut r);
-            Ok(r)
+            let keyed = drive::keyed(core, parts, body, keyed, move |request| inner.call(request));
+            match keyed.await {
+                Ok((task, answer)) => {
+                    tokio::spawn(task);
+                    answer.await
+                }
+                Err(refused) => Ok(refused),
+            }
         })
-    }
-}
-
-/// The span of one keyed request: the tenant's digest (a prefix) and the
-/// key's index digest (as the Redis backend names its hash), never the raw
-/// tenant or key; `outcome` and `token` are recorded as they become known.
-fn request_span(keyed: &Keyed) -> tracing::Span {
-    // The digests cost a few hundred nanoseconds: only when someone listens.
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return tracing::Span::none();
-    }
-    let tenant = idemstore::TenantDigest::of(&keyed.tenant);
-    let ik = idemstore::internals::default_index_hash(&tenant, keyed.key.as_bytes());
-    let t = &tenant.0;
-    tracing::info_span!(
-        "idempotency",
-        tenant = format_args!("{:02x}{:02x}{:02x}{:02x}", t[0], t[1], t[2], t[3]),
-        key = format_args!("{:016x}{:016x}", ik.hi, ik.lo),
-        outcome = tracing::field::Empty,
-        token = tracing::field::Empty,
-    )
-}
-
-/// A keyed request after its head was read: its body, the backend, and the
-/// handler in a task of its own when reserved.
-async fn keyed_request<S, B, ReqB, ResB>(
-    core: Idempotency<B>,
-    mut inner: S,
-    parts: http::request::Parts,
-    body: ReqB,
-    keyed: Keyed,
-) -> Result<Response<BoxBody>, S::Error>
-where
-    S: Service<Request<BoxBody>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Backend,
-    ReqB: Body<Data = Bytes> + Send + 'static,
-    ReqB::Error: Into<BoxError>,
-    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResB::Error: Into<BoxError>,
-{
-    let limit = core.config().max_request_bytes;
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            crate::metrics::request(crate::metrics::Outcome::Rejected);
-            return Ok(problem_response(&Problem::RequestTooLarge { limit }));
-        }
-        Err(_) => {
-            crate::metrics::request(crate::metrics::Outcome::Rejected);
-            return Ok(problem_response(&Problem::RequestBodyFailed));
-        }
-    };
-    let d = digest(&keyed.policy.fingerprint, &parts, &bytes);
-    let fp = d.fingerprint;
-    let mut keyed = keyed;
-    keyed.members = d.members;
-    // Counted from here, before the key is reserved: past the cap nothing
-    // is reserved and nothing runs; a shutdown that waits for the work
-    // cannot miss a task not yet polled.
-    let running = match core.config().max_in_flight {
-        Some(max) => match core.in_flight_work().try_start(max) {
-            Some(g) => g,
-            None => {
-                crate::metrics::request(crate::metrics::Outcome::Overloaded);
-                return Ok(problem_response(&Problem::Overloaded { limit: max }));
-            }
-        },
-        None => core.in_flight_work().start(),
-    };
-    // From `begin` on, everything runs in a task of its own: a client that
-    // goes away while the store reserves the key (its reply on the way)
-    // cancels nothing, so no reservation is left without its holder; once
-    // reserved, the handler, reading its response and storing it run to
-    // the end and never free the key (see work.rs).
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let task = async move {
-        let lease = match core.begin(&keyed, fp).await {
-            Started::Respond(r) => {
-                let _ = reply.send(Ok(r.map(full)));
-                return;
-            }
-            Started::Run(lease) => lease,
-        };
-        let mut parts = parts;
-        let holding = if keyed.policy.stored_by_handler {
-            let held = HeldKey::new(lease, core.recorder(&keyed));
-            parts.extensions.insert(held.clone());
-            Holding::Handler(held)
-        } else {
-            Holding::Layer(lease)
-        };
-        let request = Request::from_parts(parts, boxed(Full::new(bytes)));
-        // Called inside the task, where a panic of `call` itself is
-        // caught like one of its future.
-        let handler = async move { inner.call(request).await };
-        work::run(core, holding, handler, keyed, reply, running).await;
-    };
-    tokio::spawn(task.instrument(tracing::Span::current()));
-    match answer.await {
-        Ok(result) => result,
-        // The task ended without answering (a bug in the layer).
-        Err(_) => Ok(problem_response(&Problem::HandlerFailed)),
     }
 }
