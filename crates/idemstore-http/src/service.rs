@@ -82,6 +82,13 @@ impl<B: Backend> IdempotencyLayer<B> {
 }
 
 impl<B: Backend> IdempotencyLayer<B> {
+    /// The framework-independent core the layer drives, for another
+    /// framework's middleware (see [`crate::drive`]): built by
+    /// [`try_new`](Self::try_new), so its configuration was checked.
+    pub fn core(&self) -> Idempotency<B> {
+        self.core.clone()
+    }
+
     /// The work running for reserved keys, in tasks that outlive their
     /// connections: a server shutting down waits for
     /// [`idle`](crate::InFlightWork::idle) before closing the store.
