@@ -239,9 +239,9 @@ impl RoutePolicy {
     /// The route's handler stores its response itself, in the same
     /// transaction as its own writes (with `idemstore-postgres`:
     /// `complete_in_handler`). The layer hands the reserved key to the
-    /// handler as a [`HeldKey`](crate::HeldKey) request extension and does
-    /// not renew its lease meanwhile (keep such handlers well within the
-    /// backend's lease, or renew it through the held lease). A handler that
+    /// handler as a [`HeldKey`](crate::HeldKey) request extension and renews
+    /// its lease until the handler takes it (from then on, keep the
+    /// handler's transaction well within the backend's lease). A handler that
     /// takes the key stores (or, rolling back, frees) it, and its response
     /// is sent as it is, stored by nobody else; one that does not take it
     /// leaves the storing to the layer, as on any route.

@@ -5,7 +5,9 @@
 use crate::backend::Lease;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
 
 /// What the layer would store of a response: `None` when the route stores
 /// none of it.
@@ -34,7 +36,10 @@ impl<L: Lease> Fits for L {
 /// of it), and returns its response, which the layer then sends as it is.
 /// A handler that never takes the lease leaves the storing to the layer.
 /// A lease taken and dropped without completing is aborted: the key is
-/// free, and the retry runs.
+/// free, and the retry runs. Until the handler takes it, the layer renews
+/// the lease as on any route, so a handler may run past the backend's
+/// lease before it takes the key; once taken, renewing it is the
+/// handler's (keep its transaction well within the lease).
 pub struct HeldKey<L> {
     lease: Arc<Mutex<Option<L>>>,
     recorder: Arc<Recorder>,
@@ -64,9 +69,30 @@ impl<L: Lease> HeldKey<L> {
     }
 
     /// Takes the reserved key's lease; `None` once taken. From then on the
-    /// handler stores or frees the key, and the layer stores nothing.
-    pub fn take(&self) -> Option<L> {
-        self.lease.lock().map_or(None, |mut l| l.take())
+    /// handler stores or frees the key, and the layer stores nothing. Waits
+    /// for a renewal the layer has under way.
+    pub async fn take(&self) -> Option<L> {
+        self.lease.lock().await.take()
+    }
+
+    /// Renews the lease every `every` until it is taken or fenced; never
+    /// resolves (the layer drops it once the handler returns).
+    pub(crate) async fn keep_renewed(&self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let mut held = self.lease.lock().await;
+            let Some(lease) = held.as_mut() else {
+                break;
+            };
+            match lease.renew().await {
+                Ok(()) => {}
+                Err(crate::BackendError::Fenced(_)) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing a held idempotency lease failed; retrying");
+                }
+            }
+        }
+        std::future::pending::<()>().await;
     }
 
     /// The record the layer would store for this response under the

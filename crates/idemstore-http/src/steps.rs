@@ -480,13 +480,18 @@ impl<B: Backend> Idempotency<B> {
         }
     }
 
-    /// Step 4a: a lease that renews itself while the driver awaits.
-    pub fn renewing(&self, lease: B::Lease) -> Renewing<B::Lease> {
-        let every = match self.backend.lease() {
+    /// How often a lease is renewed while its work runs: `renew_every`, and
+    /// at least three times per backend lease.
+    pub(crate) fn renew_interval(&self) -> Duration {
+        match self.backend.lease() {
             Some(lease) => self.config.renew_every.min(lease / 3),
             None => self.config.renew_every,
-        };
-        Renewing::new(lease, every)
+        }
+    }
+
+    /// Step 4a: a lease that renews itself while the driver awaits.
+    pub fn renewing(&self, lease: B::Lease) -> Renewing<B::Lease> {
+        Renewing::new(lease, self.renew_interval())
     }
 
     /// Step 4b: stores the handler's response or frees the key, per policy.

@@ -81,10 +81,14 @@ pub(crate) async fn run<B, F, ResB, E>(
             let outcome = lease.run(catch_unwind(handler)).await;
             (Some(lease), outcome)
         }
-        // Not renewed by the layer while the handler may hold the lease.
+        // Renewed by the layer until the handler takes it.
         Holding::Handler(held) => {
-            let outcome = catch_unwind(handler).await;
-            (held.take().map(|l| work.core.renewing(l)), outcome)
+            let every = work.core.renew_interval();
+            let outcome = tokio::select! {
+                o = catch_unwind(handler) => o,
+                () = held.keep_renewed(every) => unreachable!("keep_renewed never resolves"),
+            };
+            (held.take().await.map(|l| work.core.renewing(l)), outcome)
         }
     };
     let (Some(mut lease), outcome) = outcome else {

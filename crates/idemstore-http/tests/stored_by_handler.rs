@@ -35,6 +35,12 @@ async fn pay(
     request_headers: HeaderMap,
 ) -> Response {
     let n = runs.0.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Some(ms) = request_headers
+        .get("x-sleep-ms")
+        .and_then(|v| v.to_str().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.parse().unwrap())).await;
+    }
     let body = Bytes::from(format!("payment {n}"));
     let mut headers = HeaderMap::new();
     headers.insert("x-stored-by", "handler".parse().unwrap());
@@ -44,17 +50,17 @@ async fn pay(
         .unwrap_or("");
     match mode {
         "store" => {
-            let lease = held.take().unwrap();
+            let lease = held.take().await.unwrap();
             let record = held
                 .record(&lease, StatusCode::CREATED, &headers, &body)
                 .unwrap();
             // The handler's "commit".
             lease.complete(record).unwrap();
-            assert!(held.take().is_none(), "taken once");
+            assert!(held.take().await.is_none(), "taken once");
             (StatusCode::CREATED, headers, body).into_response()
         }
         "drop" => {
-            drop(held.take());
+            drop(held.take().await);
             (StatusCode::SERVICE_UNAVAILABLE, "rolled back").into_response()
         }
         _ => (StatusCode::CREATED, body).into_response(),
@@ -75,9 +81,21 @@ fn app(store: Store) -> (Router, Runs) {
 }
 
 async fn send(router: &Router, mode: &str, key: &str) -> (StatusCode, HeaderMap, Bytes) {
+    send_slow(router, mode, key, 0).await
+}
+
+/// [`send`], with the handler sleeping `ms` first (the fingerprint does not
+/// cover this header, so retries may differ in it).
+async fn send_slow(
+    router: &Router,
+    mode: &str,
+    key: &str,
+    ms: u64,
+) -> (StatusCode, HeaderMap, Bytes) {
     let req = Request::post("/pay")
         .header("idempotency-key", key)
         .header("x-mode", mode)
+        .header("x-sleep-ms", ms.to_string())
         .body(Body::from("{}"))
         .unwrap();
     let r = router.clone().oneshot(req).await.unwrap();
@@ -134,4 +152,37 @@ async fn a_handler_that_takes_the_key_and_rolls_back_frees_it_and_its_answer_is_
     assert!(!headers.contains_key("idempotent-replayed"));
     assert_eq!(body, "payment 2");
     assert_eq!(runs.0.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_held_key_is_renewed_until_the_handler_takes_it_so_a_slow_handler_is_never_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = std::time::Duration::from_millis(600);
+    let store = Store::open(dir.path(), idemstore::Config::default().lease(lease)).unwrap();
+    let (router, runs) = app(store);
+    for (mode, key) in [("layer", "slow-layer"), ("store", "slow-store")] {
+        let first = {
+            let router = router.clone();
+            tokio::spawn(async move { send_slow(&router, mode, key, 2600).await })
+        };
+        // Past the lease, three times over (the handler sleeps longer): the
+        // key is still the first request's, so a retry is told it is in
+        // flight. (Renewed every 200 ms: a 400 ms stall of this runtime
+        // would be needed to lose it.)
+        for _ in 0..3 {
+            tokio::time::sleep(lease + lease / 6).await;
+            let (status, _, _) = send(&router, mode, key).await;
+            assert_eq!(
+                status,
+                StatusCode::CONFLICT,
+                "{mode}: taken over mid-handler"
+            );
+        }
+        let (status, _, body) = first.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{mode}");
+        let (_, headers, replay) = send(&router, mode, key).await;
+        assert_eq!(headers["idempotent-replayed"], "true", "{mode}");
+        assert_eq!(replay, body);
+    }
+    assert_eq!(runs.0.load(Ordering::SeqCst), 2, "each key ran once");
 }

@@ -259,7 +259,7 @@ pub async fn complete_in_handler(
     headers: &http::HeaderMap,
     body: &bytes::Bytes,
 ) -> Result<Option<Coupled>, BackendError> {
-    let Some(lease) = held.take() else {
+    let Some(lease) = held.take().await else {
         return Err(BackendError::Fenced(
             "this request's key was already taken from its HeldKey".into(),
         ));
