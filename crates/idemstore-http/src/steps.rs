@@ -538,7 +538,13 @@ impl<B: Backend> Idempotency<B> {
         Arc::new(
             move |lease: &dyn crate::held::Fits, status, headers: &HeaderMap, body: &Bytes| {
                 let fits = |r: &idemstore::Response| lease.takes(r);
-                core.record_of(&fits, &keyed, status, headers, ResponseBody::Whole(body))
+                // The same bound as on the layer's own path.
+                let body = if body.len() > core.config.max_response_bytes {
+                    ResponseBody::TooLarge
+                } else {
+                    ResponseBody::Whole(body)
+                };
+                core.record_of(&fits, &keyed, status, headers, body)
             },
         )
     }

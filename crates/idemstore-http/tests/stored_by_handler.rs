@@ -186,3 +186,31 @@ async fn a_held_key_is_renewed_until_the_handler_takes_it_so_a_slow_handler_is_n
     }
     assert_eq!(runs.0.load(Ordering::SeqCst), 2, "each key ran once");
 }
+
+#[tokio::test]
+async fn a_handler_stored_body_over_the_response_limit_is_stored_as_the_notice_as_on_the_layers_path()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), idemstore::Config::default()).unwrap();
+    let config = IdempotencyConfig::new(TenantSource::Single)
+        .max_response_bytes(4)
+        .route("/pay", RoutePolicy::default().stored_by_handler());
+    let runs = Runs::default();
+    let router = Router::new()
+        .route(
+            "/pay",
+            post(pay).route_layer(IdempotencyLayer::new(store, config)),
+        )
+        .with_state(runs.clone());
+    let (status, _, body) = send(&router, "store", "big").await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body, "payment 1", "the first client gets the whole body");
+    let (status, headers, body) = send(&router, "store", "big").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert!(
+        String::from_utf8_lossy(&body).contains("response-not-replayable"),
+        "{body:?}"
+    );
+    assert_eq!(runs.0.load(Ordering::SeqCst), 1);
+}
