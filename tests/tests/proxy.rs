@@ -314,6 +314,28 @@ async fn a_large_streamed_response_reaches_the_client_whole_and_its_retry_is_tol
     assert_eq!(effects(&upstream).await, 1);
 }
 
+async fn a_response_whose_body_comes_after_its_head_is_stored_before_the_client_gets_it(
+    backend: Flags,
+) {
+    let upstream = Orders::start();
+    let p = proxy(&backend, &upstream, &[]);
+    let t = tenant("late");
+    for i in 0..5 {
+        let key = format!("late-{i}");
+        let first = post(p.addr, &t, Some(&key), "/late?ms=50", "{}").await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        let retry = post(p.addr, &t, Some(&key), "/late?ms=50", "{}").await;
+        assert!(
+            retry.replayed(),
+            "a retry sent the moment the answer arrived is its replay: {} {:?}",
+            retry.status,
+            retry.body
+        );
+        assert_eq!(retry.body, first.body);
+    }
+    assert_eq!(effects(&upstream).await, 5);
+}
+
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -342,6 +364,7 @@ on_every_backend!(
     a_connection_broken_after_sending_is_stored_and_never_runs_again,
     an_upstream_that_answers_too_late_is_a_stored_504,
     a_large_streamed_response_reaches_the_client_whole_and_its_retry_is_told_it_ran,
+    a_response_whose_body_comes_after_its_head_is_stored_before_the_client_gets_it,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

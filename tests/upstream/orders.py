@@ -11,6 +11,7 @@ POST /fail              500, after counting a side effect
 POST /close             counts a side effect, then closes the connection
                         without an answer
 POST /big?n=BYTES       201 with a chunked body of BYTES bytes
+POST /late?ms=MS        201 whose head is sent at once and body MS ms later
 GET  /effects           200 JSON {"effects": N}: every side effect so far
 GET  /headers           200 JSON of the request headers it got
 """
@@ -77,6 +78,15 @@ class Orders(BaseHTTPRequestHandler):
             effect()
             self.close_connection = True
             self.connection.shutdown(2)
+        elif url.path == "/late":
+            body = json.dumps({"order": effect()}).encode()
+            self.send_response(201)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(int(q.get("ms", ["100"])[0]) / 1000)
+            self.wfile.write(body)
         elif url.path == "/big":
             effect()
             n = int(q.get("n", ["0"])[0])

@@ -1,6 +1,9 @@
 //! Forwarding a request to the upstream and its response back, streamed both
 //! ways (the layer in front buffers a keyed request's body, within its
-//! `max_request_bytes`, to fingerprint it; everything else streams).
+//! `max_request_bytes`, to fingerprint it). A response body is read whole
+//! first when it ends within the largest `max_response_bytes` and the
+//! upstream timeout, so the layer stores it before it is sent, as it does a
+//! handler's whole body; a longer one streams.
 //!
 //! What the proxy tells the layer, when the upstream fails:
 //!
@@ -18,10 +21,12 @@
 //! `Host` is kept, and `X-Forwarded-For` (the peer's address appended),
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` are set, as reverse proxies do.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -83,18 +88,23 @@ pub(crate) struct Forward {
     client: Client<HttpConnector, BoxBody>,
     upstream: Upstream,
     timeout: Duration,
+    /// Response bodies up to this many bytes are read whole before the
+    /// layer sees them (the largest `max_response_bytes` of any route).
+    buffer: usize,
 }
 
 impl Forward {
     /// Forwards to `upstream`, waiting up to `timeout` for each response's
     /// head, connecting within `connect_timeout`, keeping up to
-    /// `idle_per_host` idle connections for up to `idle_timeout`.
+    /// `idle_per_host` idle connections for up to `idle_timeout`, reading
+    /// response bodies of up to `buffer` bytes whole.
     pub(crate) fn new(
         upstream: Upstream,
         timeout: Duration,
         connect_timeout: Duration,
         idle_per_host: usize,
         idle_timeout: Duration,
+        buffer: usize,
     ) -> Forward {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
@@ -107,6 +117,7 @@ impl Forward {
             client,
             upstream,
             timeout,
+            buffer,
         }
     }
 }
@@ -215,15 +226,14 @@ impl Forward {
             }
         };
         let upstream = self.upstream.authority().to_owned();
-        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let sent = tokio::time::timeout_at(deadline, self.client.request(req)).await;
         match sent {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 drop_hop_by_hop(&mut parts.headers);
-                Response::from_parts(
-                    parts,
-                    BoxBody::new(body.map_err(Into::<idemstore_http::BoxError>::into)),
-                )
+                let body = self.buffered(body, deadline).await;
+                Response::from_parts(parts, body)
             }
             Ok(Err(e)) if e.is_connect() => problem(
                 StatusCode::BAD_GATEWAY,
@@ -257,6 +267,70 @@ impl Forward {
                 ),
                 Ran::Unknown,
             ),
+        }
+    }
+}
+
+impl Forward {
+    /// The upstream's response body, read whole when it ends within
+    /// `buffer` bytes before `deadline`: the layer then stores it before
+    /// sending it (in `Sync` durability, no answer leaves before its record
+    /// is durable, and a retry right after it is a replay). A longer or
+    /// slower body streams on from what was read, and is stored (or
+    /// replaced by the not-replayable notice) when it ends.
+    async fn buffered(&self, mut body: Incoming, deadline: tokio::time::Instant) -> BoxBody {
+        let mut kept = BytesMut::new();
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            };
+            match frame {
+                None => return BoxBody::new(Full::new(kept.freeze())),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        kept.extend_from_slice(data);
+                    }
+                    if kept.len() > self.buffer {
+                        break;
+                    }
+                }
+                // The layer sees the body fail, as it would have unbuffered.
+                Some(Err(e)) => {
+                    return BoxBody::new(Prefixed {
+                        prefix: Some(kept.freeze()),
+                        rest: Err(Some(e)),
+                    });
+                }
+            }
+        }
+        BoxBody::new(Prefixed {
+            prefix: Some(kept.freeze()),
+            rest: Ok(body),
+        })
+    }
+}
+
+/// What was read of a body, then the rest of it (or its error).
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Result<Incoming, Option<hyper::Error>>,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = idemstore_http::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(p) = self.prefix.take().filter(|p| !p.is_empty()) {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(p))));
+        }
+        match &mut self.rest {
+            Ok(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Err(e) => Poll::Ready(e.take().map(|e| Err(e.into()))),
         }
     }
 }

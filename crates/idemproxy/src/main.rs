@@ -82,9 +82,10 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
 
-    /// Longest wait for the upstream's response head. Past it the client
-    /// gets 504, stored under its key (the request may have run: it never
-    /// runs twice).
+    /// Longest wait for the upstream's response head (and for the body of a
+    /// response small enough to be stored before it is sent). Past it
+    /// without a head, the client gets 504, stored under its key (the
+    /// request may have run: it never runs twice).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     upstream_timeout: Duration,
 
@@ -172,6 +173,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.upstream_connect_timeout,
         args.upstream_idle_connections,
         args.upstream_idle_timeout,
+        routes
+            .iter()
+            .filter_map(|r| r.config.as_ref().map(|c| c.max_response_bytes))
+            .max()
+            .unwrap_or(0),
     );
     let (app, work) = match &backend {
         Opened::Embedded(store) => stack(store, routes, forward),
