@@ -71,35 +71,53 @@ impl IdempotentRetry {
         self
     }
 
-    /// The key of `req`: its own, its name's kept one, or a fresh one.
-    fn key_of(&self, req: &Request, ext: &Extensions) -> Result<String> {
-        if let Some(v) = req
-            .headers()
-            .get(&self.header)
-            .and_then(|v| v.to_str().ok())
-        {
-            return Ok(v.to_owned());
+    /// The key of `req`: its own, its name's kept one, or a fresh one. A
+    /// key header that is not visible ASCII is refused, never replaced: a
+    /// fresh key would make the server run the request again.
+    async fn key_of(&self, req: &Request, ext: &Extensions) -> Result<String> {
+        if let Some(v) = req.headers().get(&self.header) {
+            return match v.to_str() {
+                Ok(k) if !k.trim().is_empty() => Ok(k.to_owned()),
+                _ => Err(reqwest_middleware::Error::middleware(KeepError(format!(
+                    "the request's {} header is empty or not visible ASCII; send a key of \
+                     visible ASCII characters, or none and one is chosen",
+                    self.header
+                )))),
+            };
         }
         match (ext.get::<LogicalRequest>(), &self.keys) {
-            (Some(name), Some(keys)) => keys
-                .key_for(&name.0, self.kind)
-                .map_err(|e| reqwest_middleware::Error::middleware(KeepError(e.to_string()))),
+            (Some(name), Some(keys)) => {
+                // The key store fsyncs: off the async threads.
+                let (keys, name, kind) = (keys.clone(), name.0.clone(), self.kind);
+                tokio::task::spawn_blocking(move || keys.key_for(&name, kind))
+                    .await
+                    .map_err(|e| KeepError(e.to_string()))
+                    .and_then(|r| r.map_err(|e| KeepError(e.to_string())))
+                    .map_err(reqwest_middleware::Error::middleware)
+            }
             _ => Ok(self.kind.fresh()),
         }
     }
 
     /// The request ended (an answer that is not retried, or refused for
     /// good): its name's kept key goes.
-    fn ended(&self, ext: &Extensions) {
-        if let (Some(name), Some(keys)) = (ext.get::<LogicalRequest>(), &self.keys)
-            && let Err(e) = keys.forget(&name.0)
-        {
-            tracing::warn!(error = %e, request = %name.0, "forgetting a finished request's idempotency key failed");
+    async fn ended(&self, ext: &Extensions) {
+        if let (Some(name), Some(keys)) = (ext.get::<LogicalRequest>(), &self.keys) {
+            let (keys, name) = (keys.clone(), name.0.clone());
+            let forgot = tokio::task::spawn_blocking(move || {
+                let r = keys.forget(&name);
+                (name, r)
+            })
+            .await;
+            if let Ok((name, Err(e))) = forgot {
+                tracing::warn!(error = %e, request = %name, "forgetting a finished request's idempotency key failed");
+            }
         }
     }
 }
 
-/// A key that could not be kept on disk: the request was not sent.
+/// A key that could not be kept on disk, or a key header that cannot be
+/// sent: the request was not sent.
 #[derive(Debug)]
 struct KeepError(String);
 
@@ -142,7 +160,7 @@ impl Middleware for IdempotentRetry {
         if !self.methods.contains(req.method()) {
             return next.run(req, extensions).await;
         }
-        let key = self.key_of(&req, extensions)?;
+        let key = self.key_of(&req, extensions).await?;
         let value = HeaderValue::from_str(&key)
             .map_err(|e| reqwest_middleware::Error::middleware(KeepError(e.to_string())))?;
         req.headers_mut().insert(self.header.clone(), value);
@@ -153,7 +171,7 @@ impl Middleware for IdempotentRetry {
             let Some(this) = req.try_clone() else {
                 let r = next.run(req, extensions).await;
                 if r.as_ref().map_or_else(never_sent, |_| true) {
-                    self.ended(extensions);
+                    self.ended(extensions).await;
                 }
                 return r;
             };
@@ -167,7 +185,7 @@ impl Middleware for IdempotentRetry {
                     }
                 }
                 Ok(_) => {
-                    self.ended(extensions);
+                    self.ended(extensions).await;
                     return result;
                 }
                 Err(e) if transient(e) => Some(self.policy.backoff_after(attempt)),
@@ -175,7 +193,7 @@ impl Middleware for IdempotentRetry {
                     // Not retried. Unless it was never sent, its outcome is
                     // unknown: a named request keeps its key for the next try.
                     if never_sent(e) {
-                        self.ended(extensions);
+                        self.ended(extensions).await;
                     }
                     return result;
                 }

@@ -197,6 +197,24 @@ async fn a_422_is_not_retried_and_bounded_attempts_give_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_header_that_is_not_visible_ascii_is_refused_and_never_replaced() {
+    let (addr, connections) = proxy("127.0.0.1:9".parse().unwrap(), vec![Fault::Pass]).await;
+    let c = client(fast(), None);
+    let e = c
+        .post(format!("http://{addr}/v1/payments"))
+        .header(
+            "idempotency-key",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .body("{}")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not visible ASCII"), "{e}");
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_restarts_resumes_the_key_of_its_unfinished_request() {
     let dir = tempfile::tempdir().unwrap();
     let server = Payments::start(dir.path());
