@@ -2,6 +2,7 @@
 //! bench or report binary runs.
 
 pub mod alloc;
+pub mod cost;
 pub mod http;
 pub mod mixed;
 pub mod open;

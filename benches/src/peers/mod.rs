@@ -8,6 +8,7 @@ pub mod raw;
 pub mod redb;
 pub mod redis;
 pub mod sled;
+pub mod sqlite;
 pub mod thread_floor;
 
 use std::sync::{Arc, Barrier};

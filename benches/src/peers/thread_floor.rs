@@ -1,8 +1,8 @@
-//! The OS-thread floor: group commit with no store at all (callers queue
-//! and park, one thread appends and fdatasyncs, another wakes them).
+//! The ceiling, closed loop, and the OS-thread floor: group commit with no
+//! store at all (callers queue and park, one thread writes their records
+//! into preallocated space and fdatasyncs, another wakes them).
 
 use super::threads;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,9 @@ use std::time::Duration;
 /// work; at a few callers it is no ceiling (each batch takes an extra
 /// thread hop here that idemstore's writer avoids when idle). `callers`
 /// threads each queue themselves and park; a committer thread sleeps until
-/// the queue is non-empty, takes it, appends the batch's bytes (640 B per
-/// caller, as [`raw`](super::raw)) and fdatasyncs; a third thread unparks the batch
+/// the queue is non-empty, takes it, writes the batch's bytes (640 B per
+/// caller, as [`raw`](super::raw)) into preallocated space and fdatasyncs
+/// (so no sync journals a size change); a third thread unparks the batch
 /// meanwhile, so waking overlaps the next fsync (as idemstore's settler
 /// does). No index, no encoding, no records.
 pub fn run(callers: usize, secs: f64) -> f64 {
@@ -32,13 +33,11 @@ pub fn run(callers: usize, secs: f64) -> f64 {
             }
         }
     });
-    let dir = tempfile::tempdir_in(".").expect("tempdir");
-    let file = std::fs::File::create(dir.path().join("floor")).expect("create");
+    let mut space = super::raw::Space::new(64 << 20);
     let committer = {
         let (queue, stop) = (queue.clone(), stop.clone());
         std::thread::spawn(move || {
-            let record = vec![0x5au8; 640];
-            let mut off = 0u64;
+            let record = vec![0x5au8; super::raw::RECORD];
             while !stop.load(Ordering::Relaxed) {
                 let batch = {
                     let mut q = queue.0.lock().expect("queue");
@@ -55,10 +54,7 @@ pub fn run(callers: usize, secs: f64) -> f64 {
                 if batch.is_empty() {
                     continue;
                 }
-                let buf = record.repeat(batch.len());
-                file.write_all_at(&buf, off).expect("write");
-                file.sync_data().expect("fdatasync");
-                off += buf.len() as u64;
+                space.write_and_sync(&record.repeat(batch.len()));
                 tx.send(batch).expect("waker");
             }
         })

@@ -527,7 +527,10 @@ mod tests {
         store(dir.path());
         let r = run(dir.path());
         assert!(r.is_clean() && r.notes.is_empty(), "{r:?}");
-        assert_eq!((r.segments, r.records, r.hints_checked), (1, 3, 1));
+        assert_eq!((r.segments, r.hints_checked), (1, 1));
+        // Three completions, and a reservation record for each whose
+        // completion missed its group commit (on a loaded machine, some do).
+        assert!((3..=6).contains(&r.records), "{r:?}");
         assert!(r.floor > 0);
     }
 

@@ -130,7 +130,13 @@ fn main() {
     let w6 = w6::run(&mut out, &settings, &rt);
     let w45 = w45::run(&mut out, &settings);
     // The first server runs with appendfsync always.
-    let pairs = paired::run(&mut out, &settings, &rt, servers.nodes.first());
+    let pairs = paired::run(
+        &mut out,
+        &settings,
+        &rt,
+        servers.nodes.first(),
+        servers.postgres.as_ref(),
+    );
     let measured = targets::Measured {
         w1,
         w2,

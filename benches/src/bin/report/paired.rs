@@ -7,11 +7,17 @@ use crate::Settings;
 use crate::stores::{idemstore, idemstore_async, layered};
 use idemstore::Durability;
 use idemstore_benches::peers;
+use idemstore_benches::peers::postgres::PostgresServer;
 use idemstore_benches::peers::redis::RedisServer;
 use std::io::Write;
 
 /// The paired ratios: (ratio name, (median, lowest, highest)); W1 names are
 /// "how ÷ peer".
+///
+/// The open-loop ceiling's cell.
+pub(crate) const CEILING: &str = "ceiling";
+/// The closed-loop ceiling's cell.
+pub(crate) const CLOSED: &str = "ceiling, closed loop";
 pub(crate) type Ratios = Vec<(String, (f64, f64, f64))>;
 
 /// Measures and prints the paired ratios if they are wanted (plain Redis on
@@ -21,13 +27,14 @@ pub(crate) fn run(
     settings: &Settings,
     rt: &tokio::runtime::Runtime,
     always: Option<&RedisServer>,
+    postgres: Option<&PostgresServer>,
 ) -> Ratios {
     let (secs, conns, rounds) = (settings.secs, settings.conns, settings.rounds);
     if !settings.wants("pairs") {
         return Vec::new();
     }
     let mut cells: Vec<Cell<'_>> = vec![
-        ("raw limit", Box::new(|| peers::raw::run(64, secs))),
+        (CEILING, Box::new(|| peers::raw::ceiling(64, secs))),
         (
             "threads",
             Box::new(|| idemstore(Durability::Sync, 64, secs)),
@@ -37,6 +44,10 @@ pub(crate) fn run(
             Box::new(|| idemstore_async(Durability::Sync, 64, secs)),
         ),
         (
+            CLOSED,
+            Box::new(|| peers::thread_floor::run(64, secs)),
+        ),
+        (
             "sled, one flush",
             Box::new(|| peers::sled::run(64, secs, false)),
         ),
@@ -44,12 +55,15 @@ pub(crate) fn run(
             "sled, flush per step",
             Box::new(|| peers::sled::run(64, secs, true)),
         ),
-        (
-            "OS-thread floor",
-            Box::new(|| peers::thread_floor::run(64, secs)),
-        ),
         ("redb", Box::new(|| peers::redb::run(64, secs))),
+        ("SQLite", Box::new(|| peers::sqlite::run(64, secs))),
     ];
+    if let Some(pg) = postgres {
+        cells.push((
+            "PostgreSQL",
+            Box::new(move || peers::postgres::sql(rt, pg, 64, 64, secs)),
+        ));
+    }
     if let Some(server) = always {
         cells.push((
             "Redis 7 always (SET NX PX)",
@@ -85,12 +99,19 @@ pub(crate) fn run(
 
 /// The ratios of the cells named `names` whose per-round values are `p`: W1
 /// at 64 of idemstore (threads, then async tasks) ÷ each peer, then ÷ the
-/// raw limit; the bounds the machine puts on those; W6 `Sync` ÷ bare.
+/// two ceilings; the bounds the machine puts on those; W6 `Sync` ÷ bare.
 fn ratios(names: &[&str], p: &[Vec<f64>]) -> Ratios {
     let mut pairs: Ratios = Vec::new();
     let col = |name: &str| names.iter().position(|n| *n == name);
+    let peers: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| {
+            ![CEILING, CLOSED, "threads", "async tasks"].contains(n) && !n.starts_with("W6")
+        })
+        .collect();
     for how in ["threads", "async tasks"] {
-        for peer in names.iter().skip(3).take_while(|n| !n.starts_with("W6")) {
+        for peer in peers.iter().copied().chain([CEILING, CLOSED]) {
             if let (Some(a), Some(b)) = (col(how), col(peer)) {
                 pairs.push((
                     format!("W1 Sync @64 {how} ÷ {peer}"),
@@ -98,18 +119,12 @@ fn ratios(names: &[&str], p: &[Vec<f64>]) -> Ratios {
                 ));
             }
         }
-        if let (Some(a), Some(b)) = (col(how), col("raw limit")) {
-            pairs.push((
-                format!("W1 Sync @64 {how} ÷ raw limit"),
-                ratio_stats(&p[a], &p[b]),
-            ));
-        }
     }
     // What bounds the W1 targets on this machine, whatever the store.
     for (a, b) in [
-        ("OS-thread floor", "raw limit"),
-        ("raw limit", "sled, one flush"),
-        ("raw limit", "sled, flush per step"),
+        (CLOSED, CEILING),
+        (CEILING, "sled, one flush"),
+        (CEILING, "sled, flush per step"),
     ] {
         if let (Some(i), Some(j)) = (col(a), col(b)) {
             pairs.push((format!("bound: {a} ÷ {b}"), ratio_stats(&p[i], &p[j])));

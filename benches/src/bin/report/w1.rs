@@ -38,9 +38,22 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Redises) 
             );
         }
     }
-    row("raw limit (append + fdatasync, batch = callers)", &|c| {
-        peers::raw::run(c, secs)
-    });
+    row(
+        "ceiling, open loop (write into preallocated space + fdatasync, batch = callers)",
+        &|c| peers::raw::ceiling(c, secs),
+    );
+    row(
+        "ceiling, closed loop (callers park; one thread writes into preallocated space + fdatasync)",
+        &|c| peers::thread_floor::run(c, secs),
+    );
+    row(
+        "growing file (append + fdatasync, batch = callers; each sync commits a size change)",
+        &|c| peers::raw::growing(c, secs),
+    );
+    row(
+        "SQLite (WAL, synchronous=FULL, INSERT OR IGNORE, UPDATE; a connection per caller)",
+        &|c| peers::sqlite::run(c, secs),
+    );
     row("sled 0.34, one flush (CAS, insert, flush)", &|c| {
         peers::sled::run(c, secs, false)
     });
@@ -48,9 +61,6 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Redises) 
         "sled 0.34, flush per step (CAS, flush, insert, flush)",
         &|c| peers::sled::run(c, secs, true),
     );
-    row("OS-thread floor (group commit, no store)", &|c| {
-        peers::thread_floor::run(c, secs)
-    });
     row("redb (a write txn per step, expiry table)", &|c| {
         peers::redb::run(c, secs)
     });
@@ -93,6 +103,10 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> (Rows, Redises) 
         row(
             "PostgreSQL 15, synchronous_commit on, idemstore-postgres backend (64 connections)",
             &|n| peers::redis::cycles(&rt, &backend, n, secs),
+        );
+        row(
+            "PostgreSQL 15, synchronous_commit on, INSERT .. ON CONFLICT, UPDATE (64 connections)",
+            &|n| peers::postgres::sql(&rt, pg, 64, n, secs),
         );
     } else if w1 {
         eprintln!("PostgreSQL: skipped: not installed (scripts/test.sh installs it)");
