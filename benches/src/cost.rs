@@ -53,16 +53,17 @@ fn clock_ticks() -> f64 {
 fn cost(elapsed: Duration, cpu: Option<Duration>, mut lat: Vec<u64>) -> Cost {
     lat.sort_unstable();
     let n = lat.len().max(1);
-    let at = |q: f64| {
-        let i = ((n as f64 * q) as usize).min(n - 1);
+    // The latency at `permille` (of n, rounded down, at most the last).
+    let at = |permille: usize| {
+        let i = (n * permille / 1000).min(n - 1);
         lat.get(i).map_or(f64::NAN, |v| *v as f64 / 1000.0)
     };
     Cost {
         rate: lat.len() as f64 / elapsed.as_secs_f64(),
         cpu_us: cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / n as f64),
-        p50_us: at(0.5),
-        p99_us: at(0.99),
-        p999_us: at(0.999),
+        p50_us: at(500),
+        p99_us: at(990),
+        p999_us: at(999),
     }
 }
 

@@ -110,8 +110,12 @@ pub fn sql(
     );
     let body = vec![0x5au8; super::BODY];
     rt.block_on(super::tasks(callers, secs, move |t, i| {
-        let (pool, reserve, complete, body) =
-            (pool.clone(), reserve.clone(), complete.clone(), body.clone());
+        let (pool, reserve, complete, body) = (
+            pool.clone(),
+            reserve.clone(),
+            complete.clone(),
+            body.clone(),
+        );
         async move {
             let key = format!("k-{run}-{t}-{i}").into_bytes();
             let token = i64::try_from(t).unwrap_or(0) << 40 | i64::try_from(i).unwrap_or(0);

@@ -36,10 +36,11 @@ impl Space {
     }
 
     fn in_dir(dir: tempfile::TempDir, len: u64) -> Space {
-        let mib = 1u64 << 20;
+        const MIB: usize = 1 << 20;
+        let mib = MIB as u64;
         let len = len.div_ceil(mib).max(1) * mib;
         let file = File::create(dir.path().join("space")).expect("create");
-        let zeros = vec![0u8; mib as usize];
+        let zeros = vec![0u8; MIB];
         let mut off = 0;
         while off < len {
             file.write_all_at(&zeros, off).expect("preallocate");

@@ -71,7 +71,8 @@ pub fn run(callers: usize, secs: f64) -> f64 {
 /// write lock rather than failing.
 fn open(path: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(path).expect("open SQLite");
-    c.busy_timeout(Duration::from_secs(30)).expect("busy timeout");
+    c.busy_timeout(Duration::from_secs(30))
+        .expect("busy timeout");
     c.pragma_update(None, "journal_mode", "WAL")
         .expect("journal_mode");
     c.pragma_update(None, "synchronous", "FULL")

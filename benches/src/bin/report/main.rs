@@ -7,8 +7,22 @@
 //!
 //! Peers (`idemstore_benches::peers`, a module each), each written the way a
 //! competent user would build an idempotency store on it:
-//! - raw limit: append the same bytes a batch of `callers` completions writes,
-//!   then fdatasync, in a loop (the disk's ceiling);
+//! - the ceiling, open loop: write the bytes a batch of `callers`
+//!   completions writes into preallocated, fsynced space, then fdatasync,
+//!   in a loop (the best a store could do on this disk); the same loop
+//!   appending to a growing file, whose syncs also commit a size change,
+//!   as a reference;
+//! - the ceiling, closed loop: `callers` threads each queue one record and
+//!   park; one thread writes the batch into preallocated space and
+//!   fdatasyncs, another wakes them (group commit with no store at all; at
+//!   64 callers, where the CPUs are the limit, what parking and waking
+//!   threads costs);
+//! - SQLite (rusqlite, bundled): WAL, `synchronous = FULL`, a connection
+//!   per caller, `INSERT OR IGNORE` to reserve, a fenced `UPDATE` to
+//!   complete;
+//! - PostgreSQL (the server `scripts/postgres.sh` starts): through this
+//!   project's backend, and as plain SQL (`INSERT .. ON CONFLICT DO
+//!   NOTHING`, `UPDATE`, 64 connections, `synchronous_commit = on`);
 //! - sled 0.34: compare-and-swap to reserve, insert on completion, `flush`
 //!   after the completion (idemstore's guarantee), and a variant that also
 //!   flushes the reservation;
@@ -16,10 +30,6 @@
 //!   an expiry table, redb having no TTL), each committed with its default
 //!   immediate durability; and a batched variant, where one committer thread
 //!   applies every queued step in one transaction (group commit by hand);
-//! - the OS-thread floor: group commit with no store at all (callers queue
-//!   and park, one thread appends and fdatasyncs, another wakes them): at 64
-//!   callers, where the CPUs are the limit, what parking and waking the
-//!   threads costs with no store work at all;
 //! - Redis 7 on loopback (started here when `redis-server` is installed),
 //!   with `appendfsync always` and `everysec`, two ways: as the issue
 //!   describes the peer (`SET NX PX` to reserve, a script to complete with
@@ -29,6 +39,9 @@
 //!   everysec`, `scripts/redis-cluster.sh`) through this project's backend,
 //!   without and with `wait_replicas(1, 500 ms)` (a `WAIT` after every
 //!   write).
+//!
+//! W1 cost: CPU per cycle and latency percentiles (p50, p99, p99.9) of
+//! idemstore's cycle at 1, 8 and 64 callers, as threads and async tasks.
 //!
 //! W2: replay latency (p50/p99) in-process, beside a Redis GET on loopback.
 //!
@@ -41,8 +54,9 @@
 //! `scripts/report.sh [SECONDS_PER_CELL] [KEYS]` builds and runs it.
 //!
 //! Then every ratio target again, paired: `PAIRED_ROUNDS` (5) rounds, each
-//! running W1 at 64 (threads, async tasks, raw limit, both sled variants,
-//! the OS-thread floor, redb, Redis always with `SET NX PX`) and W6 (bare and
+//! running W1 at 64 (the ceiling, threads, async tasks, the closed-loop
+//! ceiling, both sled variants, redb, SQLite, PostgreSQL as plain SQL, Redis
+//! always with `SET NX PX`) and W6 (bare and
 //! Sync) back to back, so that the machine's drift hits both sides of a ratio
 //! alike; the targets table uses their medians, and "bound" rows give the
 //! ceilings the machine puts on the W1 targets.
@@ -60,6 +74,7 @@
 //! the targets from what they measured; `stores.rs` runs idemstore itself;
 //! the peers live in the library (`idemstore_benches::peers`).
 
+mod cost;
 mod paired;
 mod stores;
 mod table;
@@ -124,8 +139,9 @@ fn main() {
     let settings = Settings::from_env();
     let mut out = std::io::stdout().lock();
     let (w1, servers) = w1::run(&mut out, &settings);
-    let w2 = w2::run(&mut out, &settings, servers.nodes.first());
     let rt = idemstore_benches::runtime();
+    let cost = cost::run(&mut out, &settings, &rt);
+    let w2 = w2::run(&mut out, &settings, servers.nodes.first());
     w3::run(&mut out, &settings, &rt, &servers);
     let w6 = w6::run(&mut out, &settings, &rt);
     let w45 = w45::run(&mut out, &settings);
@@ -139,6 +155,7 @@ fn main() {
     );
     let measured = targets::Measured {
         w1,
+        cost,
         w2,
         w45,
         w6,

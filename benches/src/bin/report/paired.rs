@@ -43,10 +43,7 @@ pub(crate) fn run(
             "async tasks",
             Box::new(|| idemstore_async(Durability::Sync, 64, secs)),
         ),
-        (
-            CLOSED,
-            Box::new(|| peers::thread_floor::run(64, secs)),
-        ),
+        (CLOSED, Box::new(|| peers::thread_floor::run(64, secs))),
         (
             "sled, one flush",
             Box::new(|| peers::sled::run(64, secs, false)),
