@@ -177,3 +177,51 @@ async fn kill_9_mid_transaction_loses_no_acknowledged_payment_and_makes_none_twi
     assert_eq!(by_key.len(), keys.len());
     b.stop();
 }
+
+/// A payment the database refuses (here: a trigger that fails inserts for
+/// one tenant) answers 503 and frees its key: once the database takes
+/// payments again, the retry makes the payment instead of replaying the 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_the_database_refuses_frees_its_key_so_the_retry_makes_it() {
+    let server = start();
+    let tenant = format!("pg-refused-{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    for sql in [
+        "CREATE TABLE IF NOT EXISTS fail_tenants (tenant BYTEA PRIMARY KEY)",
+        "CREATE OR REPLACE FUNCTION fail_listed_tenants() RETURNS trigger AS $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM fail_tenants WHERE tenant = NEW.tenant) THEN
+             RAISE EXCEPTION 'payments refused for this tenant (test)';
+           END IF;
+           RETURN NEW;
+         END $$ LANGUAGE plpgsql",
+        "CREATE OR REPLACE TRIGGER fail_listed_tenants BEFORE INSERT ON payments
+         FOR EACH ROW EXECUTE FUNCTION fail_listed_tenants()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    sqlx::query("INSERT INTO fail_tenants VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(tenant.as_bytes())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let body = r#"{"amount":31,"currency":"EUR"}"#;
+    let refused = post(server.addr, &tenant, "refused-1", body).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        refused.body
+    );
+    sqlx::query("DELETE FROM fail_tenants WHERE tenant = $1")
+        .bind(tenant.as_bytes())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let made = post(server.addr, &tenant, "refused-1", body).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    assert!(!made.replayed(), "the 503 was not stored");
+    assert_eq!(rows(&tenant).await.len(), 1);
+    pool.close().await;
+    server.stop();
+}

@@ -74,11 +74,11 @@ pub async fn app_pg(backend: PostgresBackend) -> Result<(Router, InFlightWork), 
 /// The 503 of a payment the database did not take (nothing was
 /// committed); the key is freed (the lease taken and dropped) so that a
 /// retry runs again instead of replaying this answer.
-fn failed(held: Option<&Extension<HeldKey<PostgresLease>>>, e: &dyn std::fmt::Display) -> Response {
+async fn failed(held: Option<&Extension<HeldKey<PostgresLease>>>, e: String) -> Response {
     if let Some(Extension(h)) = held {
-        drop(h.take());
+        drop(h.take().await);
     }
-    unavailable(e)
+    unavailable(&e)
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response {
@@ -118,7 +118,7 @@ async fn create(
         .map(str::to_owned);
     let mut tx = match state.backend.pool().begin().await {
         Ok(tx) => tx,
-        Err(e) => return failed(held.as_ref(), &e),
+        Err(e) => return failed(held.as_ref(), e.to_string()).await,
     };
     let inserted = sqlx::query(
         "INSERT INTO payments (id, tenant, amount, currency, created_at, idempotency_key)
@@ -133,7 +133,7 @@ async fn create(
     .execute(&mut *tx)
     .await;
     if let Err(e) = inserted {
-        return failed(held.as_ref(), &e);
+        return failed(held.as_ref(), e.to_string()).await;
     }
     // The "payment processor", while the transaction holds the payment
     // row: a crash now rolls the row back with the stored response.
