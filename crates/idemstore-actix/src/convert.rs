@@ -10,7 +10,7 @@
 
 use crate::RequestTenant;
 use actix_web::body::{BodySize, MessageBody};
-use actix_web::dev::{Payload, ServiceResponse};
+use actix_web::dev::Payload;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_core::Stream;
@@ -142,9 +142,8 @@ fn pump<B: MessageBody + 'static>(body: B) -> HandlerBody {
 
 /// A handler's actix response as the core reads it (its [`Ran`] mark kept).
 pub(crate) fn to_http<B: MessageBody + 'static>(
-    response: ServiceResponse<B>,
+    res: HttpResponse<B>,
 ) -> http::Response<HandlerBody> {
-    let res = response.into_parts().1;
     let mut b = http::Response::builder().status(res.status().as_u16());
     for (name, value) in res.headers() {
         if let (Ok(n), Ok(v)) = (

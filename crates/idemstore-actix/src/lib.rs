@@ -61,6 +61,7 @@ use idemstore_http::{
     Backend, ConfigError, HeldKey, IdempotencyConfig, IdempotencyLayer, InFlightWork, TenantSource,
     drive,
 };
+use std::cell::RefCell;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -197,39 +198,57 @@ where
                 }
                 Prepared::Keyed(k) => k,
             };
+            // The request has one owner at a time: actix's routing needs
+            // it unshared (`Rc::get_mut`) while the inner service runs, so
+            // the handler takes it from here and puts it back with the
+            // response.
             let (http_req, payload) = req.into_parts();
-            let for_handler = http_req.clone();
+            let slot = Rc::new(RefCell::new(Some(http_req)));
+            let for_handler = slot.clone();
             let handler = move |request: http::Request<idemstore_http::BoxBody>| {
                 let (parts, body) = request.into_parts();
-                if let Some(held) = parts.extensions.get::<HeldKey<B::Lease>>() {
-                    for_handler.extensions_mut().insert(held.clone());
-                }
                 async move {
                     use http_body_util::BodyExt;
+                    let Some(http_req) = for_handler.borrow_mut().take() else {
+                        return Err(actix_web::error::ErrorInternalServerError(
+                            "the request was handed to its handler twice",
+                        ));
+                    };
+                    if let Some(held) = parts.extensions.get::<HeldKey<B::Lease>>() {
+                        http_req.extensions_mut().insert(held.clone());
+                    }
                     // The body the core buffered (and fingerprinted).
                     let bytes = body
                         .collect()
                         .await
                         .map(http_body_util::Collected::to_bytes)
                         .unwrap_or_default();
-                    let sreq = ServiceRequest::from_parts(
-                        for_handler,
-                        actix_web::dev::Payload::from(bytes),
-                    );
-                    let response = service.call(sreq).await?;
+                    let sreq =
+                        ServiceRequest::from_parts(http_req, actix_web::dev::Payload::from(bytes));
+                    let (http_req, response) = service.call(sreq).await?.into_parts();
+                    for_handler.borrow_mut().replace(http_req);
                     Ok::<_, actix_web::Error>(to_http(response))
                 }
             };
             let body = PayloadBody::new(payload);
-            match drive::keyed(core, parts, body, keyed, handler).await {
-                Err(refused) => {
-                    Ok(ServiceResponse::new(http_req, to_actix(refused)).map_into_right_body())
-                }
+            let answer = match drive::keyed(core, parts, body, keyed, handler).await {
+                Err(refused) => refused,
                 Ok((task, answer)) => {
                     actix_web::rt::spawn(task);
-                    let r = answer.await?;
-                    Ok(ServiceResponse::new(http_req, to_actix(r)).map_into_right_body())
+                    answer.await?
                 }
+            };
+            let response = to_actix(answer);
+            match slot.borrow_mut().take() {
+                Some(http_req) => {
+                    Ok(ServiceResponse::new(http_req, response).map_into_right_body())
+                }
+                // The handler panicked with the request: answer without it.
+                None => Err(actix_web::error::InternalError::from_response(
+                    "the handler failed",
+                    response.map_into_boxed_body(),
+                )
+                .into()),
             }
         })
     }

@@ -180,8 +180,11 @@ fn actix_server(config: IdempotencyConfig) -> Server {
         actix_web::rt::System::new().block_on(async move {
             let server = HttpServer::new(move || {
                 let runs = counter.clone();
-                App::new().wrap(mw.clone()).default_service(web::to(
-                    move |req: HttpRequest, body: Bytes| {
+                // Routed under an App-wide wrap: actix's routing must find
+                // the request unshared while the handler runs.
+                App::new().wrap(mw.clone()).route(
+                    "/{status}",
+                    web::to(move |req: HttpRequest, body: Bytes| {
                         let runs = runs.clone();
                         async move {
                             let act = act(
@@ -210,8 +213,8 @@ fn actix_server(config: IdempotencyConfig) -> Server {
                                 .streaming(tokio_stream(chunks(len))),
                             }
                         }
-                    },
-                ))
+                    }),
+                )
             })
             .workers(1)
             .disable_signals()
