@@ -42,6 +42,11 @@ impl<L: Lease> Fits for L {
 /// handler's (keep its transaction well within the lease).
 pub struct HeldKey<L> {
     lease: Arc<Mutex<Option<L>>>,
+    /// Notified when the handler wants the lease: a renewal under way
+    /// gives way (it is cut short) instead of making the handler wait for
+    /// a backend round trip, which on PostgreSQL could wait in turn for a
+    /// pool connection the handler's own transaction holds.
+    wanted: Arc<tokio::sync::Notify>,
     recorder: Arc<Recorder>,
 }
 
@@ -49,6 +54,7 @@ impl<L> Clone for HeldKey<L> {
     fn clone(&self) -> Self {
         HeldKey {
             lease: self.lease.clone(),
+            wanted: self.wanted.clone(),
             recorder: self.recorder.clone(),
         }
     }
@@ -64,14 +70,16 @@ impl<L: Lease> HeldKey<L> {
     pub(crate) fn new(lease: L, recorder: Arc<Recorder>) -> HeldKey<L> {
         HeldKey {
             lease: Arc::new(Mutex::new(Some(lease))),
+            wanted: Arc::new(tokio::sync::Notify::new()),
             recorder,
         }
     }
 
     /// Takes the reserved key's lease; `None` once taken. From then on the
-    /// handler stores or frees the key, and the layer stores nothing. Waits
-    /// for a renewal the layer has under way.
+    /// handler stores or frees the key, and the layer stores nothing. A
+    /// renewal the layer has under way is cut short.
     pub async fn take(&self) -> Option<L> {
+        self.wanted.notify_one();
         self.lease.lock().await.take()
     }
 
@@ -84,7 +92,14 @@ impl<L: Lease> HeldKey<L> {
             let Some(lease) = held.as_mut() else {
                 break;
             };
-            match lease.renew().await {
+            let renewed = tokio::select! {
+                r = lease.renew() => r,
+                // The handler takes it: the renewal gives way, and is the
+                // last (a cut renewal may or may not have extended the
+                // lease, which the handler's own completion settles).
+                () = self.wanted.notified() => break,
+            };
+            match renewed {
                 Ok(()) => {}
                 Err(crate::BackendError::Fenced(_)) => break,
                 Err(e) => {
