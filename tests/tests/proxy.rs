@@ -270,6 +270,18 @@ async fn a_connection_broken_after_sending_is_stored_and_never_runs_again(backen
     assert_eq!(effects(&upstream).await, 3);
 }
 
+async fn a_response_body_cut_short_is_stored_and_never_runs_again(backend: Flags) {
+    let upstream = Orders::start();
+    let p = proxy_with(&backend, &upstream, FIVE_XX_FREED, &[]);
+    let t = tenant("cut");
+    let r = post(p.addr, &t, Some("k"), "/cut", "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{:?}", r.body);
+    assert!(r.problem().ends_with("upstream-failed"), "{:?}", r.body);
+    let retry = post(p.addr, &t, Some("k"), "/cut", "{}").await;
+    assert!(retry.replayed(), "it ran upstream: it is not sent again");
+    assert_eq!(effects(&upstream).await, 1);
+}
+
 async fn an_upstream_that_answers_too_late_is_a_stored_504(backend: Flags) {
     let upstream = Orders::start();
     let p = proxy_with(
@@ -362,6 +374,7 @@ on_every_backend!(
     a_client_that_vanishes_mid_request_leaves_it_to_run_once,
     an_unreachable_upstream_frees_the_key_and_the_retry_runs_once_it_is_back,
     a_connection_broken_after_sending_is_stored_and_never_runs_again,
+    a_response_body_cut_short_is_stored_and_never_runs_again,
     an_upstream_that_answers_too_late_is_a_stored_504,
     a_large_streamed_response_reaches_the_client_whole_and_its_retry_is_told_it_ran,
     a_response_whose_body_comes_after_its_head_is_stored_before_the_client_gets_it,

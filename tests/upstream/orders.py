@@ -12,6 +12,8 @@ POST /close             counts a side effect, then closes the connection
                         without an answer
 POST /big?n=BYTES       201 with a chunked body of BYTES bytes
 POST /late?ms=MS        201 whose head is sent at once and body MS ms later
+POST /cut               counts a side effect, sends a 201 head promising 100
+                        bytes, 10 of them, then closes the connection
 GET  /effects           200 JSON {"effects": N}: every side effect so far
 GET  /headers           200 JSON of the request headers it got
 """
@@ -76,6 +78,15 @@ class Orders(BaseHTTPRequestHandler):
             self.answer(500, {"error": "failed on purpose"})
         elif url.path == "/close":
             effect()
+            self.close_connection = True
+            self.connection.shutdown(2)
+        elif url.path == "/cut":
+            effect()
+            self.send_response(201)
+            self.send_header("content-length", "100")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
         elif url.path == "/late":

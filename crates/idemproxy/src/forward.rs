@@ -1,8 +1,8 @@
 //! Forwarding a request to the upstream and its response back, streamed both
 //! ways (the layer in front buffers a keyed request's body, within its
-//! `max_request_bytes`, to fingerprint it). A response body is read whole
-//! first when it ends within the largest `max_response_bytes` and the
-//! upstream timeout, so the layer stores it before it is sent, as it does a
+//! `max_request_bytes`, to fingerprint it). A reserved key's response body
+//! is read whole first when it ends within the largest `max_response_bytes`
+//! and the upstream timeout, so the layer stores it before it is sent, as it does a
 //! handler's whole body; a longer one streams.
 //!
 //! What the proxy tells the layer, when the upstream fails:
@@ -13,13 +13,15 @@
 //! | refuses the connection, or cannot be reached (nothing was sent) | 502 `upstream-unreachable` | freed ([`Ran::Nothing`]): a retry runs |
 //! | its connection breaks after the request was sent | 502 `upstream-failed` | stored ([`Ran::Unknown`]): the request may have run, so it never runs again |
 //! | sends no response head within `--upstream-timeout` | 504 `upstream-timeout` | stored ([`Ran::Unknown`]), as above |
-//! | its response body breaks midway | the layer's 500 `handler-failed` (or a cut body) | per the store policy, as for any failed handler |
+//! | its response body breaks before it was all read (within the largest `max_response_bytes`) | 502 `upstream-failed` | stored whatever the policy ([`Ran::Unknown`]) |
+//! | its response body breaks while it streams to the client (past that size) | a cut body | per the store policy, as for any failed handler |
 //!
 //! Hop-by-hop headers (RFC 9110 section 7.6.1: `Connection` and the headers it
 //! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
 //! `Transfer-Encoding`, `Upgrade`) are dropped both ways. The client's
-//! `Host` is kept, and `X-Forwarded-For` (the peer's address appended),
-//! `X-Forwarded-Proto` and `X-Forwarded-Host` are set, as reverse proxies do.
+//! `Host` is kept; `X-Forwarded-For` gets the peer's address appended, and
+//! `X-Forwarded-Proto` and `X-Forwarded-Host` are set unless a proxy in
+//! front (a TLS ingress) set them.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -56,14 +58,21 @@ impl Upstream {
             .map_err(|e| format!("--upstream {url:?}: {e} (write e.g. http://127.0.0.1:8080)"))?;
         match (uri.scheme(), uri.authority()) {
             (Some(s), Some(a)) if s == &http::uri::Scheme::HTTP => {
-                if uri.path() != "/" && !uri.path().is_empty() {
+                if (uri.path() != "/" && !uri.path().is_empty()) || uri.query().is_some() {
                     return Err(format!(
-                        "--upstream {url:?}: no path, please: requests keep theirs"
+                        "--upstream {url:?}: no path or query, please: requests keep theirs"
                     ));
                 }
+                if a.as_str().contains('@') {
+                    return Err(format!("--upstream {url:?}: no user or password, please"));
+                }
+                // The port, explicit: the readiness probe connects to it.
+                let authority = format!("{}:{}", a.host(), a.port_u16().unwrap_or(80))
+                    .parse()
+                    .map_err(|e| format!("--upstream {url:?}: {e}"))?;
                 Ok(Upstream {
                     scheme: s.clone(),
-                    authority: a.clone(),
+                    authority,
                 })
             }
             (Some(s), _) if s == &http::uri::Scheme::HTTPS => Err(format!(
@@ -192,20 +201,26 @@ impl Forward {
             HeaderValue::from_str(self.upstream.authority()).unwrap_or(HeaderValue::from_static(""))
         });
         parts.headers.insert(header::HOST, host.clone());
+        // What a proxy in front (a TLS ingress) said of the original
+        // request is kept; else this hop's.
         parts
             .headers
-            .insert(HeaderName::from_static("x-forwarded-host"), host);
-        parts.headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
-        );
+            .entry(HeaderName::from_static("x-forwarded-host"))
+            .or_insert(host);
+        parts
+            .headers
+            .entry(HeaderName::from_static("x-forwarded-proto"))
+            .or_insert(HeaderValue::from_static("http"));
         if let Some(Peer(addr)) = parts.extensions.get::<Peer>() {
             let xff = HeaderName::from_static("x-forwarded-for");
-            let chain = match parts.headers.get(&xff).and_then(|v| v.to_str().ok()) {
-                Some(before) => format!("{before}, {}", addr.ip()),
-                None => addr.ip().to_string(),
-            };
-            if let Ok(v) = HeaderValue::from_str(&chain) {
+            let mut chain: Vec<String> = parts
+                .headers
+                .get_all(&xff)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            chain.push(addr.ip().to_string());
+            if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
                 parts.headers.insert(xff, v);
             }
         }
@@ -226,14 +241,28 @@ impl Forward {
             }
         };
         let upstream = self.upstream.authority().to_owned();
+        // Only a reserved key's response is stored: only it is read whole.
+        let stored = req
+            .extensions()
+            .get::<idemstore_http::drive::Reserved>()
+            .is_some();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let sent = tokio::time::timeout_at(deadline, self.client.request(req)).await;
         match sent {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 drop_hop_by_hop(&mut parts.headers);
-                let body = self.buffered(body, deadline).await;
-                Response::from_parts(parts, body)
+                if !stored {
+                    return Response::from_parts(
+                        parts,
+                        BoxBody::new(body.map_err(Into::<idemstore_http::BoxError>::into)),
+                    );
+                }
+                match self.buffered(body, deadline).await {
+                    Ok(body) => Response::from_parts(parts, body),
+                    // Nothing reached the client yet, and the upstream ran.
+                    Err(()) => broken(),
+                }
             }
             Ok(Err(e)) if e.is_connect() => problem(
                 StatusCode::BAD_GATEWAY,
@@ -245,16 +274,7 @@ impl Forward {
                 ),
                 Ran::Nothing,
             ),
-            Ok(Err(_)) => problem(
-                StatusCode::BAD_GATEWAY,
-                "upstream-failed",
-                "The connection to the service behind this proxy broke after the request was \
-                 sent, so it may have run. This answer is kept under the idempotency key: a \
-                 retry gets it again and never runs the request a second time. Check the \
-                 outcome before sending a new request with a new key."
-                    .into(),
-                Ran::Unknown,
-            ),
+            Ok(Err(_)) => broken(),
             Err(_) => problem(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream-timeout",
@@ -272,13 +292,18 @@ impl Forward {
 }
 
 impl Forward {
-    /// The upstream's response body, read whole when it ends within
-    /// `buffer` bytes before `deadline`: the layer then stores it before
+    /// A reserved key's response body, read whole when it ends within
+    /// `buffer` bytes before `deadline` (`Err` when it breaks meanwhile: the
+    /// upstream ran, and nothing reached the client yet): the layer then stores it before
     /// sending it (in `Sync` durability, no answer leaves before its record
     /// is durable, and a retry right after it is a replay). A longer or
     /// slower body streams on from what was read, and is stored (or
     /// replaced by the not-replayable notice) when it ends.
-    async fn buffered(&self, mut body: Incoming, deadline: tokio::time::Instant) -> BoxBody {
+    async fn buffered(
+        &self,
+        mut body: Incoming,
+        deadline: tokio::time::Instant,
+    ) -> Result<BoxBody, ()> {
         let mut kept = BytesMut::new();
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -286,7 +311,7 @@ impl Forward {
                 Err(_) => break,
             };
             match frame {
-                None => return BoxBody::new(Full::new(kept.freeze())),
+                None => return Ok(BoxBody::new(Full::new(kept.freeze()))),
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
                         kept.extend_from_slice(data);
@@ -295,26 +320,20 @@ impl Forward {
                         break;
                     }
                 }
-                // The layer sees the body fail, as it would have unbuffered.
-                Some(Err(e)) => {
-                    return BoxBody::new(Prefixed {
-                        prefix: Some(kept.freeze()),
-                        rest: Err(Some(e)),
-                    });
-                }
+                Some(Err(_)) => return Err(()),
             }
         }
-        BoxBody::new(Prefixed {
+        Ok(BoxBody::new(Prefixed {
             prefix: Some(kept.freeze()),
-            rest: Ok(body),
-        })
+            rest: body,
+        }))
     }
 }
 
-/// What was read of a body, then the rest of it (or its error).
+/// What was read of a body, then the rest of it.
 struct Prefixed {
     prefix: Option<Bytes>,
-    rest: Result<Incoming, Option<hyper::Error>>,
+    rest: Incoming,
 }
 
 impl http_body::Body for Prefixed {
@@ -328,11 +347,23 @@ impl http_body::Body for Prefixed {
         if let Some(p) = self.prefix.take().filter(|p| !p.is_empty()) {
             return Poll::Ready(Some(Ok(http_body::Frame::data(p))));
         }
-        match &mut self.rest {
-            Ok(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Err(e) => Poll::Ready(e.take().map(|e| Err(e.into()))),
-        }
+        Pin::new(&mut self.rest).poll_frame(cx).map_err(Into::into)
     }
+}
+
+/// 502 for an upstream whose connection broke after the request was sent:
+/// it may have run.
+fn broken() -> Response<BoxBody> {
+    problem(
+        StatusCode::BAD_GATEWAY,
+        "upstream-failed",
+        "The connection to the service behind this proxy broke after the request was sent, so \
+         it may have run. This answer is kept under the idempotency key: a retry gets it again \
+         and never runs the request a second time. Check the outcome before sending a new \
+         request with a new key."
+            .into(),
+        Ran::Unknown,
+    )
 }
 
 /// Why a connection to the upstream failed, for the client (no more than
@@ -391,9 +422,11 @@ mod tests {
     fn an_upstream_is_a_plain_http_origin() {
         assert!(Upstream::parse("http://127.0.0.1:8080").is_ok());
         assert!(Upstream::parse("http://127.0.0.1:8080/").is_ok());
+        assert_eq!(Upstream::parse("http://svc").unwrap().authority(), "svc:80");
         for (bad, says) in [
             ("https://a:1", "https is not supported"),
             ("http://a:1/base", "no path"),
+            ("http://u:p@a:1", "no user"),
             ("127.0.0.1:8080", "write an http URL"),
         ] {
             let e = Upstream::parse(bad).unwrap_err();

@@ -57,6 +57,12 @@ fn repeatability_result(repeatable: bool, r: &mut Response<BoxBody>) {
         .insert("repeatability-result", http::HeaderValue::from_static(v));
 }
 
+/// A request extension the handler of a reserved key finds: its response
+/// will be stored (or the key freed) per the route's policy. A proxy reads
+/// it to know which responses to read whole before answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserved;
+
 /// The answer to a request [`Idempotency::prepare`] rejected.
 pub fn rejected(config: &IdempotencyConfig, p: &Problem) -> Response<BoxBody> {
     let mut r = p.to_response().map(full);
@@ -167,6 +173,7 @@ where
             Started::Run(lease) => lease,
         };
         let mut parts = parts;
+        parts.extensions.insert(Reserved);
         let holding = if keyed.policy.stored_by_handler {
             let held = HeldKey::new(lease, core.recorder(&keyed));
             parts.extensions.insert(held.clone());

@@ -587,7 +587,11 @@ impl<B: Backend> Idempotency<B> {
                 },
             },
             ResponseBody::TooLarge => match c.oversize {
-                OversizeResponse::Release => return None,
+                // A request that may have run is never freed.
+                OversizeResponse::Release if keyed.ran != Some(crate::Ran::Unknown) => {
+                    return None;
+                }
+                OversizeResponse::Release => notice(c.max_response_bytes, request_id),
                 OversizeResponse::StoreNotice => {
                     notice(c.max_response_bytes, keyed.request_id.as_deref())
                 }
