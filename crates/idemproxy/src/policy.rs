@@ -22,7 +22,10 @@
 //! ```
 //!
 //! The first route whose `path` matches a request's path decides; a path no
-//! route matches is forwarded untouched. Without any `[[route]]` (or
+//! route matches is forwarded untouched. A route that names a `profile` of
+//! its own starts from it and takes only the `tenant` from `[defaults]`;
+//! `fingerprint` merges part by part; `in_flight` and `in_flight_wait` go
+//! together. Without any `[[route]]` (or
 //! without a file), the defaults cover every path (`/**`). Unknown names
 //! are refused, so a misspelt option never silently falls back to a
 //! default.
@@ -205,8 +208,46 @@ fn header_names(name: &str, v: &[String]) -> Result<Vec<HeaderName>, String> {
 }
 
 impl Options {
-    /// These options, with the unset ones taken from `defaults`.
+    /// These options, with the unset ones taken from `defaults`. A route
+    /// that names a profile of its own starts from that profile and takes
+    /// only the tenant from `defaults` (the defaults' options were written
+    /// for the defaults' profile). The fingerprint merges part by part; the
+    /// in-flight policy and its wait go together.
     fn over(self, d: &Options) -> Options {
+        if self.profile.is_some() && self.profile != d.profile {
+            return Options {
+                tenant: self.tenant.or_else(|| d.tenant.clone()),
+                ..self
+            };
+        }
+        let fingerprint = match (&self.fingerprint, &d.fingerprint) {
+            (Some(f), Some(g)) => Some(Fingerprint {
+                method: f.method.or(g.method),
+                path_and_query: f.path_and_query.or(g.path_and_query),
+                body: f.body.or(g.body),
+                headers: f.headers.clone().or_else(|| g.headers.clone()),
+                json: f.json.or(g.json),
+                json_members: f.json_members.clone().or_else(|| g.json_members.clone()),
+            }),
+            (f, g) => f.clone().or_else(|| g.clone()),
+        };
+        let (in_flight, in_flight_wait) =
+            if self.in_flight.is_some() || self.in_flight_wait.is_some() {
+                (self.in_flight.clone(), self.in_flight_wait.clone())
+            } else {
+                (d.in_flight.clone(), d.in_flight_wait.clone())
+            };
+        let merged = self.merged(d);
+        Options {
+            fingerprint,
+            in_flight,
+            in_flight_wait,
+            ..merged
+        }
+    }
+
+    /// Every option of `self`, else of `d`.
+    fn merged(self, d: &Options) -> Options {
         macro_rules! or {
             ($($f:ident),*) => { Options { $($f: self.$f.or_else(|| d.$f.clone()),)* } };
         }
@@ -476,6 +517,39 @@ mod tests {
         assert_eq!(hooks.header, "webhook-id");
         assert_eq!(hooks.store, StorePolicy::All, "the route's own word wins");
         assert!(routes[0].pattern.matches("/v1/payments/7"));
+    }
+
+    #[test]
+    fn a_routes_own_profile_and_parts_of_tables_override_the_defaults() {
+        let routes = parse(
+            r#"
+            [defaults]
+            tenant = "single"
+            store = "non-server-errors"
+            in_flight = "wait"
+            in_flight_wait = "5s"
+            fingerprint = { headers = ["x-account"] }
+
+            [[route]]
+            path = "/hooks"
+            profile = "standard-webhooks"
+
+            [[route]]
+            path = "/pay"
+            in_flight = "conflict"
+            fingerprint = { json = true }
+            "#,
+            None,
+        )
+        .unwrap();
+        let hooks = routes[0].config.as_ref().unwrap();
+        assert_eq!(hooks.store, StorePolicy::SuccessOnly, "the profile's, not the defaults'");
+        assert_eq!(hooks.in_flight, InFlightPolicy::Conflict);
+        let pay = routes[1].config.as_ref().unwrap();
+        assert_eq!(pay.in_flight, InFlightPolicy::Conflict, "the wait goes with the policy");
+        assert_eq!(pay.fingerprint.headers, vec![HeaderName::from_static("x-account")]);
+        assert!(pay.fingerprint.json.is_some());
+        assert_eq!(pay.store, StorePolicy::NonServerErrors);
     }
 
     #[test]

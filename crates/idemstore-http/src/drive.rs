@@ -103,8 +103,39 @@ pub async fn keyed<B, ReqB, H, Fut, ResB, E>(
     core: Idempotency<B>,
     parts: http::request::Parts,
     body: ReqB,
+    keyed: Keyed,
+    handler: H,
+) -> Result<
+    (
+        impl Future<Output = ()> + 'static,
+        impl Future<Output = Result<Response<BoxBody>, E>> + 'static,
+    ),
+    Response<BoxBody>,
+>
+where
+    B: Backend,
+    ReqB: Body<Data = Bytes>,
+    ReqB::Error: Into<BoxError>,
+    H: FnOnce(Request<BoxBody>) -> Fut + 'static,
+    Fut: Future<Output = Result<Response<ResB>, E>>,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Into<BoxError>,
+    E: 'static,
+{
+    let span = request_span(&keyed);
+    admit(core, parts, body, keyed, handler, span.clone())
+        .instrument(span)
+        .await
+}
+
+/// [`keyed`], inside the request's span.
+async fn admit<B, ReqB, H, Fut, ResB, E>(
+    core: Idempotency<B>,
+    parts: http::request::Parts,
+    body: ReqB,
     mut keyed: Keyed,
     handler: H,
+    span: tracing::Span,
 ) -> Result<
     (
         impl Future<Output = ()> + 'static,
@@ -162,7 +193,6 @@ where
         },
         None => core.in_flight_work().start(),
     };
-    let span = request_span(&keyed);
     let (reply, answer) = tokio::sync::oneshot::channel();
     let task = async move {
         let lease = match core.begin(&keyed, fp).await {
