@@ -586,3 +586,31 @@ async fn a_paused_redis_answers_503_without_forwarding_and_the_key_runs_once_it_
     );
     assert_eq!(effects(&upstream).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_spelling_of_a_covered_path_meets_its_routes_policy_and_reaches_the_same_path() {
+    let upstream = Orders::start();
+    let data = embedded();
+    let p = proxy_with(
+        &data,
+        &upstream,
+        "[[route]]\npath = \"/orders\"\nkey_required = true\n",
+        &[],
+    );
+    let t = tenant("spelling");
+    for path in ["//orders", "/x/../orders", "/%6Frders", "/./orders"] {
+        let r = post(p.addr, &t, None, path, "{}").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {:?}", r.body);
+        assert!(r.problem().ends_with("key-missing"), "{path}");
+    }
+    assert_eq!(effects(&upstream).await, 0);
+    let first = post(p.addr, &t, Some("k"), "//orders", "{}").await;
+    assert_eq!(
+        first.status,
+        StatusCode::CREATED,
+        "the upstream got /orders"
+    );
+    let retry = post(p.addr, &t, Some("k"), "/orders", "{}").await;
+    assert!(retry.replayed(), "one path, one request");
+    assert_eq!(effects(&upstream).await, 1);
+}

@@ -21,15 +21,17 @@
 //! - `main.rs`: the flags, and the stack: one idempotency layer per route,
 //!   each covering only its route's paths, in front of the forwarder;
 //! - `policy.rs`: the policy file;
+//! - `path.rs`: the one spelling of a path that routes and upstream see;
 //! - `forward.rs`: forwarding to the upstream, and what its failures tell
 //!   the layer;
 //! - `admin.rs`: `/metrics`, `/healthz` and `/readyz` on the admin port.
 //!
-//! Imports flow one way: `main` uses the three others, which use none of
-//! each other.
+//! Imports flow one way: `main` uses the others, which use none of each
+//! other.
 
 mod admin;
 mod forward;
+mod path;
 mod policy;
 
 use axum::Router;
@@ -136,8 +138,30 @@ fn stack<B: Backend + Clone>(
         work.push(layer.in_flight_work());
         service = BoxCloneSyncService::new(layer.layer(service));
     }
-    let outer = service.map_request(|r: Request<axum::body::Body>| r.map(BoxBody::new));
+    let outer = service.map_request(|r: Request<axum::body::Body>| {
+        let (mut parts, body) = r.into_parts();
+        canonical_path(&mut parts.uri);
+        Request::from_parts(parts, BoxBody::new(body))
+    });
     Ok((Router::new().fallback_service(outer), work))
+}
+
+/// Rewrites `uri`'s path to its canonical form ([`path::canonical`]), which
+/// the routes match and the upstream gets.
+fn canonical_path(uri: &mut http::Uri) {
+    let path = path::canonical(uri.path());
+    if path == uri.path() {
+        return;
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(u) = http::Uri::from_parts(parts) {
+        *uri = u;
+    }
 }
 
 /// The routes of `--config` (or of the flags alone).

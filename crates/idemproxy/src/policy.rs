@@ -543,11 +543,22 @@ mod tests {
         )
         .unwrap();
         let hooks = routes[0].config.as_ref().unwrap();
-        assert_eq!(hooks.store, StorePolicy::SuccessOnly, "the profile's, not the defaults'");
+        assert_eq!(
+            hooks.store,
+            StorePolicy::SuccessOnly,
+            "the profile's, not the defaults'"
+        );
         assert_eq!(hooks.in_flight, InFlightPolicy::Conflict);
         let pay = routes[1].config.as_ref().unwrap();
-        assert_eq!(pay.in_flight, InFlightPolicy::Conflict, "the wait goes with the policy");
-        assert_eq!(pay.fingerprint.headers, vec![HeaderName::from_static("x-account")]);
+        assert_eq!(
+            pay.in_flight,
+            InFlightPolicy::Conflict,
+            "the wait goes with the policy"
+        );
+        assert_eq!(
+            pay.fingerprint.headers,
+            vec![HeaderName::from_static("x-account")]
+        );
         assert!(pay.fingerprint.json.is_some());
         assert_eq!(pay.store, StorePolicy::NonServerErrors);
     }

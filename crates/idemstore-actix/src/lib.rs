@@ -43,6 +43,14 @@
 //! returns is stored before it is sent; one that streams is pumped from the
 //! handler's body (on the worker) to the layer, and sent as it comes.
 //!
+//! Unlike a tokio server that waits for [`InFlightWork::idle`], an actix
+//! server that stops drops its workers' runtimes, and with them the work of
+//! reserved keys whose clients already left: such a handler is cut short at
+//! an `.await` and its key stays reserved until its lease ends, as after a
+//! crash (then a retry runs it again). Keep actix's `shutdown_timeout`
+//! longer than the slowest handler, so that stopping waits for the
+//! connections still being answered.
+//!
 //! ## Layout
 //!
 //! - `lib.rs`: the middleware (actix's `Transform` and `Service`);
