@@ -2,7 +2,7 @@
 //! live keys, and the space given back once their TTL passes.
 //!
 //! The store is filled through the public API (`Durability::None`, 8
-//! threads, fresh keys), closed, then opened three ways: from its hint files
+//! threads, fresh keys, in tenths whose rates are kept), closed, then opened three ways: from its hint files
 //! (three times: the first, right after the fill, ran up to twice as slow
 //! as later ones here, so the figure is the median and the first is shown),
 //! from its segments alone (hints deleted), and with the clock moved past
@@ -21,6 +21,8 @@ pub struct Figures {
     pub keys: u64,
     /// Seconds to fill.
     pub fill_secs: f64,
+    /// Keys per second while filling the first tenth, and the last.
+    pub fill_rates: (f64, f64),
     /// Seconds to open from hint files: the median of three opens.
     pub open_hints_secs: f64,
     /// Seconds the first of those opens took, right after the fill.
@@ -81,18 +83,28 @@ pub fn measure(n: u64, body: usize) -> Figures {
     };
     let callers = 8;
     let t = Instant::now();
+    // In tenths, each timed: the last tenth's rate against the first's says
+    // whether a store filling up slows down.
+    let chunks = n.clamp(1, 10);
+    let per_chunk = n.div_ceil(chunks);
+    let mut rates = Vec::new();
     {
         let store = Store::open(dir.path(), cfg()).expect("open");
-        durable_cycles(&store, callers, n, 0, body);
+        for run in 0..chunks {
+            let took = durable_cycles(&store, callers, per_chunk, run, body);
+            rates.push(per_chunk as f64 / took.as_secs_f64());
+        }
         store.close().expect("close");
     }
     let fill_secs = t.elapsed().as_secs_f64();
-    // The keys durable_cycles used: r0-t{t}-{i}.
-    let per = n.div_ceil(callers as u64);
+    // The keys durable_cycles used: r{run}-t{t}-{i}.
+    let per = per_chunk.div_ceil(callers as u64);
     let mut record_bytes = 0;
-    for t in 0..callers {
-        for i in 0..per {
-            record_bytes += record_len(format!("r0-t{t}-{i}").len(), body);
+    for run in 0..chunks {
+        for t in 0..callers {
+            for i in 0..per {
+                record_bytes += record_len(format!("r{run}-t{t}-{i}").len(), body);
+            }
         }
     }
     let (segment_bytes, hint_bytes) = dir_bytes(dir.path());
@@ -138,6 +150,10 @@ pub fn measure(n: u64, body: usize) -> Figures {
     Figures {
         keys,
         fill_secs,
+        fill_rates: (
+            rates.first().copied().unwrap_or(f64::NAN),
+            rates.last().copied().unwrap_or(f64::NAN),
+        ),
         open_hints_secs: opens[1],
         open_hints_first_secs: open_hints_secs,
         open_scan_secs,

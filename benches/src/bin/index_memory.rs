@@ -25,7 +25,10 @@ fn main() {
     let f = open::measure(n, body);
     let k = f.keys.max(1) as f64;
     println!("keys: {} ({body} B bodies)", f.keys);
-    println!("fill (Durability::None, 8 threads): {:.1} s", f.fill_secs);
+    println!(
+        "fill (Durability::None, 8 threads): {:.1} s; {:.0} keys/s in the first tenth, {:.0} in the last",
+        f.fill_secs, f.fill_rates.0, f.fill_rates.1
+    );
     println!(
         "open from hint files: {:.2} s (median of 3; the first, right after the fill: {:.2} s)",
         f.open_hints_secs, f.open_hints_first_secs
@@ -51,9 +54,11 @@ fn main() {
         f.freed_bytes, f.left_bytes
     );
     println!(
-        "figures: keys={} fill={:.3} open_hints={:.3} open_hints_first={:.3} open_scan={:.3} heap={:.2} estimate={:.2} peak={:.2} records={} segments={} hints={} freed={} left={}",
+        "figures: keys={} fill={:.3} fill_first={:.0} fill_last={:.0} open_hints={:.3} open_hints_first={:.3} open_scan={:.3} heap={:.2} estimate={:.2} peak={:.2} records={} segments={} hints={} freed={} left={}",
         f.keys,
         f.fill_secs,
+        f.fill_rates.0,
+        f.fill_rates.1,
         f.open_hints_secs,
         f.open_hints_first_secs,
         f.open_scan_secs,

@@ -11,8 +11,9 @@ pub(crate) type Figures = Vec<(String, f64)>;
 /// Measures and prints W4/W5 if they are wanted; `None` when not wanted or
 /// when `index_memory` did not run.
 pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> Option<Figures> {
+    let body = body();
     let f = if settings.wants("w45") {
-        open_figures(settings.keys, BODY)
+        open_figures(settings.keys, body)
     } else {
         None
     };
@@ -21,10 +22,19 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> Option<Figures> 
         let disk = get(f, "segments") + get(f, "hints");
         let _ = writeln!(
             out,
-            "\nW4/W5 a store of {k:.0} live keys ({BODY} B bodies; filled in {:.0} s)\n",
+            "\nW4/W5 a store of {k:.0} live keys ({body} B bodies; filled in {:.0} s)\n",
             get(f, "fill")
         );
         let rows = [
+            (
+                "fill rate, first tenth / last tenth (Durability::None, 8 threads)",
+                format!(
+                    "{:.0} / {:.0} keys/s ({:.2}×)",
+                    get(f, "fill_first"),
+                    get(f, "fill_last"),
+                    get(f, "fill_last") / get(f, "fill_first")
+                ),
+            ),
             (
                 "open from hint files (median of 3; the first, right after the fill)",
                 format!(
@@ -69,6 +79,16 @@ pub(crate) fn run(out: &mut impl Write, settings: &Settings) -> Option<Figures> 
         }
     }
     f
+}
+
+/// The bodies of W4/W5's records: `W45_BODY` bytes (default 512; the long
+/// run of the performance issue uses 64, with 100M keys:
+/// `W45_BODY=64 REPORT_ONLY=w45 report 2 100000000`).
+pub(crate) fn body() -> usize {
+    std::env::var("W45_BODY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BODY)
 }
 
 /// W4/W5 from the `index_memory` binary beside this one (it installs a
