@@ -288,7 +288,12 @@ async fn an_upstream_that_answers_too_late_is_a_stored_504(backend: Flags) {
         &backend,
         &upstream,
         FIVE_XX_FREED,
-        &["--upstream-timeout", "300ms"],
+        &[
+            "--upstream-timeout",
+            "300ms",
+            "--upstream-connect-timeout",
+            "100ms",
+        ],
     );
     let t = tenant("slow");
     let r = post(p.addr, &t, Some("k"), "/orders?sleep=1200", "{}").await;

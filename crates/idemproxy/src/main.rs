@@ -186,6 +186,16 @@ fn routes(args: &Args) -> Result<Vec<Route>, String> {
 /// start or stop cleanly.
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let upstream = Upstream::parse(&args.upstream)?;
+    if args.upstream_timeout <= args.upstream_connect_timeout {
+        // Else a request that never left (still connecting) would time out
+        // as one that may have run, and its 504 be stored.
+        return Err(format!(
+            "--upstream-timeout ({}) must be longer than --upstream-connect-timeout ({})",
+            humantime::format_duration(args.upstream_timeout),
+            humantime::format_duration(args.upstream_connect_timeout)
+        )
+        .into());
+    }
     let routes = routes(&args)?;
     let backend = args
         .store
