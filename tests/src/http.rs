@@ -7,7 +7,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Reads the `listening on http://ADDR` line a server process prints on
 /// stdout when it is ready; returns the address and the rest of stdout
@@ -26,6 +28,73 @@ pub fn listening_addr(child: &mut Child) -> (SocketAddr, BufReader<ChildStdout>)
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (addr, stdout)
+}
+
+/// A server process a test started, with what it printed.
+pub(crate) struct Started {
+    /// The process.
+    pub(crate) child: Child,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// The rest of its stdout, kept open so it never writes into a closed
+    /// pipe.
+    pub(crate) stdout: BufReader<ChildStdout>,
+    /// Everything it wrote to stderr so far (also echoed, each line after
+    /// `[label]`).
+    pub(crate) stderr: Arc<Mutex<String>>,
+}
+
+/// Spawns `cmd` with stdout and stderr piped, echoes and keeps its stderr,
+/// and waits for its `listening on` line.
+///
+/// # Panics
+///
+/// If it cannot be spawned or says something else first.
+pub(crate) fn start_server(cmd: &mut Command, label: &'static str) -> Started {
+    #![allow(clippy::unwrap_used)]
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(BufReader::new(pipe)) {
+            let Ok(line) = line else { break };
+            eprintln!("[{label}] {line}");
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    let (addr, stdout) = listening_addr(&mut child);
+    Started {
+        child,
+        addr,
+        stdout,
+        stderr,
+    }
+}
+
+/// Waits for `child` to exit, at most `within`; its status.
+///
+/// # Panics
+///
+/// If it is still running then.
+pub(crate) fn wait_exit(child: &mut Child, within: Duration, label: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{label} still running {within:?} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A whole HTTP response, as a client saw it.

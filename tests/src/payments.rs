@@ -2,12 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use crate::listening_addr;
+use crate::http::{start_server, wait_exit};
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,31 +107,14 @@ impl Payments {
     ///
     /// As [`Payments::start`].
     pub fn spawn(args: &[&OsStr]) -> Payments {
-        let mut child = Command::new(payments_binary())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[payments] {line}");
-                let mut all = sink.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let (addr, stdout) = listening_addr(&mut child);
+        let mut cmd = Command::new(payments_binary());
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        let s = start_server(&mut cmd, "payments");
         Payments {
-            child,
-            addr,
-            _stdout: stdout,
-            stderr,
+            child: s.child,
+            addr: s.addr,
+            _stdout: s.stdout,
+            stderr: s.stderr,
         }
     }
 
@@ -167,17 +150,7 @@ impl Payments {
     ///
     /// If it is still running then.
     pub fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < within,
-                "payments still running {within:?} after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, within, "payments")
     }
 
     /// What the server printed on stderr, once its pipe is closed.

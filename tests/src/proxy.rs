@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::http::{Started, start_server, wait_exit};
 use crate::listening_addr;
 use crate::payments::built_binary;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -106,27 +107,16 @@ impl Proxy {
     ///
     /// If it does not start, or says nothing of its admin port.
     pub fn start(upstream: &str, flags: &[&OsStr]) -> Proxy {
-        let mut child = Command::new(idemproxy_binary())
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        let mut cmd = Command::new(idemproxy_binary());
+        cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--upstream", upstream])
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[idemproxy] {line}");
-                let mut all = sink.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let (addr, stdout) = listening_addr(&mut child);
+            .args(flags);
+        let Started {
+            child,
+            addr,
+            stdout,
+            stderr,
+        } = start_server(&mut cmd, "idemproxy");
         let start = Instant::now();
         let admin = loop {
             let said = stderr.lock().unwrap().clone();
@@ -168,17 +158,7 @@ impl Proxy {
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "idemproxy still running 60 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, Duration::from_secs(60), "idemproxy")
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn keyed<B, ReqB, H, Fut, ResB, E>(
     core: Idempotency<B>,
     parts: http::request::Parts,
     body: ReqB,
-    keyed: Keyed,
+    mut keyed: Keyed,
     handler: H,
 ) -> Result<
     (
@@ -123,110 +123,85 @@ where
     E: 'static,
 {
     let span = request_span(&keyed);
-    admit(core, parts, body, keyed, handler, span.clone())
-        .instrument(span)
-        .await
-}
-
-/// [`keyed`], inside the request's span.
-async fn admit<B, ReqB, H, Fut, ResB, E>(
-    core: Idempotency<B>,
-    parts: http::request::Parts,
-    body: ReqB,
-    mut keyed: Keyed,
-    handler: H,
-    span: tracing::Span,
-) -> Result<
-    (
-        impl Future<Output = ()> + 'static,
-        impl Future<Output = Result<Response<BoxBody>, E>> + 'static,
-    ),
-    Response<BoxBody>,
->
-where
-    B: Backend,
-    ReqB: Body<Data = Bytes>,
-    ReqB::Error: Into<BoxError>,
-    H: FnOnce(Request<BoxBody>) -> Fut + 'static,
-    Fut: Future<Output = Result<Response<ResB>, E>>,
-    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResB::Error: Into<BoxError>,
-    E: 'static,
-{
-    let repeatable = core.config().repeatability.is_some();
-    let refuse = |p: Problem, outcome| {
-        crate::metrics::request(outcome);
-        let mut r = p.to_response().map(full);
-        repeatability_result(repeatable, &mut r);
-        r
-    };
-    let limit = core.config().max_request_bytes;
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            return Err(refuse(
-                Problem::RequestTooLarge { limit },
-                crate::metrics::Outcome::Rejected,
-            ));
-        }
-        Err(_) => {
-            return Err(refuse(
-                Problem::RequestBodyFailed,
-                crate::metrics::Outcome::Rejected,
-            ));
-        }
-    };
-    let d = digest(&keyed.policy.fingerprint, &parts, &bytes);
-    let fp = d.fingerprint;
-    keyed.members = d.members;
-    // Counted from here, before the key is reserved: past the cap nothing
-    // is reserved and nothing runs.
-    let running = match core.config().max_in_flight {
-        Some(max) => match core.in_flight_work().try_start(max) {
-            Some(g) => g,
-            None => {
+    let span_outer = span.clone();
+    async move {
+        let repeatable = core.config().repeatability.is_some();
+        let refuse = |p: Problem, outcome| {
+            crate::metrics::request(outcome);
+            let mut r = p.to_response().map(full);
+            repeatability_result(repeatable, &mut r);
+            r
+        };
+        let limit = core.config().max_request_bytes;
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
                 return Err(refuse(
-                    Problem::Overloaded { limit: max },
-                    crate::metrics::Outcome::Overloaded,
+                    Problem::RequestTooLarge { limit },
+                    crate::metrics::Outcome::Rejected,
                 ));
             }
-        },
-        None => core.in_flight_work().start(),
-    };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let task = async move {
-        let lease = match core.begin(&keyed, fp).await {
-            Started::Respond(r) => {
-                let _ = reply.send(Ok(r.map(full)));
-                return;
+            Err(_) => {
+                return Err(refuse(
+                    Problem::RequestBodyFailed,
+                    crate::metrics::Outcome::Rejected,
+                ));
             }
-            Started::Run(lease) => lease,
         };
-        let mut parts = parts;
-        parts.extensions.insert(Reserved);
-        let holding = if keyed.policy.stored_by_handler {
-            let held = HeldKey::new(lease, core.recorder(&keyed));
-            parts.extensions.insert(held.clone());
-            Holding::Handler(held)
-        } else {
-            Holding::Layer(lease)
+        let d = digest(&keyed.policy.fingerprint, &parts, &bytes);
+        let fp = d.fingerprint;
+        keyed.members = d.members;
+        // Counted from here, before the key is reserved: past the cap nothing
+        // is reserved and nothing runs.
+        let running = match core.config().max_in_flight {
+            Some(max) => match core.in_flight_work().try_start(max) {
+                Some(g) => g,
+                None => {
+                    return Err(refuse(
+                        Problem::Overloaded { limit: max },
+                        crate::metrics::Outcome::Overloaded,
+                    ));
+                }
+            },
+            None => core.in_flight_work().start(),
         };
-        let request = Request::from_parts(parts, boxed(Full::new(bytes)));
-        // Called inside the task, where a panic of the call itself is
-        // caught like one of its future.
-        let handler = async move { handler(request).await };
-        work::run(core, holding, handler, keyed, reply, running).await;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let task = async move {
+            let lease = match core.begin(&keyed, fp).await {
+                Started::Respond(r) => {
+                    let _ = reply.send(Ok(r.map(full)));
+                    return;
+                }
+                Started::Run(lease) => lease,
+            };
+            let mut parts = parts;
+            parts.extensions.insert(Reserved);
+            let holding = if keyed.policy.stored_by_handler {
+                let held = HeldKey::new(lease, core.recorder(&keyed));
+                parts.extensions.insert(held.clone());
+                Holding::Handler(held)
+            } else {
+                Holding::Layer(lease)
+            };
+            let request = Request::from_parts(parts, boxed(Full::new(bytes)));
+            // Called inside the task, where a panic of the call itself is
+            // caught like one of its future.
+            let handler = async move { handler(request).await };
+            work::run(core, holding, handler, keyed, reply, running).await;
+        }
+        .instrument(span.clone());
+        let answer = async move {
+            let mut r = match answer.await {
+                Ok(result) => result?,
+                // The task ended without answering (a bug in the layer).
+                Err(_) => Problem::HandlerFailed.to_response().map(full),
+            };
+            repeatability_result(repeatable, &mut r);
+            Ok(r)
+        }
+        .instrument(span);
+        Ok((task, answer))
     }
-    .instrument(span.clone());
-    let answer = async move {
-        let mut r = match answer.await {
-            Ok(result) => result?,
-            // The task ended without answering (a bug in the layer).
-            Err(_) => Problem::HandlerFailed.to_response().map(full),
-        };
-        repeatability_result(repeatable, &mut r);
-        Ok(r)
-    }
-    .instrument(span);
-    Ok((task, answer))
+    .instrument(span_outer)
+    .await
 }

@@ -68,3 +68,18 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// The process's exit code for how [`run`] (or the start before it) ended:
+/// success, or failure after printing `NAME: why` on stderr.
+pub fn exit_code(
+    name: &str,
+    ended: Result<(), Box<dyn std::error::Error>>,
+) -> std::process::ExitCode {
+    match ended {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

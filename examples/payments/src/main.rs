@@ -99,11 +99,5 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 async fn main() -> ExitCode {
     // Bad flags: clap prints why and exits 2; --help prints usage and exits 0.
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("payments: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    idemstore_server::lifecycle::exit_code("payments", run(args).await)
 }
